@@ -1,0 +1,1 @@
+"""Transport drivers, one package per protocol family, found by convention (see drivers.base)."""

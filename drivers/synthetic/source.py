@@ -1,0 +1,74 @@
+"""The synthetic bus task: polls every synthetic device on its interval and emits values."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Iterator
+
+from drivers.base import BusConfig, BusContext, DeviceConfig
+from drivers.synthetic.pattern import PATTERNS
+from gateway.model import Observation
+
+
+def expand(bus: BusConfig) -> Iterator[tuple[str, DeviceConfig]]:
+    for device in bus.devices:
+        replicas = device.options["replicas"]
+        if replicas == 1:
+            yield device.id, device
+        else:
+            width = max(3, len(str(replicas - 1)))
+            for i in range(replicas):
+                yield f"{device.id}-{i:0{width}d}", device
+
+
+class SyntheticBus:
+    """One task for all synthetic devices of a bus; never raises on its own."""
+
+    def __init__(self, bus: BusConfig, ctx: BusContext) -> None:
+        self.name = bus.name
+        self.bus = bus
+        self.ctx = ctx
+        self.rng = random.Random(bus.options["seed"])
+
+    def _observe(self, device: DeviceConfig, n: int, t: float) -> list[Observation]:
+        return [
+            Observation(p.quantity, PATTERNS[p.pattern](p, n, t, self.rng), p.unit)
+            for p in device.options["points"]
+        ]
+
+    async def run(self) -> None:
+        devices = list(expand(self.bus))
+        if not devices:
+            await asyncio.Event().wait()
+        # Each device keeps its own schedule; spread first polls so 100 devices at one
+        # reading a minute do not wake together.
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        due = [
+            start + (d.interval * i / len(devices) if d.interval > 0 else 0.0)
+            for i, (_, d) in enumerate(devices)
+        ]
+        polls = [0] * len(devices)
+        live = len(devices)
+        while live:
+            now = loop.time()
+            next_due = min(due)
+            if next_due > now:
+                await asyncio.sleep(next_due - now)
+                now = loop.time()
+            wall = time.time()
+            for i, (key, device) in enumerate(devices):
+                if due[i] > now:
+                    continue
+                limit = device.options["count"]
+                if limit and polls[i] >= limit:
+                    due[i] = float("inf")
+                    live -= 1
+                    continue
+                await self.ctx.sink.emit(key, self._observe(device, polls[i], wall), wall)
+                polls[i] += 1
+                due[i] = now + device.interval if device.interval > 0 else now
+        self.ctx.log.info("synthetic devices finished their counts", bus=self.name)
+        await asyncio.Event().wait()

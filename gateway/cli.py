@@ -1,0 +1,172 @@
+"""`gateway run | check | status | decode | scan | sim | demo` for technicians over SSH.
+
+Each subcommand parses its arguments, calls into the core or a driver, prints, and returns an
+exit code: 0 fine, 1 a problem found (bad config, undecodable input), 2 usage. Drivers add
+simulators and scanners by declaring `SIMULATORS` / `SCANNERS` in their package
+(`{"nmea": "drivers.serial.sim:nmea_main"}`; the function takes argv and returns an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from gateway import config as config_mod
+from gateway.errors import ConfigError, DecodeError, Problem
+from gateway.profiles import ProfileLibrary, default_dirs
+from gateway.registry import driver_modules
+
+
+def _plugins(attr: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for module in driver_modules():
+        found.update(getattr(module, attr, {}))
+    return found
+
+
+def _call_plugin(spec: str, argv: list[str]) -> int:
+    module_name, func = spec.split(":")
+    fn: Callable[[list[str]], int] = getattr(importlib.import_module(module_name), func)
+    return int(fn(argv) or 0)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        cfg = config_mod.load(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{args.config}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        return 1
+    devices = cfg.devices()
+    profiles = sorted({d.profile for d in devices if d.profile})
+    print(
+        f"{args.config}: OK — gateway {cfg.site.id}, {len(cfg.buses)} bus(es), "
+        f"{len(devices)} device(s), {len(profiles)} profile(s), "
+        f"uplink {cfg.uplink.format} to {cfg.uplink.host}:{cfg.uplink.port}"
+    )
+    return 0
+
+
+def _readings_json(observations: Sequence[object]) -> str:
+    out = []
+    for o in observations:
+        item = {"quantity": o.quantity, "value": o.value, "unit": o.unit}  # type: ignore[attr-defined]
+        if o.source is not None:  # type: ignore[attr-defined]
+            item["source"] = o.source  # type: ignore[attr-defined]
+        if not o.plausible:  # type: ignore[attr-defined]
+            item["plausible"] = False
+        out.append(item)
+    return json.dumps(out, ensure_ascii=False)
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    problems: list[Problem] = []
+    library = ProfileLibrary(default_dirs(args.profile_dir or ()))
+    profile = library.get(args.profile, problems, "profile")
+    if profile is None:
+        for p in problems:
+            print(p, file=sys.stderr)
+        return 1
+    params: dict[str, object] = {}
+    for item in args.param or ():
+        key, _, raw = item.partition("=")
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    lines = sys.stdin if args.input == "-" else [args.input]
+    failed = 0
+    for number, line in enumerate(lines, 1):
+        text = line.rstrip("\r\n")
+        if args.input == "-" and not text.strip():
+            continue
+        try:
+            observations = profile.decoder.decode(profile.decoder.parse_input(text), params)
+        except DecodeError as exc:
+            failed += 1
+            where = f"line {number}: " if args.input == "-" else ""
+            print(f"error: {where}{exc}", file=sys.stderr if args.input != "-" else sys.stdout)
+            continue
+        print(_readings_json(observations), flush=True)
+    return 1 if failed and args.input != "-" else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gateway import daemon
+
+    return daemon.main(args.config, log_level=args.log_level)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gateway import status
+
+    return status.main(args.config)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway import demo
+
+    return demo.main(args)
+
+
+def cmd_plugin(kind: str, args: argparse.Namespace) -> int:
+    table = _plugins("SIMULATORS" if kind == "sim" else "SCANNERS")
+    if args.name not in table:
+        known = ", ".join(sorted(table)) or "none"
+        print(f"gateway {kind}: unknown {args.name!r}; known: {known}", file=sys.stderr)
+        return 2
+    return _call_plugin(table[args.name], args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "-c", "--config", default=str(config_mod.DEFAULT_PATH), help="config TOML file"
+        )
+        return p
+
+    p = with_config(sub.add_parser("run", help="run the daemon"))
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=cmd_run)
+    p = with_config(sub.add_parser("check", help="validate a config and its device profiles"))
+    p.set_defaults(func=cmd_check)
+    p = with_config(sub.add_parser("status", help="outbox depth, drops and oldest reading"))
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("decode", help="decode one input (or '-' for stdin lines) with a profile")
+    p.add_argument("profile")
+    p.add_argument("input", help="hex bytes, a register list or a text line; '-' reads stdin")
+    p.add_argument("-p", "--param", action="append", help="device parameter KEY=VALUE")
+    p.add_argument("--profile-dir", action="append", help="extra profile directory")
+    p.set_defaults(func=cmd_decode)
+    for kind in ("sim", "scan"):
+        p = sub.add_parser(kind, help=f"run a device {'simulator' if kind == 'sim' else 'scan'}")
+        p.add_argument("name")
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=lambda a, k=kind: cmd_plugin(k, a))
+    p = sub.add_parser("demo", help="run the gateway on a simulated field with a local broker")
+    p.add_argument("--broker", help="use this broker (host:port) instead of starting mosquitto")
+    p.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = Ctrl-C)")
+    p.add_argument("--workdir", help="keep the demo's files here (default: a temp dir)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

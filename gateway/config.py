@@ -1,0 +1,253 @@
+"""TOML -> typed, frozen configuration, parsed once at the edge.
+
+Every problem is reported with its path and the offending value
+(`uplink.port: expected 1..65535, got 70000`); unknown keys get a "did you mean" hint.
+Drivers parse their own bus and device keys (drivers.base); nothing downstream sees a dict.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drivers.base import BusConfig, DeviceConfig
+from gateway.errors import ConfigError, Problem
+from gateway.model import Value
+from gateway.profiles import ProfileLibrary, default_dirs
+from gateway.registry import driver_for_transport, known_transports
+from gateway.section import Section
+
+DEFAULT_PATH = Path("/etc/gateway/gateway.toml")
+FORMATS = ("fiware-json", "fiware-ul", "json", "msgpack")
+DROP_POLICIES = ("oldest-telemetry", "newest-telemetry")
+BUILTIN_COMMANDS = ("ping", "reload")
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    id: str
+    name: str = ""
+    latitude: float | None = None
+    longitude: float | None = None
+    timezone: str = "Asia/Tokyo"
+    profile_dirs: tuple[str, ...] = ()
+    trust_clock: bool = False
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ca or self.cert)
+
+
+@dataclass(frozen=True)
+class UplinkConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str = ""
+    keepalive: int = 600
+    qos: int = 1
+    format: str = "fiware-json"
+    apikey: str = "gateway"
+    topic_prefix: str = "gateway"
+    status_topic: str = ""
+    username: str = ""
+    password_file: str = ""
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    batch_window: float = 60.0
+    batch_max_readings: int = 1000
+    max_payload_bytes: int = 65536
+    rate_limit: int = 0
+    inflight: int = 20
+    reconnect_min: float = 5.0
+    reconnect_max: float = 300.0
+    commands: tuple[str, ...] = BUILTIN_COMMANDS
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str = "/var/lib/gateway/outbox.sqlite"
+    sync: str = "full"
+    max_rows: int = 5_000_000
+    max_bytes: int = 1 << 30
+    drop_policy: str = "oldest-telemetry"
+    memory_rows: int = 100_000
+
+
+@dataclass(frozen=True)
+class Config:
+    site: SiteConfig
+    uplink: UplinkConfig
+    store: StoreConfig
+    buses: tuple[BusConfig, ...] = ()
+    path: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def devices(self) -> list[DeviceConfig]:
+        return [d for b in self.buses for d in b.devices]
+
+
+def load(path: str | Path, profiles: ProfileLibrary | None = None) -> Config:
+    """Read and validate a config file; raises ConfigError listing every problem."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem(str(p), f"cannot read: {exc.strerror or exc}")]) from None
+    return parse(text, str(p), profiles)
+
+
+def parse(text: str, where: str = "<config>", profiles: ProfileLibrary | None = None) -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem(where, f"not valid TOML: {exc}")]) from None
+    problems: list[Problem] = []
+    root = Section(raw, "", problems)
+    site = _site(root.section("gateway", required=True))
+    library = profiles or ProfileLibrary(default_dirs(site.profile_dirs))
+    uplink = _uplink(root.section("uplink"), site)
+    store = _store(root.section("store"))
+    buses = tuple(_bus(s, library) for s in root.sections("buses"))
+    _unique([d.id for b in buses for d in b.devices], "device id", problems)
+    _unique([b.name for b in buses], "bus name", problems)
+    root.finish()
+    if problems:
+        raise ConfigError(problems)
+    return Config(site, uplink, store, buses, where)
+
+
+def _unique(names: list[str], what: str, problems: list[Problem]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            problems.append(Problem("", f'duplicate {what} "{name}"'))
+        seen.add(name)
+
+
+def _site(s: Section) -> SiteConfig:
+    site = SiteConfig(
+        id=s.str("id"),
+        name=s.str("name", ""),
+        latitude=s.float("latitude", None, lo=-90, hi=90),
+        longitude=s.float("longitude", None, lo=-180, hi=180),
+        timezone=s.str("timezone", "Asia/Tokyo"),
+        profile_dirs=s.strings("profile_dirs", ()),
+        trust_clock=s.bool("trust_clock", False),
+    )
+    if site.id and not _is_topic_safe(site.id):
+        s.problem("id", f"must not contain '/', '+', '#' or spaces, got \"{site.id}\"")
+    s.finish()
+    return site
+
+
+def _is_topic_safe(name: str) -> bool:
+    return not any(c in name for c in "/+# \t")
+
+
+def _uplink(s: Section, site: SiteConfig) -> UplinkConfig:
+    tls_s = s.section("tls")
+    tls = TlsConfig(ca=tls_s.str("ca", ""), cert=tls_s.str("cert", ""), key=tls_s.str("key", ""))
+    if tls.cert and not tls.key:
+        tls_s.problem("key", "a client certificate needs its key")
+    tls_s.finish()
+    cfg = UplinkConfig(
+        host=s.str("host", "127.0.0.1"),
+        port=s.int("port", 8883 if tls.enabled else 1883, lo=1, hi=65535),
+        client_id=s.str("client_id", "") or f"gateway-{site.id}",
+        keepalive=s.int("keepalive", 600, lo=10, hi=65535),
+        qos=s.int("qos", 1, lo=0, hi=1),
+        format=s.str("format", "fiware-json", choices=FORMATS),
+        apikey=s.str("apikey", "gateway"),
+        topic_prefix=s.str("topic_prefix", "gateway"),
+        status_topic=s.str("status_topic", "") or f"gateway/{site.id}/status",
+        username=s.str("username", ""),
+        password_file=s.str("password_file", ""),
+        tls=tls,
+        batch_window=s.float("batch_window", 60.0, lo=0, hi=86400),
+        batch_max_readings=s.int("batch_max_readings", 1000, lo=1, hi=100_000),
+        max_payload_bytes=s.int("max_payload_bytes", 65536, lo=256, hi=256 * 1024 * 1024),
+        rate_limit=s.int("rate_limit", 0, lo=0),
+        inflight=s.int("inflight", 20, lo=1, hi=65535),
+        reconnect_min=s.float("reconnect_min", 5.0, lo=0.01, hi=3600),
+        reconnect_max=s.float("reconnect_max", 300.0, lo=0.01, hi=86400),
+        commands=s.strings("commands", BUILTIN_COMMANDS),
+        enabled=s.bool("enabled", True),
+    )
+    if cfg.reconnect_max < cfg.reconnect_min:
+        s.problem(
+            "reconnect_max",
+            f"must be >= reconnect_min ({cfg.reconnect_min}), got {cfg.reconnect_max}",
+        )
+    if cfg.password_file and not cfg.username:
+        s.problem("username", "password_file is set but username is missing")
+    s.finish()
+    return cfg
+
+
+def _store(s: Section) -> StoreConfig:
+    cfg = StoreConfig(
+        path=s.str("path", StoreConfig.path),
+        sync=s.str("sync", "full", choices=("full", "normal")),
+        max_rows=s.int("max_rows", StoreConfig.max_rows, lo=100),
+        max_bytes=s.int("max_bytes", StoreConfig.max_bytes, lo=64 * 1024),
+        drop_policy=s.str("drop_policy", "oldest-telemetry", choices=DROP_POLICIES),
+        memory_rows=s.int("memory_rows", StoreConfig.memory_rows, lo=100),
+    )
+    s.finish()
+    return cfg
+
+
+def _param(v: Any) -> Value:
+    if isinstance(v, bool | int | float | str):
+        return v
+    raise TypeError(v)
+
+
+def _bus(s: Section, library: ProfileLibrary) -> BusConfig:
+    name = s.str("name")
+    transport = s.str("transport")
+    driver = driver_for_transport(transport) if transport else None
+    if transport and driver is None:
+        s.problem(
+            "transport",
+            f'unknown transport "{transport}"; known: {", ".join(known_transports())}',
+        )
+    options = driver.parse_bus(s, transport) if driver else None
+    devices = []
+    for d in s.sections("devices"):
+        device = DeviceConfig(
+            id=d.str("id"),
+            profile=d.str("profile", ""),
+            name=d.str("name", ""),
+            latitude=d.float("latitude", None, lo=-90, hi=90),
+            longitude=d.float("longitude", None, lo=-180, hi=180),
+            interval=d.float("interval", 60.0, lo=0.0),
+            params=d.mapping("params", _param, "a number, string or boolean"),
+            attributes=d.mapping("attributes", str, "a string"),
+            options=driver.parse_device(d, transport) if driver else None,
+        )
+        if device.id and not _is_topic_safe(device.id):
+            d.problem("id", f"must not contain '/', '+', '#' or spaces, got \"{device.id}\"")
+        decoder = None
+        if device.profile:
+            profile = library.get(device.profile, s.problems, d.at("profile"))
+            decoder = profile.decoder if profile else None
+        d.finish()
+        devices.append(_with_decoder(device, decoder))
+    s.finish()
+    return BusConfig(name, transport, tuple(devices), options)
+
+
+def _with_decoder(device: DeviceConfig, decoder: Any) -> DeviceConfig:
+    from dataclasses import replace
+
+    return replace(device, decoder=decoder) if decoder is not None else device
