@@ -15,6 +15,16 @@ transport library at import time (do that inside `create_bus`):
     def create_bus(bus: BusConfig, ctx: BusContext) -> Bus
         # a bus task for one physical resource; decoders are in bus.devices[i].decoder
 
+Optional hooks, also found by name in the package `__init__`:
+
+    SIMULATORS = {"modbus": "drivers.modbus.sim:main"}   # `gateway sim modbus ARGS...`
+    SCANNERS = {"modbus": "drivers.modbus.scan:main"}    # `gateway scan modbus ARGS...`
+        # each function takes argv (list[str]) and returns an exit code
+    DEMO = "drivers.modbus.demo:field"
+        # async def field(stack: contextlib.AsyncExitStack, workdir: pathlib.Path) -> str
+        # starts the family's simulators inside `stack` and returns TOML text of the
+        # `[[buses]]` tables `gateway demo` appends to its config
+
 `gateway.registry` finds drivers by these names; there is no central list to edit.
 Transport names are `<family>` or `<family>-<variant>` (`modbus-rtu` lives in drivers/modbus).
 """
