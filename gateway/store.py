@@ -26,7 +26,7 @@ import contextlib
 import sqlite3
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,8 +131,9 @@ class Outbox:
         self._memory: deque[Reading] = deque()
         self._disk_full = False
         self._write_lock = asyncio.Lock()
-        self.appended = asyncio.Event()  # set on every append; consumers clear it
-        self.urgent = asyncio.Event()  # set when an alert is appended: wake the link
+        # Called with the set of lanes after every append (and at open when rows wait):
+        # the uplink and the mailer wake on it instead of polling.
+        self.listeners: list[Callable[[set[Lane]], None]] = []
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -204,10 +205,6 @@ class Outbox:
         self._next_seq = max(top, meta.get("seq_hwm", 0)) + 1
         for lane in Lane:
             self._dropped[lane] = meta.get(f"dropped_{lane.name.lower()}", 0)
-        if self.rows:
-            self.appended.set()
-            if self._rows[Lane.ALERT]:
-                self.urgent.set()
 
     async def _meta(self) -> dict[str, int]:
         async with self.db.execute("SELECT key, value FROM meta") as cur:
@@ -246,9 +243,9 @@ class Outbox:
                     await self._write(readings)
                 except StoreFull:
                     self._buffer(readings)
-            self.appended.set()
-            if any(r.lane == Lane.ALERT for r in readings):
-                self.urgent.set()
+            lanes = {r.lane for r in readings}
+            for listener in self.listeners:
+                listener(lanes)
 
     async def _write(self, readings: Sequence[Reading]) -> None:
         rows = [_row(r) for r in readings]
