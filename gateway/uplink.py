@@ -140,8 +140,9 @@ class Uplink:
         client = self._client
         if client is not None and self.stats.connected:
             info = client.publish(self.cfg.status_topic, b"offline", qos=1, retain=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._settle(info.is_published), 2.0)
+            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._settle(lambda: info.rc or info.is_published()), 2)
             client.disconnect()
 
     async def _settle(self, done: Any) -> None:

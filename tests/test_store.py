@@ -94,9 +94,7 @@ async def test_alerts_dropped_only_when_no_telemetry_remains(tmp_path):
 
 
 async def test_newest_telemetry_policy_keeps_history(tmp_path):
-    async with Outbox.open(
-        tmp_path / "o.db", max_rows=100, drop_policy="newest-telemetry"
-    ) as ob:
+    async with Outbox.open(tmp_path / "o.db", max_rows=100, drop_policy="newest-telemetry") as ob:
         await ob.append(make(ob, 100))
         await ob.append(make(ob, 10))
         kept = await ob.lease(Lane.TELEMETRY, 1000)
