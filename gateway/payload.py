@@ -196,6 +196,8 @@ def _exponent(values: Sequence[float]) -> int | None:
     """Smallest decimal exponent (0..6) that makes every value an integer, else None."""
     for e in range(7):
         scale = 10**e
+        if any(abs(v) * scale >= 2**53 for v in values):
+            return None  # beyond exact float integers: sent as plain floats instead
         if all(abs(v * scale - round(v * scale)) < 1e-6 * max(1.0, abs(v * scale)) for v in values):
             return e
     return None
@@ -240,7 +242,12 @@ def _encode_msgpack_body(readings: Sequence[Reading], target: Target) -> bytes:
         dt.append(t - last_t)
         last_seq, last_t = r.seq, t
         e = exps[q]
-        if isinstance(r.value, bool) or not isinstance(r.value, int | float) or e is None:
+        if (
+            isinstance(r.value, bool)
+            or not isinstance(r.value, int | float)
+            or e is None
+            or (isinstance(r.value, int) and e)  # keep the int type on the way back
+        ):
             extra[i] = r.value
             vs.append(0)
         else:

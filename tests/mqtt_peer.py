@@ -70,5 +70,5 @@ class Collector:
         self.client.publish(topic, payload, qos=1).wait_for_publish(10)
 
     def close(self) -> None:
-        self.client.loop_stop()
         self.client.disconnect()
+        self.client.loop_stop()
