@@ -56,6 +56,7 @@ class Pipeline:
         self.log = log or structlog.get_logger().bind(component="pipeline")
         self._pending: list[Reading] = []
         self._wake = asyncio.Event()
+        self._urgent = False
         self._room = asyncio.Event()
         self._room.set()
         self._task: asyncio.Task[None] | None = None
@@ -126,8 +127,11 @@ class Pipeline:
         self.emitted += len(readings)
         for observer in self.observers:
             observer(readings)
-        if lane != Lane.TELEMETRY or len(self._pending) >= self.max_batch:
+        if lane != Lane.TELEMETRY:
+            self._urgent = True
             self._wake.set()
+        elif len(self._pending) == len(readings) or len(self._pending) >= self.max_batch:
+            self._wake.set()  # the first of a batch starts the clock; a full batch ends it
         return readings
 
     def device_state(self, device: str, available: bool, reason: str = "") -> None:
@@ -152,17 +156,20 @@ class Pipeline:
         self._room.set()
 
     async def _flusher(self) -> None:
-        retry_every = 5.0
-        since_retry = 0.0
+        """Sleep until something is staged, give it `flush_interval` to gather company (cut
+        short by a full batch or an alert), append. While the disk is full, retry every 5 s."""
         while True:
+            retry = 5.0 if (self.outbox.stats().disk_full or self.outbox.memory_rows) else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+                await asyncio.wait_for(self._wake.wait(), retry)
             self._wake.clear()
             if self._pending:
+                if len(self._pending) < self.max_batch and not self._urgent:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+                    self._wake.clear()
+                self._urgent = False
                 await self.flush()
             else:
-                since_retry += self.flush_interval
-                if since_retry >= retry_every:
-                    # Retries rows buffered in memory while the disk was full.
-                    since_retry = 0.0
-                    await self.outbox.append([])
+                # Retries rows buffered in memory while the disk was full.
+                await self.outbox.append([])

@@ -453,6 +453,10 @@ class Outbox:
 
     # -- inspection ------------------------------------------------------------------------
     @property
+    def memory_rows(self) -> int:
+        return len(self._memory)
+
+    @property
     def rows(self) -> int:
         return sum(self._rows.values())
 

@@ -342,9 +342,11 @@ class Uplink:
 
     async def _misc(self, client: mqtt.Client) -> None:
         """Keep-alive pings and paho's timeouts, plus command handling."""
+        # paho only needs loop_misc often enough to ping within the keep-alive period.
+        tick = min(5.0, self.cfg.keepalive / 4)
         while True:
             try:
-                payload = await asyncio.wait_for(self._commands.get(), 1.0)
+                payload = await asyncio.wait_for(self._commands.get(), tick)
             except TimeoutError:
                 client.loop_misc()
                 continue
@@ -360,6 +362,9 @@ class Uplink:
     async def _pump(self, client: mqtt.Client) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            # Cleared before looking, not before sleeping: a PUBACK or an append that lands
+            # while we lease and publish must still wake the next wait.
+            self.kick.clear()
             await self._ack_done()
             if self._stopping:
                 await asyncio.sleep(3600)
@@ -374,7 +379,6 @@ class Uplink:
                         self._window_started = None
             if published:
                 continue
-            self.kick.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.kick.wait(), self._until_due(loop.time()))
 
@@ -390,10 +394,11 @@ class Uplink:
             or now - self._window_started >= self.cfg.batch_window
         )
 
-    def _until_due(self, now: float) -> float:
+    def _until_due(self, now: float) -> float | None:
+        """How long the pump may sleep: until the telemetry window closes, or until kicked."""
         if self._window_started is None:
-            return 1.0
-        return max(0.001, min(1.0, self._window_started + self.cfg.batch_window - now))
+            return None
+        return max(0.001, self._window_started + self.cfg.batch_window - now)
 
     async def _publish_lane(self, client: mqtt.Client, lane: Lane, limit: int) -> bool:
         rows = await self.outbox.lease(lane, limit)

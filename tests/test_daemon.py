@@ -227,14 +227,18 @@ def test_status_command_reports_outbox_and_daemon(tmp_path, broker):
     cfg.write_text(config_text(tmp_path, broker.port, window=3600))
     proc = Proc(cfg, tmp_path / "log")
     proc.wait_event("gateway running")
-    time.sleep(0.5)
-    res = subprocess.run(
-        [sys.executable, "-m", "gateway", "status", "-c", str(cfg)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    deadline = time.monotonic() + 15
+    while True:  # status.json follows the link state within a second or so
+        res = subprocess.run(
+            [sys.executable, "-m", "gateway", "status", "-c", str(cfg)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if "uplink connected" in res.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "uplink connected" in res.stdout
     assert "telemetry" in res.stdout and "rows, oldest" in res.stdout

@@ -82,8 +82,7 @@ async def test_publish_then_puback_then_rows_gone(tmp_path, broker, platform, lo
     async with Outbox.open(tmp_path / "o.db") as ob:
         await ob.append(readings(ob, 1000))
         async with running(make_uplink(cfg, ob, log)) as up:
-            await wait_until(lambda: ob.rows == 0)
-            assert up.stats.acked_readings == 1000
+            await wait_until(lambda: ob.rows == 0 and up.stats.acked_readings == 1000)
         await platform.wait(lambda ms: len(seqs_from_json(platform)) >= 1000)
     assert sorted(seqs_from_json(platform)) == list(range(1, 1001))
     status = platform.on("gateway/gw1/status")
