@@ -35,7 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.commands import CommandRouter
 from gateway.config import UplinkConfig
 from gateway.errors import LinkDown, LinkRefused, Transient
-from gateway.model import Lane
+from gateway.model import Lane, Reading
 from gateway.payload import ENCODERS, Message, Target, command_topics, wire_bytes
 from gateway.store import Outbox
 from gateway.supervise import Backoff, Health, supervise
@@ -67,7 +67,7 @@ class TokenBucket:
 class _Batch:
     """One lease: its rows go back to the outbox as acknowledged when `pending` empties."""
 
-    seqs: list[int]
+    rows: list[Reading]
     pending: set[int] = field(default_factory=set)
 
 
@@ -405,13 +405,13 @@ class Uplink:
         if not rows:
             return False
         messages = self.encode(rows, self.target, self.cfg.max_payload_bytes)
-        await self._publish(client, messages, [r.seq for r in rows])
+        await self._publish(client, messages, rows)
         return True
 
     async def _publish(
-        self, client: mqtt.Client, messages: Sequence[Message], seqs: list[int]
+        self, client: mqtt.Client, messages: Sequence[Message], rows: list[Reading]
     ) -> None:
-        batch = _Batch(seqs)
+        batch = _Batch(rows)
         qos = self.cfg.qos
         for message in messages:
             size = wire_bytes(message, qos)
@@ -426,7 +426,7 @@ class Uplink:
             if qos:
                 batch.pending.add(info.mid)
                 self._inflight[info.mid] = batch
-        self.stats.published_readings += len(seqs)
+        self.stats.published_readings += len(rows)
         if not batch.pending:
             # QoS 0 has no PUBACK: handing the bytes to the socket is all there is.
             self._done.append(batch)
@@ -435,9 +435,9 @@ class Uplink:
         if not self._done:
             return
         done, self._done = self._done, []
-        seqs = [s for b in done for s in b.seqs]
-        await self.outbox.ack(seqs)
-        self.stats.acked_readings += len(seqs)
+        rows = [r for b in done for r in b.rows]
+        await self.outbox.ack(rows)
+        self.stats.acked_readings += len(rows)
 
 
 __all__ = ["TokenBucket", "Transient", "Uplink", "UplinkStats"]
