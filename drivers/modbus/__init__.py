@@ -110,6 +110,8 @@ def parse_device(section: Section, transport: str) -> DeviceOptions:
     # RTU addresses 1..247 (Modbus over Serial Line section 2.2; 0 is broadcast); a TCP unit
     # id may be 0..255 (Modbus Messaging on TCP/IP section 4.4.2: 0xFF addresses the device).
     hi, lo = (255, 0) if transport == "modbus-tcp" else (247, 1)
+    if not section.raw.get("profile"):
+        section.problem("profile", "a Modbus device needs a profile (its register map)")
     return DeviceOptions(
         unit=section.int("unit", lo=lo, hi=hi),
         max_gap=section.int("max_gap", None, lo=0, hi=124),

@@ -15,6 +15,7 @@ A profile file (firmware-configs/modbus/<model>.toml) has:
     unit = "mm"
     attr = "dist"             # FIWARE attribute name
     range = [0.0, 5000.0]     # plausibility; outside -> flagged, not dropped
+    typical = [600.0, 900.0]  # what the simulator serves (default: low part of `range`)
     decimals_from = "dp"      # divide by 10**(raw value of point "dp"), e.g. a decimals register
     emit = false              # read only to serve another point (a decimals register)
     channel = 1               # coils: relay channel number for the actuator
@@ -49,6 +50,7 @@ TYPES = ("u16", "i16", "u32", "i32", "f32", "bit", "bits", "bool")
 WIDTH = {"u16": 1, "i16": 1, "u32": 2, "i32": 2, "f32": 2, "bit": 1, "bits": 1, "bool": 1}
 ORDERS = ("big", "little")
 OPS = ("difference", "sum", "product")
+REQUIRED_KIND = "\0required"  # sentinel: no [profile] kind to fall back on
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Point:
     hi: float | None = None
     emit: bool = True
     channel: int = 0
+    typical: tuple[float, float] | None = None
 
     @property
     def count(self) -> int:
@@ -91,6 +94,7 @@ class Derived:
     attr: str = ""
     lo: float | None = None
     hi: float | None = None
+    typical: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -111,8 +115,8 @@ def inferred_decimals(*numbers: float) -> int:
     return places
 
 
-def _range(s: Section) -> tuple[float | None, float | None]:
-    value = s.any("range", None)
+def _range(s: Section, key: str = "range") -> tuple[float | None, float | None]:
+    value = s.any(key, None)
     if value is None:
         return None, None
     if (
@@ -121,7 +125,7 @@ def _range(s: Section) -> tuple[float | None, float | None]:
         or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
         or value[0] > value[1]
     ):
-        s.problem("range", f"expected [low, high] with low <= high, got {value!r}")
+        s.problem(key, f"expected [low, high] with low <= high, got {value!r}")
         return None, None
     return float(value[0]), float(value[1])
 
@@ -178,10 +182,8 @@ def parse_point(s: Section, defaults: Section) -> Point:
         hi=hi,
         emit=emit,
         channel=channel or 0,
+        typical=_typical(s),
     )
-
-
-REQUIRED_KIND = "\0required"
 
 
 def parse_derived(s: Section) -> Derived:
@@ -198,7 +200,13 @@ def parse_derived(s: Section) -> Derived:
         attr=s.str("attr", ""),
         lo=lo,
         hi=hi,
+        typical=_typical(s),
     )
+
+
+def _typical(s: Section) -> tuple[float, float] | None:
+    lo, hi = _range(s, "typical")
+    return None if lo is None or hi is None else (lo, hi)
 
 
 def parse_trigger(s: Section) -> Trigger:
