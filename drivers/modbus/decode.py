@@ -221,7 +221,11 @@ class ModbusDecoder:
             param = params.get(d.param)
             if param is None:
                 raise DecodeError(f'device parameter "{d.param}" is missing (for {d.quantity})')
-            if isinstance(param, bool) or not isinstance(param, int | float):
+            if (
+                isinstance(param, bool)
+                or not isinstance(param, int | float)
+                or not math.isfinite(param)
+            ):
                 raise DecodeError(f'device parameter "{d.param}" must be a number, got {param!r}')
             # Decimal places follow the operands (1000 - 830.5 = 169.5, then x0.1 = 16.95),
             # so float noise never reaches the platform.
