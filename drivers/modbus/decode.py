@@ -237,6 +237,8 @@ class ModbusDecoder:
             else:
                 result, places = a * b, inferred_decimals(a) + inferred_decimals(b)
             result = result * d.scale + d.offset
+            if not math.isfinite(result):
+                raise DecodeError(f"{d.quantity}: result is not a finite number")
             places = max(places + inferred_decimals(d.scale), inferred_decimals(d.offset))
             result = round(result, d.decimals if d.decimals is not None else places)
             ok = plausible[d.point] and _within(result, d.lo, d.hi)

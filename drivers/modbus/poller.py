@@ -152,7 +152,12 @@ class ModbusBus:
         self._schedule_first()
         from drivers.modbus.relay import due_offs
 
+        task = asyncio.current_task()
         while True:
+            if task is not None and task.cancelling():
+                # Python 3.11's asyncio.wait_for (used by pymodbus for every request) drops
+                # a cancellation that races a response arriving (gh-86296); honour it here.
+                raise asyncio.CancelledError
             if self._queue:
                 await self._do_write(link, self._queue.pop(0))
                 continue

@@ -53,6 +53,11 @@ class Simulator:
         self._tasks: set[asyncio.Task[None]] = set()
         self._fd: int | None = None
         self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        # Every request seen, in order, as (unit, function code), and the most requests ever
+        # being answered at once: tests check that a bus never overlaps two transactions.
+        self.requests: list[tuple[int, int]] = []
+        self.inflight = 0
+        self.max_inflight = 0
 
     # -- lifecycle ------------------------------------------------------------------------
     async def __aenter__(self) -> Simulator:
@@ -103,6 +108,7 @@ class Simulator:
     # -- one request ----------------------------------------------------------------------
     async def _answer(self, unit_id: int, pdu: bytes) -> bytes | None:
         """The response PDU, or None to stay silent; applies the unit's faults."""
+        self.requests.append((unit_id, pdu[0] if pdu else -1))
         unit = self.units.get(unit_id)
         if unit is None:
             return None  # not our address: on RS-485 another slave (or nobody) answers
@@ -110,9 +116,14 @@ class Simulator:
         if f.silent or (f.drop_rate and unit.rng.random() < f.drop_rate):
             unit.requests += 1
             return None
-        if f.delay:
-            await asyncio.sleep(f.delay)
-        return unit.handle(pdu)
+        self.inflight += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
+        try:
+            if f.delay:
+                await asyncio.sleep(f.delay)
+            return unit.handle(pdu)
+        finally:
+            self.inflight -= 1
 
     # -- TCP ------------------------------------------------------------------------------
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
