@@ -69,7 +69,7 @@ async def running(bus: object) -> AsyncIterator[asyncio.Task[None]]:
 async def until(predicate: Callable[[], bool], within: float = 10.0) -> None:
     """Wait for a condition nobody signals (RecordingSink.device_state does not notify)."""
     async with asyncio.timeout(within):
-        while not predicate():  # noqa: ASYNC110 - the sink has nothing to wait on
+        while not predicate():
             await asyncio.sleep(0.02)
 
 

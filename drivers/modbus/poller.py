@@ -132,10 +132,11 @@ class ModbusBus:
         loop = asyncio.get_running_loop()
         now = loop.time()
         n = len(self.devices)
-        # Spread first polls over the interval so devices do not all wake together.
+        # Stagger first polls a little so a restart does not burst every trigger write and
+        # read at once; the bus serialises them anyway, so a short spread is enough.
         for i, dev in enumerate(self.devices.values()):
             if dev.due <= now:
-                dev.due = now + dev.config.interval * i / max(1, n) * 0.5
+                dev.due = now + min(dev.config.interval, 2.0) * i / max(1, n)
 
     def _next_due(self, dev: _Device, now: float) -> float:
         interval = dev.config.interval
