@@ -173,6 +173,29 @@ async def test_dead_and_crc_garbage_units_on_rtu_cost_only_their_timeouts(
     assert bus.counters["NoResponse"] >= 4  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("settle", ["settle = 0.0", ""], ids=["stray-retry", "default-settle"])
+async def test_a_late_answer_from_a_slow_unit_does_not_fail_the_next_unit(
+    modem: NullModem, settle: str
+) -> None:
+    """A slave answering after the timeout must not take the next unit's answer slot."""
+    units = {1: SimUnit(decoder("sn3000-anemometer")), 2: SimUnit(decoder("sn3000-anemometer"))}
+    units[2].faults.delay = 0.3  # later than the 0.2 s timeout, every time
+    async with Simulator(units, modem.sim_end):
+        sink = RecordingSink()
+        keys = rtu_keys(modem, settle).replace("retries = 1", "retries = 0")
+        cfg = bus_config(
+            keys,
+            [
+                device("good", "sn3000-anemometer", 1, 0.05),
+                device("slow", "sn3000-anemometer", 2, 0.05),
+            ],
+        )
+        async with running(create_bus(cfg, context(sink))):
+            await sink.wait_for(lambda s: len(s.values("good", "wind_speed")) >= 5, 20)
+            assert units[2].requests >= 4
+    assert [(d, ok) for d, ok, _ in sink.states] == [("slow", False)]
+
+
 async def test_reconnects_after_the_serial_adapter_vanishes(modem: NullModem) -> None:
     units = {7: SimUnit(decoder("sn3000-anemometer"))}
     sink = RecordingSink()

@@ -2,12 +2,14 @@
 
 Bus keys (`[[buses]]`, transport `modbus-tcp`):
     host (required), port = 502, timeout = 1.0 (s per attempt), retries = 1 (extra attempts),
-    gap = 0.0 (s of silence between transactions), jitter = 0.1 (fraction of each device's
+    gap = 0.0 (s of silence between transactions), settle = 0.0 (s of silence after an
+    unanswered request, for late answers), jitter = 0.1 (fraction of each device's
     interval), max_gap = 0 (unrequested registers a merged read may span),
     reconnect_min = 1.0, reconnect_max = 60.0 (s, backoff when the peer is gone)
 Bus keys (transport `modbus-rtu`): port (required, /dev/ttyUSB0), baud = 9600,
     parity = "N" | "E" | "O", stopbits = 1, bytesize = 8, and the same timing keys; `gap`
-    defaults to the spec's 3.5 character times (1.75 ms above 19200 baud).
+    defaults to the spec's 3.5 character times (1.75 ms above 19200 baud), `settle` to half
+    the timeout. A dead unit costs timeout x (1 + retries) + settle per poll cycle.
 Device keys (`[[buses.devices]]`): unit (1..247 on RTU, 0..255 on TCP), max_gap (overrides the
     bus's), plus the core's id, profile, interval, params.
 
@@ -22,6 +24,7 @@ from typing import Any
 
 from drivers.base import Bus, BusConfig, BusContext
 from drivers.modbus.points import parse_derived, parse_point, parse_trigger
+from gateway.errors import DeviceUnavailable
 from gateway.section import Section
 
 TRANSPORTS = ("modbus-rtu", "modbus-tcp")
@@ -29,6 +32,33 @@ PROTOCOLS = ("modbus",)
 SIMULATORS = {"modbus": "drivers.modbus.sim:main"}
 SCANNERS = {"modbus": "drivers.modbus.scan:main"}
 DEMO = "drivers.modbus.demo:field"
+
+# Modbus Application Protocol V1.1b3 section 7: exception codes.
+EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
+    5: "acknowledge",
+    6: "server device busy",
+    8: "memory parity error",
+    10: "gateway path unavailable",
+    11: "gateway target failed to respond",
+}
+
+
+class NoResponse(DeviceUnavailable):
+    """The unit did not answer usefully (silence, CRC error, garbled frame)."""
+
+
+class UnitException(DeviceUnavailable):
+    """The unit answered with a Modbus exception code: it is there, but refused."""
+
+    def __init__(self, unit: int, code: int) -> None:
+        self.code = code
+        name = EXCEPTION_NAMES.get(code, "unknown")
+        super().__init__(f"unit {unit}: exception {code} ({name})")
+
 
 BAUDS = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200)
 
@@ -45,6 +75,7 @@ class BusOptions:
     timeout: float = 1.0
     retries: int = 1
     gap: float = 0.0
+    settle: float = 0.0
     jitter: float = 0.1
     max_gap: int = 0
     reconnect_min: float = 1.0
@@ -82,6 +113,10 @@ def parse_bus(section: Section, transport: str) -> BusOptions:
         parity = section.str("parity", "N", choices=("N", "E", "O"))
         stopbits = section.int("stopbits", 1, lo=1, hi=2)
         bytesize = section.int("bytesize", 8, lo=7, hi=8)
+    timeout = section.float("timeout", 1.0, lo=0.01, hi=60.0)
+    # After an unanswered request a slow slave may still answer; on a shared RS-485 line that
+    # late frame would land on the next unit's answer, so the line is left quiet a while.
+    settle = section.float("settle", 0.0 if tcp else timeout / 2, lo=0.0, hi=60.0)
     options = BusOptions(
         transport=transport,
         host=host,
@@ -90,9 +125,10 @@ def parse_bus(section: Section, transport: str) -> BusOptions:
         parity=parity,
         stopbits=stopbits,
         bytesize=bytesize,
-        timeout=section.float("timeout", 1.0, lo=0.01, hi=60.0),
+        timeout=timeout,
         retries=section.int("retries", 1, lo=0, hi=10),
         gap=section.float("gap", 0.0 if tcp else rtu_gap(baud), lo=0.0, hi=5.0),
+        settle=settle,
         jitter=section.float("jitter", 0.1, lo=0.0, hi=0.5),
         max_gap=section.int("max_gap", 0, lo=0, hi=124),
         reconnect_min=section.float("reconnect_min", 1.0, lo=0.01, hi=3600.0),

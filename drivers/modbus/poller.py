@@ -5,8 +5,9 @@ owns the link: no lock, polls and writes interleave through a queue drained betw
 transactions, and the inter-frame gap is kept between every two transactions. A device that
 fails (silence, exception, garbage, undecodable answer) is reported unavailable once and
 retried on its normal schedule; its poll stops at the first failed request, so a dead slave
-costs at most timeout x (1 + retries) per cycle (plus its trigger write) and the others keep
-their schedule. A lost link ends the attempt; gateway.supervise reconnects with backoff.
+costs at most timeout x (1 + retries) + settle per cycle and the others keep their schedule.
+`settle` keeps the line quiet after an unanswered request so a slow slave's late answer does
+not land on the next unit's (the link also re-asks once when that happens anyway). A lost link ends the attempt; gateway.supervise reconnects with backoff.
 This module does not import pymodbus (drivers.modbus.transport does).
 """
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drivers.base import BusConfig, BusContext, DeviceConfig
-from drivers.modbus import BusOptions
+from drivers.modbus import BusOptions, NoResponse
 from drivers.modbus.decode import ModbusDecoder
 from drivers.modbus.plan import Block, plan
 from gateway.errors import BusUnavailable, ConfigError, DecodeError, DeviceUnavailable, Problem
@@ -222,6 +223,8 @@ class ModbusBus:
         except DeviceUnavailable as exc:
             self.counters["poll_failures"] += 1
             self.counters[type(exc).__name__] += 1
+            if isinstance(exc, NoResponse) and self.options.settle:
+                self._last_end = asyncio.get_running_loop().time() + self.options.settle
             self._down(dev, str(exc))
             return
         except DecodeError as exc:
@@ -302,6 +305,8 @@ class ModbusBus:
                 await link.write_registers(w.device.unit, w.address, list(w.values))
         except DeviceUnavailable as exc:
             self.counters["write_failures"] += 1
+            if isinstance(exc, NoResponse) and self.options.settle:
+                self._last_end = asyncio.get_running_loop().time() + self.options.settle
             if not w.done.done():
                 w.done.set_exception(exc)
             return

@@ -48,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def scan(options: BusOptions, units: list[int], kind: str, address: int) -> list[str]:
-    from drivers.modbus.transport import Link, NoResponse, UnitException
+    from drivers.modbus import NoResponse, UnitException
+    from drivers.modbus.transport import Link
 
     found = []
     async with Link(options) as link:

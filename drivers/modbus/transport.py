@@ -22,39 +22,13 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from drivers.modbus import BusOptions
-from gateway.errors import BusUnavailable, DeviceUnavailable
+from drivers.modbus import BusOptions, NoResponse, UnitException
+from gateway.errors import BusUnavailable
 
 # pymodbus logs an error (with a frame dump) for every unanswered request; a dead slave polled
 # every minute would flood the journal. Failures surface as our typed errors and the bus logs
 # transitions only, so its own logger stays quiet below CRITICAL.
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-
-# Modbus Application Protocol V1.1b3 section 7: exception codes.
-EXCEPTION_NAMES = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "server device failure",
-    5: "acknowledge",
-    6: "server device busy",
-    8: "memory parity error",
-    10: "gateway path unavailable",
-    11: "gateway target failed to respond",
-}
-
-
-class NoResponse(DeviceUnavailable):
-    """The unit did not answer usefully (silence, CRC error, garbled frame)."""
-
-
-class UnitException(DeviceUnavailable):
-    """The unit answered with a Modbus exception code: it is there, but refused."""
-
-    def __init__(self, unit: int, code: int) -> None:
-        self.code = code
-        name = EXCEPTION_NAMES.get(code, "unknown")
-        super().__init__(f"unit {unit}: exception {code} ({name})")
 
 
 class Link:
@@ -63,6 +37,18 @@ class Link:
     def __init__(self, options: BusOptions) -> None:
         self.options = options
         self._client: Any = None
+        self._asked = -1  # unit id of the request on the wire
+        self.strays = 0  # answers from a unit we were not asking (a late, slow slave)
+
+    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
+        # An RTU frame starts with the slave address. Bytes from another unit while we wait
+        # are a late answer to an earlier request; pymodbus drops them together with the
+        # answer we want when both arrive in one read, so we note it and ask again.
+        if sending:
+            self._asked = data[0] if data else -1
+        elif data and data[0] != self._asked:
+            self.strays += 1
+        return data
 
     async def __aenter__(self) -> Link:
         o = self.options
@@ -86,6 +72,7 @@ class Link:
                     timeout=o.timeout,
                     retries=o.retries,
                     reconnect_delay=0,
+                    trace_packet=self._trace_packet,
                 )
             # pymodbus closes a TCP connection after retries+3 unanswered requests; on a
             # shared bus one dead unit must not cut off the others, so we judge that ourselves.
@@ -111,11 +98,22 @@ class Link:
     def connected(self) -> bool:
         return self._client is not None and bool(self._client.connected)
 
-    async def _call(self, unit: int, what: str, method: str, *args: Any, **kw: Any) -> Any:
+    async def _ask(self, unit: int, what: str, method: str, *args: Any, **kw: Any) -> Any:
         if not self.connected:
             raise BusUnavailable(f"{self.options.where}: connection lost")
+        strays = self.strays
         try:
             response = await getattr(self._client, method)(*args, device_id=unit, **kw)
+        except ModbusIOException:
+            if self.strays == strays or not self.connected:
+                raise
+            # A late answer from another unit masked ours: the line is quiet now, ask once more.
+            response = await getattr(self._client, method)(*args, device_id=unit, **kw)
+        return self._check(unit, what, response)
+
+    async def _call(self, unit: int, what: str, method: str, *args: Any, **kw: Any) -> Any:
+        try:
+            return await self._ask(unit, what, method, *args, **kw)
         except ConnectionException as exc:
             raise BusUnavailable(f"{self.options.where}: {exc}") from exc
         except ModbusIOException as exc:
@@ -127,6 +125,9 @@ class Link:
             ) from exc
         except (ModbusException, OSError, asyncio.IncompleteReadError) as exc:
             raise BusUnavailable(f"{self.options.where}: {exc}") from exc
+
+    @staticmethod
+    def _check(unit: int, what: str, response: Any) -> Any:
         if response is None:
             raise NoResponse(f"unit {unit}: no response to {what}")
         if response.isError():
