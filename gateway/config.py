@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from drivers.base import BusConfig, DeviceConfig
+from gateway import alertconfig
+from gateway.alertconfig import AlertsConfig
 from gateway.errors import ConfigError, Problem
 from gateway.model import Value
 from gateway.profiles import ProfileLibrary, default_dirs
@@ -90,6 +92,7 @@ class Config:
     buses: tuple[BusConfig, ...] = ()
     path: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     def devices(self) -> list[DeviceConfig]:
         return [d for b in self.buses for d in b.devices]
@@ -119,10 +122,11 @@ def parse(text: str, where: str = "<config>", profiles: ProfileLibrary | None = 
     buses = tuple(_bus(s, library) for s in root.sections("buses"))
     _unique([d.id for b in buses for d in b.devices], "device id", problems)
     _unique([b.name for b in buses], "bus name", problems)
+    alerts = alertconfig.parse(root.section("alerts"), {d.id for b in buses for d in b.devices})
     root.finish()
     if problems:
         raise ConfigError(problems)
-    return Config(site, uplink, store, buses, where)
+    return Config(site, uplink, store, buses, where, alerts=alerts)
 
 
 def _unique(names: list[str], what: str, problems: list[Problem]) -> None:

@@ -26,6 +26,7 @@ import structlog
 from drivers.base import Bus, BusContext
 from gateway import config as config_mod
 from gateway import logs
+from gateway.alerting import Alerting
 from gateway.clock import Clock, SystemClock
 from gateway.commands import CommandRouter
 from gateway.config import Config
@@ -89,6 +90,7 @@ class Daemon:
         self.router: CommandRouter | None = None
         self.contexts: list[BusContext] = []
         self.extra_setup = extra_setup
+        self.alerting: Alerting | None = None
 
     async def run(self) -> None:
         cfg = self.cfg
@@ -111,6 +113,16 @@ class Daemon:
             router.register("reload", self._reload)
             self.router = router
             buses = self._create_buses(pipe, router)
+            if cfg.alerts.configured:
+                self.alerting = Alerting(
+                    cfg,
+                    pipe,
+                    outbox,
+                    [c.actuators for c in self.contexts],
+                    clock=self.clock,
+                    log=self.log,
+                )
+                self.alerting.register(router)
             uplink = Uplink(
                 cfg.uplink,
                 cfg.site.id,
@@ -123,6 +135,10 @@ class Daemon:
             if self.extra_setup is not None:
                 self.extra_setup(self)
             async with asyncio.TaskGroup() as tg:
+                # Alerts first: relays go to their rest state as soon as their bus answers.
+                alert_task = (
+                    tg.create_task(self.alerting.run(), name="alerting") if self.alerting else None
+                )
                 bus_tasks = [tg.create_task(b.run(), name=f"bus-{b.name}") for b in buses]
                 helpers = [
                     tg.create_task(self.notifier.watchdog(), name="watchdog"),
@@ -141,6 +157,10 @@ class Daemon:
                 self.notifier.ready(self._status_line())
                 await self.control.stop.wait()
                 self.notifier.reloading() if self.control.reload else self.notifier.stopping()
+                if alert_task is not None:
+                    # Before the buses: a siren that is on gets its off-write through.
+                    alert_task.cancel()
+                    await asyncio.wait([alert_task])
                 for task in bus_tasks:
                     task.cancel()
                 await pipe.flush()

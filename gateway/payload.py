@@ -10,6 +10,8 @@ readings that share a timestamp, and split so no payload exceeds `max_bytes`.
   `2025-06-01T05:00:00Z|wl|5.2#2025-06-01T05:10:00Z|wl|5.1`.
 - `json` (generic): `<prefix>/<gateway>/<device>`, an array of
   `{"seq","quantity","value","unit","time","synced"}`.
+Alert rows (ALERT lane, quantity `alert`, a JSON object as text: gateway.alert) are embedded
+as objects in both JSON formats; UltraLight and msgpack carry the text as it is.
 - `msgpack` (compact, metered links): `<prefix>/<gateway>/mp`, zlib-deflated columnar
   MessagePack of a whole batch across devices (see `_encode_msgpack`; `decode_msgpack` reverses
   it for consumers and tests).
@@ -121,6 +123,17 @@ def _seqs(groups: Sequence[Sequence[Reading]]) -> tuple[int, ...]:
     return tuple(r.seq for g in groups for r in g)
 
 
+def _structured(r: Reading) -> Any:
+    """An alert row's value is a JSON object in a string (gateway.alert): embed the object
+    so the platform gets a structured attribute, not a string to parse again."""
+    if r.lane == Lane.ALERT and r.quantity == "alert" and isinstance(r.value, str):
+        try:
+            return json.loads(r.value)
+        except json.JSONDecodeError:
+            return r.value
+    return r.value
+
+
 # -- FIWARE IoT Agent JSON ------------------------------------------------------------------
 def encode_fiware_json(
     readings: Sequence[Reading], target: Target, max_bytes: int
@@ -129,11 +142,18 @@ def encode_fiware_json(
     for device, rs in by_device(readings).items():
         topic = f"/json/{target.apikey}/{device}/attrs"
         names = _names(device, rs, target)
+        structured = rs[0].lane == Lane.ALERT
 
-        def render(groups: Sequence[Sequence[Reading]], names: dict[str, str] = names) -> bytes:
+        def render(
+            groups: Sequence[Sequence[Reading]],
+            names: dict[str, str] = names,
+            structured: bool = structured,
+        ) -> bytes:
             objs = []
             for g in groups:
-                obj: dict[str, Value] = {names[r.quantity]: r.value for r in g}
+                obj: dict[str, Any] = {
+                    names[r.quantity]: _structured(r) if structured else r.value for r in g
+                }
                 obj["TimeInstant"] = iso(g[0].ts)
                 objs.append(obj)
             body = objs[0] if len(objs) == 1 else objs
@@ -185,7 +205,7 @@ def encode_json(readings: Sequence[Reading], target: Target, max_bytes: int) -> 
                     {
                         "seq": r.seq,
                         "quantity": r.quantity,
-                        "value": r.value,
+                        "value": _structured(r),
                         "unit": r.unit,
                         "time": iso(r.ts),
                         "synced": r.synced,

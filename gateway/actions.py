@@ -1,0 +1,178 @@
+"""Local actions: siren and flash relay channels driven straight from alert rules.
+
+Each configured action owns one relay channel (an Actuator from a bus: Modbus coils today,
+GPIO later through the same `switch(channel, on)`), and one task reconciles the channel's
+wanted state with the last confirmed write: on for `seconds` (or a commanded duration), with
+an optional on/off `pattern`, then off. The task starts by wanting the rest state (off) and
+retries until the actuator confirms it, so a relay left on by a crash or a restart in the
+middle of a siren is switched off as soon as the bus answers. During quiet hours (site local
+time) an action with `at_night = "skip"` does not run; the flash still does.
+`trigger` never waits: it is called from the pipeline's observer (the alert engine) and only
+sets a deadline and wakes the channel task. Nothing here touches the outbox or the uplink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from drivers.base import Actuator
+from gateway.alertconfig import ActionConfig
+from gateway.errors import GatewayError
+
+QuietHours = tuple[tuple[int, int], tuple[int, int]]
+
+
+def in_quiet_hours(quiet: QuietHours | None, ts: float, tz: ZoneInfo) -> bool:
+    """True when `ts` falls inside [start, end) local time; the span may cross midnight."""
+    if quiet is None:
+        return False
+    local = datetime.fromtimestamp(ts, tz)
+    minute = local.hour * 60 + local.minute
+    start = quiet[0][0] * 60 + quiet[0][1]
+    end = quiet[1][0] * 60 + quiet[1][1]
+    if start <= end:
+        return start <= minute < end
+    return minute >= start or minute < end
+
+
+class Channel:
+    """One action's relay channel: wanted state over time and the last confirmed write."""
+
+    def __init__(self, cfg: ActionConfig) -> None:
+        self.cfg = cfg
+        self.until = -math.inf  # loop time the action ends
+        self.started = 0.0
+        self.confirmed: bool | None = None  # unknown at start: the rest state gets written
+        self.wake = asyncio.Event()
+        self.problem: str | None = None
+
+    def wanted(self, now: float) -> bool:
+        if now >= self.until:
+            return False
+        pattern = self.cfg.pattern
+        if not pattern:
+            return True
+        phase = (now - self.started) % sum(pattern)
+        for i, span in enumerate(pattern):
+            if phase < span:
+                return i % 2 == 0  # even entries are "on" spans
+            phase -= span
+        return False
+
+    def next_change(self, now: float) -> float:
+        """Loop time of the next possible change of `wanted` (inf when idle)."""
+        if now >= self.until:
+            return math.inf
+        pattern = self.cfg.pattern
+        if not pattern:
+            return self.until
+        phase = (now - self.started) % sum(pattern)
+        edge = 0.0
+        for span in pattern:
+            edge += span
+            if phase < edge:
+                return min(self.until, now + (edge - phase))
+        return self.until
+
+
+class Actions:
+    """The siren/flash channels; `async with`-free: run `run()` in the daemon's TaskGroup."""
+
+    def __init__(
+        self,
+        actions: Mapping[str, ActionConfig],
+        actuators: Mapping[str, Actuator],
+        *,
+        quiet: QuietHours | None = None,
+        timezone: str = "Asia/Tokyo",
+        wall: Callable[[], float],
+        log: Any,
+        retry: float = 1.0,
+    ) -> None:
+        self.channels = {name: Channel(cfg) for name, cfg in actions.items()}
+        self.actuators = actuators
+        self.quiet = quiet
+        self.tz = ZoneInfo(timezone)
+        self.wall = wall
+        self.log = log
+        self.retry = retry
+        self.switched = 0
+
+    def trigger(self, name: str, seconds: float | None = None, *, force: bool = False) -> bool:
+        """Start (or extend) an action now; False when quiet hours skip it. Never waits."""
+        channel = self.channels[name]
+        if not force and channel.cfg.at_night == "skip" and self.quiet_now():
+            self.log.info("action skipped in quiet hours", action=name)
+            return False
+        now = asyncio.get_running_loop().time()
+        if now >= channel.until:
+            channel.started = now  # a running pattern keeps its phase when extended
+        channel.until = max(channel.until, now + (seconds or channel.cfg.seconds))
+        channel.wake.set()
+        self.log.info("action started", action=name, until_s=round(channel.until - now, 1))
+        return True
+
+    def stop(self, name: str) -> None:
+        channel = self.channels[name]
+        channel.until = -math.inf
+        channel.wake.set()
+
+    def quiet_now(self) -> bool:
+        return in_quiet_hours(self.quiet, self.wall(), self.tz)
+
+    def active(self, name: str) -> bool:
+        return asyncio.get_running_loop().time() < self.channels[name].until
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for name, channel in self.channels.items():
+                tg.create_task(self._drive(name, channel), name=f"action-{name}")
+
+    async def _drive(self, name: str, channel: Channel) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = channel.cfg
+        try:
+            while True:
+                channel.wake.clear()
+                now = loop.time()
+                want = channel.wanted(now)
+                wait = channel.next_change(now) - now
+                if want != channel.confirmed:
+                    if await self._switch(name, channel, want):
+                        continue  # time passed during the write: re-evaluate at once
+                    wait = min(wait, self.retry)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(channel.wake.wait(), None if wait == math.inf else wait)
+        finally:
+            if channel.confirmed:
+                # Best effort on the way out; the next start writes the rest state anyway.
+                actuator = self.actuators.get(cfg.device)
+                if actuator is not None:
+                    with contextlib.suppress(GatewayError, ValueError, TimeoutError):
+                        await asyncio.wait_for(actuator.switch(cfg.channel, False), 1.0)
+
+    async def _switch(self, name: str, channel: Channel, on: bool) -> bool:
+        cfg = channel.cfg
+        actuator = self.actuators.get(cfg.device)
+        try:
+            if actuator is None:
+                raise LookupError(f'no relay module "{cfg.device}" on any bus')
+            await actuator.switch(cfg.channel, on)
+        except (GatewayError, ValueError, LookupError) as exc:
+            if channel.problem is None:
+                self.log.warning("relay switch failed", action=name, on=on, error=str(exc))
+            channel.problem = str(exc)
+            return False
+        if channel.problem is not None:
+            self.log.info("relay switching again", action=name)
+            channel.problem = None
+        channel.confirmed = on
+        self.switched += 1
+        self.log.debug("relay switched", action=name, device=cfg.device, channel=cfg.channel, on=on)
+        return True

@@ -1,0 +1,270 @@
+"""The `[alerts]` part of the config: rules, recipient groups, SMTP, local actions, quiet hours,
+digest. Parsed once with gateway.section (path-qualified errors with did-you-mean) into frozen
+values; nothing downstream sees a dict. No I/O besides nothing: password files are read by the
+mailer when it connects, never here.
+
+    [alerts]
+    quiet_hours = { start = "21:00", end = "05:30" }   # site-local time (gateway.timezone)
+
+    [alerts.groups.farmers]
+    to = ["tanaka@example.jp"]
+    language = "ja"            # "ja" (default) or "en"
+
+    [alerts.smtp]
+    host = "smtp.example.jp"
+    port = 587
+    security = "starttls"      # "starttls" | "tls" (implicit, port 465) | "none" (tests only)
+    username = "gateway"
+    password_file = "/etc/gateway/smtp.secret"
+    from = "gateway@example.jp"
+
+    [alerts.actions.siren]
+    device = "relay-1"         # a relay module (ctx.actuators) and its channel
+    channel = 1
+    seconds = 30
+    pattern = [1.0, 0.5]       # on, off seconds repeated; empty = steady
+    at_night = "skip"          # "run" | "skip" during quiet hours
+
+    [[alerts.rules]]
+    name = "trap"
+    kind = "event"
+    quantity = "trap_state"
+    equals = "triggered"
+    severity = "high"
+    groups = ["farmers", "hunters"]
+    actions = ["siren", "flash"]
+    cooldown = 600
+
+    [alerts.digest]
+    at = "18:00"
+    groups = ["farmers"]
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from gateway.rules import KINDS, SEVERITIES, Rule
+from gateway.section import Section
+
+LANGUAGES = ("ja", "en")
+SECURITY = ("starttls", "tls", "none")
+_HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+
+# What an event rule's defaults are: SDM Alert category / subCategory for common quantities.
+_SUBCATEGORY = {"trap_state": "animalTrapped", "motion": "animalDetected"}
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    to: tuple[str, ...]
+    language: str = "ja"
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str = "127.0.0.1"
+    port: int = 587
+    security: str = "starttls"
+    username: str = ""
+    password_file: str = ""
+    sender: str = "gateway@localhost"
+    ca_file: str = ""  # extra CA bundle for a private mail server's certificate
+    timeout: float = 30.0
+    retry_min: float = 10.0
+    retry_max: float = 600.0
+
+
+@dataclass(frozen=True)
+class ActionConfig:
+    name: str
+    device: str
+    channel: int
+    seconds: float = 30.0
+    pattern: tuple[float, ...] = ()
+    at_night: str = "run"
+
+
+@dataclass(frozen=True)
+class DigestConfig:
+    at: tuple[int, int] = (18, 0)
+    groups: tuple[str, ...] = ()
+    quantities: tuple[str, ...] = ("water_level", "water_temperature")
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    rules: tuple[Rule, ...] = ()
+    groups: dict[str, Group] = field(default_factory=dict)
+    smtp: SmtpConfig | None = None
+    actions: dict[str, ActionConfig] = field(default_factory=dict)
+    quiet_hours: tuple[tuple[int, int], tuple[int, int]] | None = None
+    digest: DigestConfig | None = None
+    map_zoom: int = 16
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.rules or self.actions or self.digest)
+
+    def rule(self, name: str) -> Rule | None:
+        return next((r for r in self.rules if r.name == name), None)
+
+
+def _hhmm(s: Section, key: str, default: str | None) -> tuple[int, int]:
+    text = s.str(key, default) if default is not None else s.str(key)
+    m = _HHMM.match(text or "")
+    if not m:
+        s.problem(key, f'expected a local time "HH:MM", got "{text}"')
+        return (0, 0)
+    return int(m.group(1)), int(m.group(2))
+
+
+def parse(s: Section, device_ids: set[str]) -> AlertsConfig:
+    """Read `[alerts]`; `device_ids` are the configured devices (to check action relays)."""
+    groups = {}
+    g_all = s.section("groups")
+    for name in list(g_all.raw):
+        g = g_all.section(name)
+        groups[name] = Group(name, g.strings("to"), g.str("language", "ja", choices=LANGUAGES))
+        if not groups[name].to:
+            g.problem("to", "a recipient group needs at least one address")
+        g.finish()
+    g_all.finish(groups)
+
+    smtp = None
+    if s.has("smtp"):
+        m = s.section("smtp")
+        security = m.str("security", "starttls", choices=SECURITY)
+        smtp = SmtpConfig(
+            host=m.str("host"),
+            port=m.int("port", 465 if security == "tls" else 587, lo=1, hi=65535),
+            security=security,
+            username=m.str("username", ""),
+            password_file=m.str("password_file", ""),
+            sender=m.str("from"),
+            ca_file=m.str("ca_file", ""),
+            timeout=m.float("timeout", 30.0, lo=1, hi=600),
+            retry_min=m.float("retry_min", 10.0, lo=0.01, hi=3600),
+            retry_max=m.float("retry_max", 600.0, lo=0.01, hi=86400),
+        )
+        if smtp.password_file and not smtp.username:
+            m.problem("username", "password_file is set but username is missing")
+        m.finish()
+
+    actions = {}
+    a_all = s.section("actions")
+    for name in list(a_all.raw):
+        a = a_all.section(name)
+        pattern = a.any("pattern", [])
+        if not isinstance(pattern, list) or not all(
+            isinstance(x, int | float) and not isinstance(x, bool) and x > 0 for x in pattern
+        ):
+            a.problem("pattern", "expected an array of positive seconds [on, off, ...]")
+            pattern = []
+        action = ActionConfig(
+            name,
+            device=a.str("device"),
+            channel=a.int("channel", 1, lo=1, hi=65536),
+            seconds=a.float("seconds", 30.0, lo=0.1, hi=86400),
+            pattern=tuple(float(x) for x in pattern),
+            at_night=a.str("at_night", "run", choices=("run", "skip")),
+        )
+        if action.device and action.device not in device_ids:
+            a.problem("device", f'no configured device "{action.device}"')
+        actions[name] = action
+        a.finish()
+    a_all.finish(actions)
+
+    quiet = None
+    if s.has("quiet_hours"):
+        q = s.section("quiet_hours")
+        quiet = (_hhmm(q, "start", None), _hhmm(q, "end", None))
+        q.finish()
+
+    digest = None
+    if s.has("digest"):
+        d = s.section("digest")
+        digest = DigestConfig(
+            at=_hhmm(d, "at", "18:00"),
+            groups=d.strings("groups"),
+            quantities=d.strings("quantities", DigestConfig.quantities),
+        )
+        for g in digest.groups:
+            if g not in groups:
+                d.problem("groups", f'unknown recipient group "{g}"; known: {", ".join(groups)}')
+        d.finish()
+
+    rules = tuple(_rule(r, groups, actions) for r in s.sections("rules"))
+    seen: set[str] = set()
+    for i, rule in enumerate(rules):
+        if rule.name in seen:
+            s.problem(f"rules[{i}].name", f'duplicate rule name "{rule.name}"')
+        seen.add(rule.name)
+    if (any(r.groups for r in rules) or digest is not None) and smtp is None:
+        s.problem("smtp", "rules send e-mail to groups but [alerts.smtp] is missing")
+    cfg = AlertsConfig(
+        rules=rules,
+        groups=groups,
+        smtp=smtp,
+        actions=actions,
+        quiet_hours=quiet,
+        digest=digest,
+        map_zoom=s.int("map_zoom", 16, lo=1, hi=18),
+    )
+    s.finish()
+    return cfg
+
+
+def _rule(r: Section, groups: dict[str, Group], actions: dict[str, ActionConfig]) -> Rule:
+    kind = r.str("kind", choices=KINDS)
+    default_q = "battery" if kind == "battery" else ""
+    quantity = r.str("quantity", default_q) if kind != "stale" else r.str("quantity", "")
+    if kind in ("threshold", "event", "rate") and not quantity:
+        r.problem("quantity", f"a {kind} rule needs the quantity it watches")
+    above = r.float("above", None) if kind == "threshold" else None
+    below = r.float("below", None) if kind in ("threshold", "battery") else None
+    if kind == "threshold" and (above is None) == (below is None):
+        r.problem(None, "a threshold rule needs exactly one of `above` or `below`")
+    if kind == "battery" and below is None:
+        r.problem("below", "a battery rule needs `below` (in the battery's unit, V or %)")
+    equals = r.any("equals", None) if kind == "event" else None
+    if kind == "event" and not isinstance(equals, str | bool | int | float):
+        r.problem("equals", "an event rule needs `equals` (a string, number or boolean)")
+    silent = r.float("minutes", 0.0, lo=0.1) * 60 if kind == "stale" else 0.0
+    if kind == "stale" and not silent:
+        r.problem("minutes", "a stale rule needs `minutes` of silence")
+    per_minute = r.float("per_minute", 0.0) if kind == "rate" else 0.0
+    if kind == "rate" and per_minute == 0:
+        r.problem("per_minute", "a rate rule needs a non-zero `per_minute` (negative = falling)")
+    rule = Rule(
+        name=r.str("name"),
+        kind=kind,
+        quantity=quantity,
+        devices=r.strings("devices", ()),
+        above=above,
+        below=below,
+        hysteresis=r.float("hysteresis", 0.0, lo=0) if kind in ("threshold", "battery") else 0.0,
+        hold=r.float("hold", 0.0, lo=0) if kind in ("threshold", "battery") else 0.0,
+        equals=equals,
+        silent=silent,
+        per_minute=per_minute,
+        window=r.float("window", 600.0, lo=1) if kind == "rate" else 600.0,
+        severity=r.str("severity", "medium", choices=SEVERITIES),
+        category=r.str("category", "agriculture"),
+        subcategory=r.str("subcategory", _SUBCATEGORY.get(quantity, "")),
+        groups=r.strings("groups", ()),
+        actions=r.strings("actions", ()),
+        cooldown=r.float("cooldown", 600.0, lo=0),
+        notify_clear=r.bool("notify_clear", kind != "event"),
+        description=r.str("description", ""),
+    )
+    for g in rule.groups:
+        if g not in groups:
+            r.problem("groups", f'unknown recipient group "{g}"; known: {", ".join(groups)}')
+    for a in rule.actions:
+        if a not in actions:
+            r.problem("actions", f'unknown action "{a}"; known: {", ".join(actions)}')
+    r.finish()
+    return rule

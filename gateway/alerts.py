@@ -1,0 +1,217 @@
+"""The alert engine: feeds readings and clock ticks to the rules, turns their events into
+Alerts, starts local actions at once, and queues platform events (ALERT lane) and e-mail
+(MAIL lane, one row per recipient group) through the pipeline without waiting.
+
+It is a pipeline observer: `observe` runs synchronously inside `Pipeline.stage`, so it must
+stay cheap and never await (rules are indexed by quantity; matches are cached per device).
+A trap detection switches the siren every time; the cooldown only folds the messages.
+It does no I/O itself: relays are the actions' job, delivery the uplink's and the mailer's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.actions import Actions
+from gateway.alert import ALERT_QUANTITY, MAIL_QUANTITY, Alert, dumps, mail_key
+from gateway.alertconfig import AlertsConfig
+from gateway.clock import Clock
+from gateway.model import Lane, Observation, Reading
+from gateway.payload import iso
+from gateway.rules import Cooldown, Event, Rule, RuleState
+
+Stage = Callable[[str, Sequence[Observation], float | None, Lane], Any]
+
+
+@dataclass(frozen=True)
+class Place:
+    """What an e-mail says about where a device is."""
+
+    name: str
+    latitude: float | None
+    longitude: float | None
+
+
+class AlertEngine:
+    def __init__(
+        self,
+        cfg: AlertsConfig,
+        places: Mapping[str, Place],
+        *,
+        stage: Stage,
+        clock: Clock,
+        log: Any,
+        actions: Actions | None = None,
+        site: Place | None = None,
+        tick: float = 10.0,
+    ) -> None:
+        self.cfg = cfg
+        self.places = dict(places)
+        self.stage = stage
+        self.clock = clock
+        self.log = log
+        self.actions = actions
+        self.site = site or Place("", None, None)
+        self.tick_interval = tick
+        self.listeners: list[Callable[[Alert], None]] = []
+        self.rules = {r.name: r for r in cfg.rules}
+        self._by_quantity: dict[str, list[Rule]] = {}
+        self._stale = [r for r in cfg.rules if r.kind == "stale"]
+        for r in cfg.rules:
+            if r.kind != "stale":
+                self._by_quantity.setdefault(r.quantity, []).append(r)
+        self._match: dict[tuple[str, str], bool] = {}
+        self.states: dict[tuple[str, str], RuleState] = {}
+        self.cooldowns: dict[tuple[str, str], Cooldown] = {}
+        self.raised = 0
+        # A stale rule naming devices watches them from the start: one that never speaks
+        # (its battery died before we booted) still goes stale.
+        now = clock.now()
+        for r in self._stale:
+            for d in r.devices:
+                if not any(c in d for c in "*?["):
+                    self._state(r, d).since = now
+
+    # -- input -----------------------------------------------------------------------------
+    def observe(self, readings: Sequence[Reading]) -> None:
+        """Pipeline observer: every staged batch passes here synchronously."""
+        for r in readings:
+            if r.lane != Lane.TELEMETRY:
+                continue  # our own alert and mail rows
+            for rule in self._by_quantity.get(r.quantity, ()):
+                if self._matches(rule, r.device):
+                    self._handle(rule, self._state(rule, r.device).feed(r.ts, r.value))
+            for rule in self._stale:
+                if self._matches(rule, r.device):
+                    self._handle(rule, self._state(rule, r.device).feed(r.ts, r.value))
+
+    def tick(self, now: float | None = None) -> None:
+        now = self.clock.now() if now is None else now
+        for (name, _device), state in list(self.states.items()):
+            self._handle(self.rules[name], state.tick(now))
+
+    async def run(self) -> None:
+        """Clock ticks for hold times and stale devices."""
+        while True:
+            await asyncio.sleep(self.tick_interval)
+            self.tick()
+
+    # -- rules -> alerts -------------------------------------------------------------------
+    def _matches(self, rule: Rule, device: str) -> bool:
+        key = (rule.name, device)
+        hit = self._match.get(key)
+        if hit is None:
+            hit = not rule.devices or any(fnmatch.fnmatchcase(device, p) for p in rule.devices)
+            self._match[key] = hit
+        return hit
+
+    def _state(self, rule: Rule, device: str) -> RuleState:
+        key = (rule.name, device)
+        state = self.states.get(key)
+        if state is None:
+            state = self.states[key] = RuleState(rule, device)
+            self.cooldowns[key] = Cooldown(rule.cooldown)
+        return state
+
+    def _handle(self, rule: Rule, events: Iterable[Event]) -> None:
+        for event in events:
+            if event.kind == "alert":
+                self._act(rule)
+            admitted = self.cooldowns[(rule.name, event.device)].admit(event)
+            if admitted is not None:
+                self.publish(rule, self.alert(rule, admitted))
+
+    def _act(self, rule: Rule) -> None:
+        if self.actions is None:
+            return
+        for name in rule.actions:
+            self.actions.trigger(name)
+
+    def place(self, device: str) -> tuple[Place, str | None]:
+        """The configured device behind a device key, and the sub-device (trap number)."""
+        if device in self.places:
+            return self.places[device], None
+        best = ""
+        for base in self.places:
+            if device.startswith(base + "-") and len(base) > len(best):
+                best = base
+        if best:
+            return self.places[best], device[len(best) + 1 :]
+        return Place(device, self.site.latitude, self.site.longitude), None
+
+    def alert(self, rule: Rule, event: Event, *, test: bool = False) -> Alert:
+        place, trap = self.place(event.device)
+        return Alert(
+            id=f"{rule.name}:{event.device}:{round(event.ts * 1000)}",
+            rule=rule.name,
+            status=event.kind,
+            device=event.device,
+            device_name=place.name or event.device,
+            trap=trap,
+            value=event.value,
+            ts=event.ts,
+            severity=rule.severity,
+            category=rule.category,
+            subcategory=rule.subcategory or rule.name,
+            description=rule.description,
+            latitude=place.latitude if place.latitude is not None else self.site.latitude,
+            longitude=place.longitude if place.longitude is not None else self.site.longitude,
+            folded=event.folded,
+            folded_since=event.folded_since,
+            test=test,
+        )
+
+    def publish(self, rule: Rule, alert: Alert) -> None:
+        """Queue the platform event and the e-mail rows; tell listeners (the digest)."""
+        self.raised += alert.status == "alert"
+        self.log.warning(
+            "alert" if alert.status == "alert" else "alert cleared",
+            rule=rule.name,
+            device=alert.device,
+            value=alert.value,
+            severity=alert.severity,
+            test=alert.test,
+        )
+        event = Observation(ALERT_QUANTITY, dumps(alert.to_sdm(iso(alert.ts))), "")
+        self.stage(alert.device, [event], alert.ts, Lane.ALERT)
+        if alert.status == "alert" or rule.notify_clear:
+            mails = [
+                Observation(
+                    MAIL_QUANTITY,
+                    dumps(
+                        {
+                            "kind": "alert",
+                            "group": g,
+                            "key": mail_key(alert, g),
+                            "alert": alert.to_dict(),
+                        }
+                    ),
+                    "",
+                )
+                for g in rule.groups
+            ]
+            if mails:
+                self.stage(alert.device, mails, alert.ts, Lane.MAIL)
+        for listener in self.listeners:
+            listener(alert)
+
+    def test(self, name: str, device: str | None = None) -> Alert:
+        """A technician's test alert for rule `name`: actions, platform event and e-mail,
+        marked as a test, past the cooldown. Raises KeyError for an unknown rule."""
+        rule = self.rules.get(name)
+        if rule is None:
+            known = ", ".join(self.rules) or "none"
+            raise KeyError(f"unknown rule {name!r}; known: {known}")
+        if device is None:
+            plain = [d for d in rule.devices if not any(c in d for c in "*?[")]
+            device = plain[0] if plain else next(iter(self.places), "test")
+        value = rule.equals if rule.kind == "event" else None
+        event = Event("alert", rule.name, device, value, self.clock.now())
+        alert = self.alert(rule, event, test=True)
+        self._act(rule)
+        self.publish(rule, alert)
+        return alert

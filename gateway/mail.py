@@ -1,0 +1,204 @@
+"""Composing alert and digest e-mail: subject and body text, Japanese by default, English per
+recipient group, as UTF-8 MIME (the subject RFC 2047-encoded by the email package's SMTP policy).
+
+The subject is short with the essentials first (what, which device and trap, local time) so
+it reads on a phone's lock screen; map links stand on their own lines so mail clients make
+them clickable: GSI (maps.gsi.go.jp, what Japanese farmers know) and OpenStreetMap.
+Pure functions of their inputs; no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import formatdate
+from zoneinfo import ZoneInfo
+
+from gateway.alert import Alert
+
+_SEVERITY = {
+    "ja": {
+        "critical": "緊急",
+        "high": "警報",
+        "medium": "注意",
+        "low": "情報",
+        "informational": "情報",
+    },
+    "en": {
+        "critical": "CRITICAL",
+        "high": "ALERT",
+        "medium": "WARNING",
+        "low": "NOTICE",
+        "informational": "INFO",
+    },
+}
+# What happened, by subCategory (rule kinds fall back to the rule name).
+_WHAT = {
+    "ja": {
+        "animalTrapped": "わな作動",
+        "animalDetected": "動物検知",
+        "stale": "通信途絶",
+        "battery": "電池残量低下",
+    },
+    "en": {
+        "animalTrapped": "Trap triggered",
+        "animalDetected": "Animal detected",
+        "stale": "Device silent",
+        "battery": "Battery low",
+    },
+}
+_QUANTITY = {
+    "ja": {"water_level": "水位", "water_temperature": "水温", "battery": "電池"},
+    "en": {"water_level": "Water level", "water_temperature": "Water temp.", "battery": "Battery"},
+}
+_TEXT = {
+    "ja": {
+        "cleared": "解除",
+        "trap": "わな",
+        "device": "機器",
+        "time": "日時",
+        "value": "値",
+        "map": "地図",
+        "more": "{n}件の検知({since}以降)",
+        "test": "【テスト】",
+        "digest": "日報",
+        "latest": "最新",
+        "min": "最小",
+        "max": "最大",
+        "alerts": "本日の警報",
+        "none": "なし",
+        "nodata": "データなし",
+        "footer": "このメールはゲートウェイ {site} から自動送信されています。",
+    },
+    "en": {
+        "cleared": "cleared",
+        "trap": "trap",
+        "device": "Device",
+        "time": "Time",
+        "value": "Value",
+        "map": "Map",
+        "more": "{n} more detections since {since}",
+        "test": "[TEST] ",
+        "digest": "Daily report",
+        "latest": "latest",
+        "min": "min",
+        "max": "max",
+        "alerts": "Alerts today",
+        "none": "none",
+        "nodata": "no data",
+        "footer": "Sent automatically by gateway {site}.",
+    },
+}
+
+
+def gsi_url(lat: float, lon: float, zoom: int) -> str:
+    return f"https://maps.gsi.go.jp/#{zoom}/{lat:.6f}/{lon:.6f}/"
+
+
+def osm_url(lat: float, lon: float, zoom: int) -> str:
+    return (
+        f"https://www.openstreetmap.org/?mlat={lat:.6f}&mlon={lon:.6f}"
+        f"#map={zoom}/{lat:.6f}/{lon:.6f}"
+    )
+
+
+def _local(ts: float, tz: ZoneInfo, fmt: str) -> str:
+    return datetime.fromtimestamp(ts, tz).strftime(fmt)
+
+
+def what(alert: Alert, lang: str) -> str:
+    return _WHAT[lang].get(alert.subcategory, alert.subcategory or alert.rule)
+
+
+def alert_text(alert: Alert, lang: str, tz: ZoneInfo, site: str, zoom: int) -> tuple[str, str]:
+    """(subject, body) of an alert e-mail."""
+    t = _TEXT[lang]
+    sev = _SEVERITY[lang].get(alert.severity, alert.severity)
+    trap = ""
+    if alert.trap is not None:
+        trap = f" {t['trap']}{alert.trap}" if lang == "ja" else f" {t['trap']} {alert.trap}"
+    cleared = f" {t['cleared']}" if alert.status == "clear" else ""
+    head = f"[{sev}]" if lang == "en" else f"【{sev}】"
+    test = t["test"] if alert.test else ""
+    when = _local(alert.ts, tz, "%m/%d %H:%M")
+    subject = f"{test}{head}{what(alert, lang)}{cleared} {alert.device_name}{trap} {when}"
+    lines = [
+        f"{what(alert, lang)}{cleared}: {alert.device_name}{trap}",
+        "",
+        f"{t['time']}: {_local(alert.ts, tz, '%Y-%m-%d %H:%M:%S %Z')}",
+        f"{t['device']}: {alert.device_name} ({alert.device})",
+    ]
+    if alert.value is not None:
+        lines.append(f"{t['value']}: {alert.value}")
+    if alert.folded and alert.folded_since is not None:
+        since = _local(alert.folded_since, tz, "%H:%M")
+        lines.append(t["more"].format(n=alert.folded, since=since))
+    if alert.description:
+        lines += ["", alert.description]
+    if alert.latitude is not None and alert.longitude is not None:
+        lines += [
+            "",
+            f"{t['map']}:",
+            gsi_url(alert.latitude, alert.longitude, zoom),
+            osm_url(alert.latitude, alert.longitude, zoom),
+        ]
+    lines += ["", "--", t["footer"].format(site=site)]
+    return subject, "\n".join(lines) + "\n"
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:g}"
+
+
+def digest_text(
+    summary: Mapping[str, object], lang: str, tz: ZoneInfo, site: str
+) -> tuple[str, str]:
+    """(subject, body) of a daily digest; `summary` as built by gateway.digest."""
+    t = _TEXT[lang]
+    day = str(summary["day"])
+    subject = f"{t['digest']} {summary.get('site_name') or site} {day}"
+    lines = [subject, ""]
+    devices: Mapping[str, Mapping[str, object]] = summary["devices"]  # type: ignore[assignment]
+    for key, info in devices.items():
+        lines.append(f"■ {info.get('name') or key}")
+        stats: Mapping[str, Mapping[str, float]] = info["stats"]  # type: ignore[assignment]
+        if not stats:
+            lines.append(f"  {t['nodata']}")
+        for q, s in stats.items():
+            label = _QUANTITY[lang].get(q, q)
+            unit = s.get("unit", "")
+            lines.append(
+                f"  {label}: {t['latest']} {_num(s['latest'])}{unit} "
+                f"({t['min']} {_num(s['min'])} / {t['max']} {_num(s['max'])})"
+            )
+    lines += ["", f"{t['alerts']}:"]
+    alerts: Sequence[Mapping[str, object]] = summary["alerts"]  # type: ignore[assignment]
+    if not alerts:
+        lines.append(f"  {t['none']}")
+    for a in alerts:
+        when = _local(float(a["ts"]), tz, "%H:%M")  # type: ignore[arg-type]
+        trap = f" #{a['trap']}" if a.get("trap") else ""
+        lines.append(f"  {when} {a['what_' + lang]} {a['device_name']}{trap}")
+    lines += ["", "--", t["footer"].format(site=site)]
+    return subject, "\n".join(lines) + "\n"
+
+
+def message(
+    subject: str, body: str, sender: str, to: Sequence[str], key: str, ts: float
+) -> EmailMessage:
+    """A UTF-8 text/plain message; the Message-ID comes from the idempotency key so a
+    (rare) second delivery after a crash is recognisable as the same mail."""
+    msg = EmailMessage()
+    msg["Subject"] = subject
+    msg["From"] = sender
+    msg["To"] = ", ".join(to)
+    msg["Date"] = formatdate(ts, localtime=False)
+    domain = sender.rpartition("@")[2] or "gateway.invalid"
+    msg["Message-ID"] = f"<{_msgid_safe(key)}@{domain}>"
+    msg.set_content(body, charset="utf-8")
+    return msg
+
+
+def _msgid_safe(key: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "." for c in key)

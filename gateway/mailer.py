@@ -1,0 +1,218 @@
+"""The mailer: drains the outbox MAIL lane to an SMTP server (aiosmtplib).
+
+Rows are leased, composed (gateway.mail) and sent; each row is acknowledged right after the
+server accepted its message, so a dead mail server or a restart only delays mail. Sent once:
+before the ack, the row's idempotency key is appended (fsync'd) to `mail-sent.log` beside the
+outbox, and a row whose key is already there is acknowledged without sending (a crash between
+the server's OK and the ack does not send twice). Failures back off (capped, jittered) and
+are logged on transitions only; a message the server refuses for good (5xx on a recipient or
+the data) is logged and dropped so it cannot block the others. Telemetry never waits for any
+of this: the mailer only touches its own lane. The SMTP password is read from its file at
+connect time and never logged. STARTTLS or implicit TLS, with login when configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Mapping
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiosmtplib
+
+from gateway import mail
+from gateway.alert import Alert
+from gateway.alertconfig import AlertsConfig, SmtpConfig
+from gateway.errors import Transient
+from gateway.model import Lane, Reading
+from gateway.store import Outbox
+from gateway.supervise import Backoff, Health
+
+_KEEP_KEYS = 2000  # idempotency keys remembered; far more than mail sent between restarts
+
+
+class SentLog:
+    """Idempotency keys of delivered mail, durable before the outbox row is acknowledged."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.keys: set[str] = set()
+        lines: list[str] = []
+        with contextlib.suppress(FileNotFoundError):
+            lines = [k for k in path.read_text(encoding="utf-8").splitlines() if k]
+        if len(lines) > _KEEP_KEYS:
+            lines = lines[-_KEEP_KEYS // 2 :]
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(k + "\n" for k in lines), encoding="utf-8")
+            tmp.replace(path)
+        self.keys = set(lines)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.keys
+
+    def add(self, key: str) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(key + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.keys.add(key)
+
+
+class Refused(Exception):
+    """The server refused this one message for good."""
+
+
+class Mailer:
+    def __init__(
+        self,
+        cfg: AlertsConfig,
+        outbox: Outbox,
+        *,
+        site: str,
+        timezone: str,
+        log: Any,
+        sent_path: Path | None = None,
+        backoff: Backoff | None = None,
+        batch: int = 20,
+    ) -> None:
+        assert cfg.smtp is not None
+        self.cfg = cfg
+        self.smtp: SmtpConfig = cfg.smtp
+        self.outbox = outbox
+        self.site = site
+        self.tz = ZoneInfo(timezone)
+        self.log = log
+        self.sent = SentLog(sent_path or Path(outbox.path).with_name("mail-sent.log"))
+        self.backoff = backoff or Backoff(self.smtp.retry_min, self.smtp.retry_max)
+        self.health = Health(log, "mail server")
+        self.batch = batch
+        self.delivered = 0
+        self.dropped = 0
+        self._wake = asyncio.Event()
+        outbox.listeners.append(self._on_append)
+
+    def _on_append(self, lanes: set[Lane]) -> None:
+        if Lane.MAIL in lanes:
+            self._wake.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                self._wake.clear()
+                if not self.outbox.unleased(Lane.MAIL):
+                    await self._wake.wait()
+                    continue
+                try:
+                    await self.drain()
+                except Transient as exc:
+                    self.health.down(str(exc))
+                    await asyncio.sleep(self.backoff.next_delay())
+                    continue
+                self.backoff.reset()
+        finally:
+            self.outbox.listeners.remove(self._on_append)
+
+    async def drain(self) -> None:
+        """Send every waiting mail; raises Transient when the server cannot be used."""
+        while rows := await self.outbox.lease(Lane.MAIL, self.batch):
+            pending = {r.seq: r for r in rows}
+            try:
+                todo: list[tuple[Reading, EmailMessage, tuple[str, ...], str]] = []
+                for r in rows:
+                    item = self._compose(r)
+                    if item is None:
+                        await self.outbox.ack([r])
+                        del pending[r.seq]
+                    else:
+                        todo.append((r, *item))
+                if todo:
+                    await self._send(todo, pending)
+            finally:
+                self.outbox.release(pending)
+
+    def _compose(self, r: Reading) -> tuple[EmailMessage, tuple[str, ...], str] | None:
+        """(message, recipients, key), or None when the row needs no sending."""
+        try:
+            body = json.loads(str(r.value))
+            key, group_name, kind = body["key"], body["group"], body["kind"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            self.log.error("unreadable mail row dropped", seq=r.seq, error=str(exc))
+            return None
+        if key in self.sent:
+            return None  # delivered before a crash took the ack with it
+        group = self.cfg.groups.get(group_name)
+        if group is None:
+            self.log.error("mail for an unknown recipient group dropped", group=group_name)
+            return None
+        lang = group.language
+        if kind == "digest":
+            subject, text = mail.digest_text(body["summary"], lang, self.tz, self.site)
+        else:
+            alert = Alert.from_dict(body["alert"])
+            subject, text = mail.alert_text(alert, lang, self.tz, self.site, self.cfg.map_zoom)
+        msg = mail.message(subject, text, self.smtp.sender, group.to, key, r.ts)
+        return msg, group.to, key
+
+    def _password(self) -> str | None:
+        if not self.smtp.password_file:
+            return None
+        try:
+            return Path(self.smtp.password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise Transient(f"cannot read SMTP password file: {exc.strerror}") from None
+
+    async def _send(
+        self,
+        todo: list[tuple[Reading, EmailMessage, tuple[str, ...], str]],
+        pending: dict[int, Reading],
+    ) -> None:
+        s = self.smtp
+        client = aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            username=s.username or None,
+            password=self._password() if s.username else None,
+            use_tls=s.security == "tls",
+            start_tls=s.security == "starttls",
+            cert_bundle=s.ca_file or None,
+            timeout=s.timeout,
+        )
+        try:
+            async with client:
+                self.health.up(server=f"{s.host}:{s.port}")
+                for r, msg, to, key in todo:
+                    try:
+                        await self._send_one(client, msg, to)
+                    except Refused as exc:
+                        self.dropped += 1
+                        self.log.error("mail refused; dropped", key=key, error=str(exc))
+                    else:
+                        self.sent.add(key)
+                        self.delivered += 1
+                        self.log.info("mail sent", key=key, to=len(to))
+                    await self.outbox.ack([r])
+                    del pending[r.seq]
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            # Connection, TLS, login or a temporary (4xx) refusal: try again later.
+            raise Transient(f"SMTP {s.host}:{s.port}: {exc}") from None
+
+    @staticmethod
+    async def _send_one(
+        client: aiosmtplib.SMTP, msg: EmailMessage, to: tuple[str, ...]
+    ) -> Mapping[str, Any]:
+        try:
+            errors, _ = await client.send_message(msg, recipients=list(to))
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            if all(e.code >= 500 for e in exc.recipients):
+                raise Refused(str(exc)) from None
+            raise
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code >= 500 and not isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+                raise Refused(str(exc)) from None
+            raise
+        return errors
