@@ -108,18 +108,23 @@ class Mailer:
                     await self._wake.wait()
                     continue
                 try:
-                    await self.drain()
+                    leased = await self.drain()
                 except Transient as exc:
                     self.health.down(str(exc))
                     await asyncio.sleep(self.backoff.next_delay())
                     continue
                 self.backoff.reset()
+                if not leased:
+                    await self._wake.wait()  # rows counted but leased elsewhere: no spinning
         finally:
             self.outbox.listeners.remove(self._on_append)
 
-    async def drain(self) -> None:
-        """Send every waiting mail; raises Transient when the server cannot be used."""
+    async def drain(self) -> int:
+        """Send every waiting mail; raises Transient when the server cannot be used.
+        Returns how many rows were leased."""
+        leased = 0
         while rows := await self.outbox.lease(Lane.MAIL, self.batch):
+            leased += len(rows)
             pending = {r.seq: r for r in rows}
             try:
                 todo: list[tuple[Reading, EmailMessage, tuple[str, ...], str]] = []
@@ -134,6 +139,7 @@ class Mailer:
                     await self._send(todo, pending)
             finally:
                 self.outbox.release(pending)
+        return leased
 
     def _compose(self, r: Reading) -> tuple[EmailMessage, tuple[str, ...], str] | None:
         """(message, recipients, key), or None when the row needs no sending."""

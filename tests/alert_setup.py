@@ -1,0 +1,166 @@
+"""A small alert config for the tests (synthetic devices with coordinates, two recipient
+groups, a siren and a flash on a relay module) and an in-process alert stack around it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from drivers.base import Actuator
+from gateway import config as config_mod
+from gateway.alerting import Alerting
+from gateway.clock import Clock, SystemClock
+from gateway.config import Config
+from gateway.errors import Transient
+from gateway.pipeline import Pipeline
+from gateway.store import Outbox
+from gateway.supervise import Backoff
+
+TRAP_LAT, TRAP_LON = 36.115012, 137.954321
+
+
+def config_text(
+    smtp_port: int = 2525, store: str = "/tmp/x.sqlite", extra: str = "", smtp: str = ""
+) -> str:
+    return f"""
+[gateway]
+id = "test-field"
+name = "Test field"
+latitude = 36.1
+longitude = 137.9
+timezone = "Asia/Tokyo"
+
+[uplink]
+enabled = false
+commands = ["ping", "siren", "alert-test"]
+
+[store]
+path = "{store}"
+
+[[buses]]
+name = "synthetic"
+transport = "synthetic"
+
+[[buses.devices]]
+id = "traps"
+name = "東側わな受信機"
+latitude = {TRAP_LAT}
+longitude = {TRAP_LON}
+points = [{{quantity="trap_state",pattern="cycle",values=["set"]}}]
+
+[[buses.devices]]
+id = "paddy-01"
+name = "North paddy"
+latitude = 36.2
+longitude = 137.8
+points = [{{quantity="water_level",unit="cm",pattern="constant",low=4.0}}]
+
+[[buses.devices]]
+id = "relay-1"
+points = [{{quantity="relay_1",pattern="constant",low=0}}]
+
+[alerts.groups.farmers]
+to = ["tanaka@example.jp", "sato@example.jp"]
+
+[alerts.groups.hunters]
+to = ["hunters@example.org"]
+language = "en"
+
+[alerts.smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+security = "none"
+from = "gateway@field.example"
+{smtp}
+
+[alerts.actions.siren]
+device = "relay-1"
+channel = 1
+seconds = 30
+
+[alerts.actions.flash]
+device = "relay-1"
+channel = 2
+seconds = 60
+pattern = [0.5, 0.5]
+
+[[alerts.rules]]
+name = "trap"
+kind = "event"
+quantity = "trap_state"
+equals = "triggered"
+severity = "high"
+groups = ["farmers", "hunters"]
+actions = ["siren", "flash"]
+cooldown = 600
+
+[[alerts.rules]]
+name = "paddy-dry"
+kind = "threshold"
+quantity = "water_level"
+below = 2.0
+hysteresis = 0.5
+severity = "medium"
+groups = ["farmers"]
+{extra}
+"""
+
+
+def parse(text: str) -> Config:
+    return config_mod.parse(text, "<test>")
+
+
+@dataclass
+class FakeRelay:
+    """An Actuator that records every confirmed write; `fail` makes writes unconfirmed."""
+
+    writes: list[tuple[int, bool]] = field(default_factory=list)
+    fail: bool = False
+
+    async def switch(self, channel: int, on: bool) -> None:
+        if self.fail:
+            raise Transient("relay module did not answer")
+        self.writes.append((channel, on))
+
+    def state(self, channel: int) -> bool | None:
+        last = [on for ch, on in self.writes if ch == channel]
+        return last[-1] if last else None
+
+
+@contextlib.asynccontextmanager
+async def stack(
+    cfg: Config,
+    path: Path,
+    actuators: Mapping[str, Actuator],
+    *,
+    clock: Clock | None = None,
+) -> AsyncIterator[tuple[Outbox, Pipeline, Alerting]]:
+    """Outbox + pipeline + the alert side (engine, actions, mailer, digest), running."""
+    import asyncio
+
+    log = structlog.get_logger().bind(test=True)
+    clock = clock or SystemClock(trust=True)
+    async with (
+        Outbox.open(path, sync="normal") as outbox,
+        Pipeline(outbox, clock=clock, flush_interval=0.01) as pipe,
+    ):
+        alerting = Alerting(
+            cfg,
+            pipe,
+            outbox,
+            [dict(actuators)],
+            clock=clock,
+            log=log,
+            mail_backoff=Backoff(0.05, 0.2),
+        )
+        task = asyncio.create_task(alerting.run())
+        try:
+            yield outbox, pipe, alerting
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
