@@ -36,7 +36,7 @@ class MailSink:
     _server: asyncio.Server | None = None
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def handle_DATA(self, server: SMTP, session: object, envelope: object) -> str:  # noqa: N802
+    async def handle_DATA(self, server: SMTP, session: object, envelope: object) -> str:
         raw: bytes = envelope.original_content or envelope.content  # type: ignore[attr-defined]
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         self.received.append(

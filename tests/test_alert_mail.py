@@ -158,7 +158,7 @@ async def test_starttls_and_login_with_the_password_from_a_file(tmp_path):
 
 async def test_refused_recipient_is_dropped_without_blocking_the_rest(tmp_path):
     class Picky(MailSink):
-        async def handle_RCPT(self, server, session, envelope, address, options):  # type: ignore[no-untyped-def]  # noqa: N802
+        async def handle_RCPT(self, server, session, envelope, address, options):  # type: ignore[no-untyped-def]
             if address.endswith("example.org"):
                 return "550 no such user"
             envelope.rcpt_tos.append(address)
