@@ -136,7 +136,9 @@ class RuleState:
     def _rate(self, ts: float, v: float) -> list[Event]:
         rule = self.rule
         self.history.append((ts, v))
-        while self.history and ts - self.history[0][0] > rule.window:
+        # The base is the newest reading at least `window` old (or the oldest one), so a
+        # sparse series still has two points to compare.
+        while len(self.history) > 2 and ts - self.history[1][0] >= rule.window:
             self.history.popleft()
         t0, v0 = self.history[0]
         if ts - t0 <= 0:

@@ -1,0 +1,234 @@
+"""Rules as pure state machines, table-driven: (time, value or tick) in, events out; the
+cooldown's folding; the engine's routing of readings to rules; the [alerts] config errors."""
+
+from __future__ import annotations
+
+import pytest
+import structlog
+
+from gateway.alertconfig import AlertsConfig
+from gateway.alerts import AlertEngine, Place
+from gateway.clock import FixedClock
+from gateway.errors import ConfigError
+from gateway.model import Lane, Reading
+from gateway.rules import Cooldown, Event, Rule, RuleState
+from tests.alert_setup import config_text, parse
+
+TICK = object()
+
+
+def run(rule: Rule, steps: list[tuple[float, object]]) -> list[tuple[float, str]]:
+    """Feed (ts, value) steps (value TICK = a clock tick); return (ts, event kind) pairs."""
+    state = RuleState(rule, "dev")
+    out = []
+    for ts, value in steps:
+        events = state.tick(ts) if value is TICK else state.feed(ts, value)  # type: ignore[arg-type]
+        out += [(e.ts, e.kind) for e in events]
+    return out
+
+
+HIGH = Rule("high", "threshold", "water_level", above=10.0, hysteresis=1.0)
+HOLD = Rule("hot", "threshold", "water_temperature", above=30.0, hysteresis=0.5, hold=300)
+LOW_BATT = Rule("batt", "battery", "battery", below=3.4, hysteresis=0.1)
+
+
+@pytest.mark.parametrize(
+    ("rule", "steps", "expected"),
+    [
+        # Hysteresis: 10.5 raises; 9.5 is inside the band (no clear), 8.9 clears; once each.
+        (
+            HIGH,
+            [(0, 9.0), (1, 10.5), (2, 11.0), (3, 9.5), (4, 10.2), (5, 8.9), (6, 8.0)],
+            [(1, "alert"), (5, "clear")],
+        ),
+        # Exactly at the limit is not above it; exactly at limit - hysteresis clears.
+        (HIGH, [(0, 10.0), (1, 10.01), (2, 9.0)], [(1, "alert"), (2, "clear")]),
+        # Hold time: 300 s above before it counts; a good reading in between restarts it.
+        (
+            HOLD,
+            [(0, 31), (200, 31), (250, 29), (260, 31), (500, 31), (560, 31), (600, 29.4)],
+            [(560, "alert"), (600, "clear")],
+        ),
+        # A clock tick ends the hold even with no new reading (a sensor that reports hourly).
+        (HOLD, [(0, 31), (100, TICK), (300, TICK), (400, TICK)], [(300, "alert")]),
+        # Text values (a fault code) are ignored by numeric rules.
+        (HIGH, [(0, "E1"), (1, True), (2, 12.0)], [(2, "alert")]),
+        # Battery low with its own hysteresis.
+        (
+            LOW_BATT,
+            [(0, 3.6), (1, 3.39), (2, 3.45), (3, 3.35), (4, 3.5)],
+            [(1, "alert"), (4, "clear")],
+        ),
+    ],
+    ids=["hysteresis", "edges", "hold", "hold-by-tick", "non-numeric", "battery"],
+)
+def test_threshold_tables(rule, steps, expected):
+    assert run(rule, steps) == expected
+
+
+TRAP = Rule("trap", "event", "trap_state", equals="triggered")
+MOTION = Rule("motion", "event", "motion", equals=True)
+STALE = Rule("silent", "stale", silent=1800)
+FALL = Rule("levee", "rate", "water_level", per_minute=-0.5, window=600)
+
+
+@pytest.mark.parametrize(
+    ("rule", "steps", "expected"),
+    [
+        # "becomes": a trap reporting triggered every poll raises once; re-arming clears.
+        (
+            TRAP,
+            [(0, "set"), (1, "triggered"), (2, "triggered"), (3, "set"), (4, "triggered")],
+            [(1, "alert"), (3, "clear"), (4, "alert")],
+        ),
+        (TRAP, [(0, "triggered")], [(0, "alert")]),  # already triggered at boot still counts
+        (TRAP, [(0, "fault"), (1, "set")], []),
+        (MOTION, [(0, False), (1, True), (2, True), (3, False)], [(1, "alert"), (3, "clear")]),
+        # Stale: silent 30 min after the last reading; the next reading clears once.
+        (
+            STALE,
+            [(0, 1), (1000, TICK), (1799, TICK), (1800, TICK), (2000, TICK), (2100, 5)],
+            [(1800, "alert"), (2100, "clear")],
+        ),
+        # Rate of change: 5 cm in 5 minutes is 1 cm/min falling (a breached levee).
+        (
+            FALL,
+            [(0, 6.0), (60, 5.9), (120, 5.8), (300, 3.5), (360, 3.0), (1200, 3.3)],
+            [(300, "alert"), (1200, "clear")],
+        ),
+        # Rising fast does not trigger a falling rule.
+        (FALL, [(0, 1.0), (60, 5.0)], []),
+    ],
+    ids=["trap", "trap-at-boot", "trap-fault", "motion", "stale", "rate", "rate-rising"],
+)
+def test_event_stale_rate_tables(rule, steps, expected):
+    assert run(rule, steps) == expected
+
+
+def test_cooldown_folds_repeats_and_reports_one_clear():
+    cd = Cooldown(600)
+    seen = []
+    for kind, ts in [
+        ("alert", 0),
+        ("clear", 10),
+        ("alert", 100),  # folded
+        ("clear", 110),  # no clear for a folded alert
+        ("alert", 298),  # folded
+        ("alert", 700),  # reported with the two folded repeats
+        ("clear", 710),
+        ("clear", 720),  # already cleared: nothing
+    ]:
+        out = cd.admit(Event(kind, "trap", "traps-1", None, ts))
+        if out is not None:
+            seen.append((out.kind, out.ts, out.folded, out.folded_since))
+    assert seen == [
+        ("alert", 0, 0, None),
+        ("clear", 10, 0, None),
+        ("alert", 700, 2, 100),
+        ("clear", 710, 0, None),
+    ]
+
+
+def _engine(cfg: AlertsConfig, staged: list, clock: FixedClock) -> AlertEngine:
+    return AlertEngine(
+        cfg,
+        {"traps": Place("Receiver", 36.1, 137.9)},
+        stage=lambda dev, obs, ts, lane: staged.append((dev, [o.quantity for o in obs], lane)),
+        clock=clock,
+        log=structlog.get_logger(),
+        site=Place("Site", 35.0, 135.0),
+    )
+
+
+def _reading(seq: int, device: str, q: str, v: object, ts: float) -> Reading:
+    return Reading(seq, device, q, v, "", ts)  # type: ignore[arg-type]
+
+
+def test_engine_routes_readings_and_folds_mail_but_not_siren():
+    cfg = parse(config_text()).alerts
+    clock = FixedClock(1_790_000_000.0)
+    staged: list = []
+    engine = _engine(cfg, staged, clock)
+    t = clock.t
+    engine.observe([_reading(1, "traps-7", "trap_state", "triggered", t)])
+    engine.observe([_reading(2, "traps-7", "trap_state", "set", t + 60)])
+    engine.observe([_reading(3, "traps-7", "trap_state", "triggered", t + 120)])
+    # Our own alert/mail rows coming back through the pipeline are ignored.
+    engine.observe([Reading(4, "traps-7", "trap_state", "triggered", "", t, lane=Lane.ALERT)])
+    lanes = [lane for _d, _q, lane in staged]
+    # alert -> event + 2 mails; clear -> event only (event rules mail no clears); the
+    # second trigger within the cooldown is folded (no rows at all).
+    assert lanes == [Lane.ALERT, Lane.MAIL, Lane.ALERT]
+    assert staged[1][1] == ["mail", "mail"]
+    assert engine.place("traps-7") == (Place("Receiver", 36.1, 137.9), "7")
+    assert engine.place("unknown")[0].latitude == 35.0  # falls back to the site position
+
+
+def test_stale_rule_watches_named_devices_from_the_start():
+    extra = """
+[[alerts.rules]]
+name = "trap-silent"
+kind = "stale"
+devices = ["traps-1", "traps-2"]
+minutes = 30
+severity = "low"
+"""
+    cfg = parse(config_text(extra=extra)).alerts
+    clock = FixedClock(1_790_000_000.0)
+    staged: list = []
+    engine = _engine(cfg, staged, clock)
+    engine.observe([_reading(1, "traps-1", "battery", 3.5, clock.t + 600)])
+    engine.tick(clock.t + 1800)
+    assert [d for d, _q, lane in staged if lane == Lane.ALERT] == ["traps-2"]
+    engine.tick(clock.t + 600 + 1800)
+    assert [d for d, _q, lane in staged if lane == Lane.ALERT] == ["traps-2", "traps-1"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            '[[alerts.rules]]\nname = "x"\nkind = "treshold"\nquantity = "a"\nabove = 1\n',
+            "alerts.rules[2].kind: expected one of threshold, event, stale, battery, rate; "
+            'got "treshold" (did you mean "threshold"?)',
+        ),
+        (
+            '[[alerts.rules]]\nname = "x"\nkind = "threshold"\nquantity = "a"\nabove = 1\n'
+            'groups = ["farmer"]\n',
+            'alerts.rules[2].groups: unknown recipient group "farmer"; known: farmers, hunters',
+        ),
+        (
+            '[[alerts.rules]]\nname = "x"\nkind = "threshold"\nquantity = "a"\n',
+            "alerts.rules[2]: a threshold rule needs exactly one of `above` or `below`",
+        ),
+        (
+            '[[alerts.rules]]\nname = "x"\nkind = "event"\nquantity = "a"\nequals = "b"\n'
+            "coolddown = 5\n",
+            'alerts.rules[2].coolddown: unknown key (did you mean "cooldown"?)',
+        ),
+        (
+            '[alerts.quiet_hours]\nstart = "25:00"\nend = "05:00"\n',
+            'alerts.quiet_hours.start: expected a local time "HH:MM", got "25:00"',
+        ),
+        (
+            '[alerts.digest]\nat = "18:00"\ngroups = ["nobody"]\n',
+            'alerts.digest.groups: unknown recipient group "nobody"; known: farmers, hunters',
+        ),
+    ],
+    ids=["kind-typo", "group", "threshold", "unknown-key", "quiet", "digest-group"],
+)
+def test_config_errors_are_path_qualified(extra, message):
+    with pytest.raises(ConfigError) as err:
+        parse(config_text(extra=extra))
+    assert message in [str(p) for p in err.value.problems]
+
+
+def test_action_on_an_unknown_device_is_a_config_error():
+    text = config_text().replace(
+        'device = "relay-1"\nchannel = 1', 'device = "relay-9"\nchannel = 1'
+    )
+    with pytest.raises(ConfigError) as err:
+        parse(text)
+    assert 'alerts.actions.siren.device: no configured device "relay-9"' in [
+        str(p) for p in err.value.problems
+    ]
