@@ -131,7 +131,7 @@ class Mailer:
                 for r in rows:
                     item = self._compose(r)
                     if item is None:
-                        await self.outbox.ack([r])
+                        await self._ack(r)
                         del pending[r.seq]
                     else:
                         todo.append((r, *item))
@@ -140,6 +140,12 @@ class Mailer:
             finally:
                 self.outbox.release(pending)
         return leased
+
+    async def _ack(self, r: Reading) -> None:
+        # Shielded: a cancel (daemon stop) between the store's BEGIN and COMMIT would leave
+        # the transaction open for the pipeline's final flush. The store's write lock makes
+        # that flush wait for this ack to finish.
+        await asyncio.shield(self.outbox.ack([r]))
 
     def _compose(self, r: Reading) -> tuple[EmailMessage, tuple[str, ...], str] | None:
         """(message, recipients, key), or None when the row needs no sending."""
@@ -201,7 +207,7 @@ class Mailer:
                         self.sent.add(key)
                         self.delivered += 1
                         self.log.info("mail sent", key=key, to=len(to))
-                    await self.outbox.ack([r])
+                    await self._ack(r)
                     del pending[r.seq]
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             # Connection, TLS, login or a temporary (4xx) refusal: try again later.

@@ -1,0 +1,173 @@
+"""The alert side inside the running daemon, with the uplink down: a trap event switches the
+siren relay on the Modbus simulator (which records coil writes) and off after the duration,
+the relay left on by a previous run goes to rest at start, the e-mail reaches a real SMTP
+server, the platform event waits in the ALERT lane; `siren` and `alert-test` commands."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+
+from drivers.modbus.sim import Simulator, SimUnit
+from gateway import config as config_mod
+from gateway.daemon import Control, Daemon
+from gateway.errors import Problem
+from gateway.model import Lane
+from gateway.profiles import ProfileLibrary
+from tests.smtp_peer import MailSink
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _relay_unit() -> SimUnit:
+    problems: list[Problem] = []
+    profile = ProfileLibrary().get("relay-4ch", problems, "test")
+    assert profile is not None, problems
+    # Coil 1 (the siren) was left on by a run that died mid-siren.
+    return SimUnit(profile.decoder, registers={"coil": {0: 1, 1: 0, 2: 0, 3: 0}})
+
+
+def _config(tmp_path, sim: Simulator, smtp_port: int, trap_values: list[str]) -> str:
+    values = json.dumps(trap_values)
+    return f"""
+[gateway]
+id = "alert-field"
+name = "Alert field"
+trust_clock = true
+
+[uplink]
+host = "127.0.0.1"
+port = {_closed_port()}
+reconnect_min = 0.2
+reconnect_max = 1.0
+commands = ["ping", "siren", "alert-test"]
+
+[store]
+path = "{tmp_path}/outbox.sqlite"
+
+[[buses]]
+name = "field"
+transport = "synthetic"
+
+[[buses.devices]]
+id = "trap-01"
+name = "Trap 1"
+latitude = 36.1234
+longitude = 137.5678
+interval = 0.1
+points = [{{quantity="trap_state",pattern="cycle",values={values}}}]
+
+[[buses]]
+name = "relays"
+transport = "modbus-tcp"
+host = "{sim.host}"
+port = {sim.tcp_port}
+timeout = 0.5
+retries = 1
+
+[[buses.devices]]
+id = "relay-1"
+profile = "relay-4ch"
+unit = 2
+interval = 30
+
+[alerts.groups.hunters]
+to = ["hunters@example.org"]
+
+[alerts.smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+security = "none"
+from = "gw@example.jp"
+retry_min = 0.1
+retry_max = 0.5
+
+[alerts.actions.siren]
+device = "relay-1"
+channel = 1
+seconds = 0.5
+
+[[alerts.rules]]
+name = "trap"
+kind = "event"
+quantity = "trap_state"
+equals = "triggered"
+severity = "high"
+groups = ["hunters"]
+actions = ["siren"]
+"""
+
+
+def _coil0(unit: SimUnit) -> list[int]:
+    return [w.values[0] for w in unit.writes if w.kind == "coil" and w.address == 0]
+
+
+async def _until(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    async def _poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(_poll(), timeout)
+
+
+@contextlib.asynccontextmanager
+async def _daemon(text: str):  # type: ignore[no-untyped-def]
+    cfg = config_mod.parse(text, "<test>")
+    control = Control()
+    daemon = Daemon(cfg, control, stop_deadline=1.0)
+    task = asyncio.create_task(daemon.run())
+    try:
+        await _until(lambda: daemon.alerting is not None and daemon.router is not None)
+        yield daemon
+    finally:
+        control.request_stop()
+        await asyncio.wait_for(task, 20)
+
+
+async def test_trap_switches_the_siren_on_the_simulator_with_the_uplink_down(tmp_path):
+    unit = _relay_unit()
+    mail = await MailSink().start()
+    try:
+        async with Simulator({2: unit}, "tcp:127.0.0.1:0") as sim:
+            text = _config(tmp_path, sim, mail.port, ["set"] * 30 + ["triggered"] + ["set"] * 400)
+            async with _daemon(text) as daemon:
+                # Rest state first (coil 1 was on), then on for the trap, then off again.
+                await _until(lambda: _coil0(unit)[:3] == [0, 1, 0], timeout=20)
+                assert not unit.coil(0)
+                (got,) = await mail.wait_for(1)
+                assert "https://maps.gsi.go.jp/#16/36.123400/137.567800/" in (
+                    got.message.get_content().splitlines()
+                )
+                assert daemon.uplink is not None and not daemon.uplink.stats.connected
+                events = await daemon.outbox.peek(Lane.ALERT)  # type: ignore[union-attr]
+                sdms = [json.loads(str(e.value)) for e in events]
+                assert {(e.device, e.quantity) for e in events} == {("trap-01", "alert")}
+                # The alert, then its clear when the trap is set again (reported once).
+                assert [s["status"] for s in sdms] == ["active", "cleared"]
+                sdm = sdms[0]
+                assert sdm["type"] == "Alert" and sdm["subCategory"] == "animalTrapped"
+                assert sdm["location"] == {"type": "Point", "coordinates": [137.5678, 36.1234]}
+
+                # The platform's commands, through the allow-list.
+                router = daemon.router
+                assert router is not None
+                writes = len(_coil0(unit))
+                reply = await router.handle(b'{"siren": {"seconds": 0.3}}')
+                assert reply == {"siren": "OK"}
+                await _until(lambda: _coil0(unit)[writes:] == [1, 0])
+                reply = await router.handle(b'{"siren": {"seconds": "loud"}}')
+                assert reply["siren"].startswith("ERROR")
+                reply = await router.handle(b'{"alert-test": "trap"}')
+                assert reply["alert-test"].startswith("OK trap:trap-01:")
+                reply = await router.handle(b'{"alert-test": "nope"}')
+                assert "unknown rule" in reply["alert-test"]
+                received = await mail.wait_for(2)
+                assert "【テスト】" in received[1].message["Subject"]
+    finally:
+        await mail.stop()
