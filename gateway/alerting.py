@@ -21,6 +21,7 @@ from gateway.commands import CommandRouter
 from gateway.config import Config
 from gateway.digest import Digest
 from gateway.mailer import Mailer
+from gateway.model import Lane
 from gateway.pipeline import Pipeline
 from gateway.store import Outbox
 from gateway.supervise import Backoff
@@ -157,3 +158,77 @@ class Alerting:
             raise ValueError('expected a rule name or {"rule": ..., "device": ...}')
         alert = self.engine.test(rule, device)
         return f"OK {alert.id}"
+
+
+async def technician_test(cfg: Config, rule: str, device: str | None, send: bool, out: Any) -> int:
+    """`gateway test-alert RULE`: show (and with `send`, mail) what RULE's alert would be.
+
+    Runs beside the daemon without touching its outbox or its buses (the relays belong to
+    the running daemon: test them with the platform's `alert-test` command)."""
+    import tempfile
+    from pathlib import Path
+
+    import structlog
+
+    from gateway.clock import SystemClock
+    from gateway.errors import Transient
+
+    log = structlog.get_logger().bind(component="test-alert")
+    clock = SystemClock(trust=True)
+    with tempfile.TemporaryDirectory(prefix="gateway-test-alert-") as tmp:
+        async with Outbox.open(Path(tmp) / "outbox.sqlite", sync="normal", log=log) as box:
+            async with Pipeline(box, clock=clock, log=log) as pipe:
+                engine = AlertEngine(
+                    cfg.alerts,
+                    places(cfg),
+                    stage=pipe.stage,
+                    clock=clock,
+                    log=log,
+                    site=Place(cfg.site.name or cfg.site.id, cfg.site.latitude, cfg.site.longitude),
+                )
+                try:
+                    alert = engine.test(rule, device)
+                except KeyError as exc:
+                    print(f"test-alert: {exc.args[0]}", file=out)
+                    return 1
+            for r in await box.peek(None, 1000):
+                print(f"--- {r.lane.name.lower()} row for {r.device}:", file=out)
+                print(json.dumps(json.loads(str(r.value)), ensure_ascii=False, indent=1), file=out)
+            actions = engine.rules[rule].actions
+            for name in actions:
+                a = cfg.alerts.actions[name]
+                print(
+                    f"--- action {name}: {a.device} channel {a.channel}, {a.seconds:g} s "
+                    "(not switched here; use the alert-test command)",
+                    file=out,
+                )
+            mailer = (
+                Mailer(
+                    cfg.alerts,
+                    box,
+                    site=cfg.site.name or cfg.site.id,
+                    timezone=cfg.site.timezone,
+                    log=log,
+                )
+                if cfg.alerts.smtp
+                else None
+            )
+            if mailer is not None:
+                for r in await box.lease(Lane.MAIL, 1000):
+                    item = mailer._compose(r)
+                    if item is not None:
+                        msg, to, _key = item
+                        print(f"--- mail to {', '.join(to)}\nSubject: {msg['Subject']}\n", file=out)
+                        print(msg.get_content(), file=out)
+                box.release_all()
+            if send:
+                if mailer is None:
+                    print("test-alert: no [alerts.smtp] configured", file=out)
+                    return 1
+                try:
+                    await mailer.drain()
+                except Transient as exc:
+                    print(f"test-alert: sending failed: {exc}", file=out)
+                    return 1
+                print(f"test-alert: {mailer.delivered} mail(s) sent for {alert.id}", file=out)
+    return 0

@@ -1,4 +1,4 @@
-"""`gateway run | check | status | decode | scan | sim | demo` for technicians over SSH.
+"""`gateway run | check | status | decode | scan | sim | test-alert | demo` for technicians.
 
 Each subcommand parses its arguments, calls into the core or a driver, prints, and returns an
 exit code: 0 fine, 1 a problem found (bad config, undecodable input), 2 usage. Drivers add
@@ -107,6 +107,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     return status.main(args.config)
 
 
+def cmd_test_alert(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.alerting import technician_test
+
+    try:
+        cfg = config_mod.load(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    return asyncio.run(technician_test(cfg, args.rule, args.device, args.send, sys.stdout))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway import demo
 
@@ -150,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("name")
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=lambda a, k=kind: cmd_plugin(k, a))
+    p = with_config(sub.add_parser("test-alert", help="show (and --send) a rule's test alert"))
+    p.add_argument("rule", help="an [[alerts.rules]] name")
+    p.add_argument("--device", help="the device key to raise it for (default: the rule's first)")
+    p.add_argument("--send", action="store_true", help="send the e-mail now")
+    p.set_defaults(func=cmd_test_alert)
     p = sub.add_parser("demo", help="run the gateway on a simulated field with a local broker")
     p.add_argument("--broker", help="use this broker (host:port) instead of starting mosquitto")
     p.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = Ctrl-C)")

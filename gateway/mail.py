@@ -119,7 +119,7 @@ def alert_text(alert: Alert, lang: str, tz: ZoneInfo, site: str, zoom: int) -> t
     if alert.trap is not None:
         trap = f" {t['trap']}{alert.trap}" if lang == "ja" else f" {t['trap']} {alert.trap}"
     cleared = f" {t['cleared']}" if alert.status == "clear" else ""
-    head = f"[{sev}]" if lang == "en" else f"【{sev}】"
+    head = f"[{sev}] " if lang == "en" else f"【{sev}】"
     test = t["test"] if alert.test else ""
     when = _local(alert.ts, tz, "%m/%d %H:%M")
     subject = f"{test}{head}{what(alert, lang)}{cleared} {alert.device_name}{trap} {when}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import sys
 
 from gateway.model import Lane, Observation
 from tests import certs
@@ -55,7 +56,7 @@ async def test_trap_event_mails_each_group_once_in_its_language(tmp_path):
     assert gsi in lines and osm in lines  # each link alone on its line
     assert ja.message.get_content_charset() == "utf-8"
 
-    assert en.message["Subject"].startswith("[ALERT]Trap triggered 東側わな受信機 trap 12 ")
+    assert en.message["Subject"].startswith("[ALERT] Trap triggered 東側わな受信機 trap 12 ")
     assert "Map:" in en.message.get_content()
     assert osm in en.message.get_content().splitlines()
     # The same alert has one idempotency key per group, visible as the Message-ID.
@@ -173,5 +174,35 @@ async def test_refused_recipient_is_dropped_without_blocking_the_rest(tmp_path):
             await _until(lambda: box.unleased(Lane.MAIL) == 0 and not box.leased())
             assert alerting.mailer is not None and alerting.mailer.dropped == 1
             assert await box.count(Lane.MAIL) == 0
+    finally:
+        await sink.stop()
+
+
+async def test_technician_test_alert_command_sends_to_the_real_server(tmp_path):
+    sink = await MailSink().start()
+    try:
+        cfg_path = tmp_path / "gateway.toml"
+        cfg_path.write_text(config_text(sink.port, str(tmp_path / "o.sqlite")))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "test-alert", "trap", "-c", str(cfg_path),
+            "--device", "traps-4", "--send",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        text = out.decode()
+        assert proc.returncode == 0, text
+        assert "test-alert: 2 mail(s) sent for trap:traps-4:" in text
+        assert "https://maps.gsi.go.jp/#16/36.115012/137.954321/" in text
+        got = await sink.wait_for(2)
+        assert all(r.message["Subject"].startswith(("【テスト】", "[TEST]")) for r in got)
+        assert not (tmp_path / "o.sqlite").exists()  # the daemon's outbox is not touched
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "test-alert", "nope", "-c", str(cfg_path),
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 1
+        assert "unknown rule 'nope'; known: trap, paddy-dry" in out.decode()
     finally:
         await sink.stop()
