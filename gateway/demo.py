@@ -3,7 +3,9 @@
 Starts a local mosquitto on a free loopback port (or uses `--broker host:port`), builds a
 config from the synthetic paddy / buoy / trap devices plus every driver's simulated devices
 (the drivers' DEMO hooks start their simulators), runs the daemon in-process, and prints what
-reaches the platform as a subscriber sees it. Ctrl-C (or `--seconds`) stops it all cleanly.
+reaches the platform as a subscriber sees it. A trap detection switches the simulated siren
+relay (each confirmed coil write is printed) and mails farmers and hunters through a local
+SMTP sink that prints each mail with its map links. Ctrl-C (or `--seconds`) stops it all cleanly.
 Everything stays on 127.0.0.1 and in a temporary directory.
 """
 
@@ -18,11 +20,13 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from gateway import config as config_mod
 from gateway import logs
 from gateway.broker import LocalBroker
 from gateway.daemon import Control, Daemon
+from gateway.mailsink import MailSink
 from gateway.registry import driver_modules
 
 SYNTHETIC_FIELD = """
@@ -57,11 +61,94 @@ points = [
 id = "trap-01"
 name = "Trap 1 (east levee)"
 interval = 5.0
+latitude = 36.1162
+longitude = 137.9561
 points = [
   {quantity="trap_state",pattern="cycle",values=["set","set","triggered"]},
   {quantity="battery",unit="V",pattern="constant",low=3.3},
 ]
 """
+
+
+def demo_alerts(smtp_port: int, relay: bool) -> str:
+    """Alerts for the demo field: a trap detection mails farmers (Japanese) and hunters
+    (English) through the local mail sink and, when a relay module is in the field, sounds
+    the siren (channel 1) and the flash (channel 2) for a few seconds."""
+    actions = (
+        """
+[alerts.actions.siren]
+device = "relay-1"
+channel = 1
+seconds = 3
+
+[alerts.actions.flash]
+device = "relay-1"
+channel = 2
+seconds = 6
+pattern = [0.5, 0.5]
+"""
+        if relay
+        else ""
+    )
+    return f"""
+[alerts.groups.farmers]
+to = ["farmers@demo.invalid"]
+
+[alerts.groups.hunters]
+to = ["hunters@demo.invalid"]
+language = "en"
+
+[alerts.smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+security = "none"
+from = "gateway@demo.invalid"
+retry_min = 1
+retry_max = 10
+{actions}
+[[alerts.rules]]
+name = "trap"
+kind = "event"
+quantity = "trap_state"
+equals = "triggered"
+severity = "high"
+groups = ["farmers", "hunters"]
+actions = {'["siren", "flash"]' if relay else "[]"}
+cooldown = 60
+
+[[alerts.rules]]
+name = "paddy-low"
+kind = "threshold"
+quantity = "water_level"
+below = 3.2
+hysteresis = 0.3
+hold = 10
+severity = "medium"
+subcategory = "waterLevelLow"
+groups = ["farmers"]
+"""
+
+
+class _Announce:
+    """The alert actions' view of the actuators, printing each confirmed relay write (what
+    the simulated relay module acknowledged) so the demo shows the siren switching."""
+
+    def __init__(self, inner: Any, out: Any) -> None:
+        self.inner, self.out = inner, out
+
+    def get(self, device: str, default: Any = None) -> Any:
+        actuator = self.inner.get(device)
+        if actuator is None:
+            return default
+        out = self.out
+
+        class Shown:
+            async def switch(self, channel: int, on: bool) -> None:
+                await actuator.switch(channel, on)
+                state = "ON" if on else "off"
+                print(f"relay  -> {device} channel {channel} {state}", file=out, flush=True)
+
+        return Shown()
 
 
 def demo_config(workdir: Path, host: str, port: int, buses: list[str]) -> str:
@@ -119,6 +206,12 @@ async def _watch(host: str, port: int, out: object) -> None:
         await proc.wait()
 
 
+def _announce_relays(daemon: Daemon) -> None:
+    if daemon.alerting is not None and daemon.alerting.actions is not None:
+        actions = daemon.alerting.actions
+        actions.actuators = _Announce(actions.actuators, sys.stdout)  # type: ignore[assignment]
+
+
 async def run_demo(args: argparse.Namespace, workdir: Path) -> int:
     control = Control()
     loop = asyncio.get_running_loop()
@@ -138,7 +231,9 @@ async def run_demo(args: argparse.Namespace, workdir: Path) -> int:
                 module_name, func = hook.split(":")
                 field = getattr(importlib.import_module(module_name), func)
                 buses.append(await field(stack, workdir))
-        text = demo_config(workdir, host, port, buses)
+        mail = await stack.enter_async_context(MailSink(sys.stdout))
+        relay = any('id = "relay-1"' in b for b in buses)
+        text = demo_config(workdir, host, port, buses) + demo_alerts(mail.port, relay)
         (workdir / "gateway.toml").write_text(text)
         cfg = config_mod.parse(text, str(workdir / "gateway.toml"))
         print(
@@ -151,7 +246,7 @@ async def run_demo(args: argparse.Namespace, workdir: Path) -> int:
         if args.seconds:
             loop.call_later(args.seconds, control.request_stop)
         try:
-            await Daemon(cfg, control).run()
+            await Daemon(cfg, control, extra_setup=_announce_relays).run()
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -40,12 +40,18 @@ _WHAT = {
         "animalDetected": "動物検知",
         "stale": "通信途絶",
         "battery": "電池残量低下",
+        "waterLevelLow": "水位低下",
+        "waterLevelHigh": "水位上昇",
+        "waterLevelFalling": "水位急低下",
     },
     "en": {
         "animalTrapped": "Trap triggered",
         "animalDetected": "Animal detected",
         "stale": "Device silent",
         "battery": "Battery low",
+        "waterLevelLow": "Water level low",
+        "waterLevelHigh": "Water level high",
+        "waterLevelFalling": "Water level falling fast",
     },
 }
 _QUANTITY = {
