@@ -136,9 +136,14 @@ class Actions:
 
     async def _drive(self, name: str, channel: Channel) -> None:
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
         cfg = channel.cfg
         try:
             while True:
+                if task is not None and task.cancelling():
+                    # An actuator's 3.11 wait_for may have swallowed our cancel while its
+                    # write completed: honour it here instead of waiting forever.
+                    raise asyncio.CancelledError
                 channel.wake.clear()
                 now = loop.time()
                 want = channel.wanted(now)
@@ -147,8 +152,11 @@ class Actions:
                     if await self._switch(name, channel, want):
                         continue  # time passed during the write: re-evaluate at once
                     wait = min(wait, self.retry)
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that
+                # arrives as the event is set, and the daemon's stop would wait forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(channel.wake.wait(), None if wait == math.inf else wait)
+                    async with asyncio.timeout(None if wait == math.inf else wait):
+                        await channel.wake.wait()
         finally:
             if channel.confirmed:
                 # Best effort on the way out; the next start writes the rest state anyway.
