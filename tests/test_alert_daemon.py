@@ -171,3 +171,40 @@ async def test_trap_switches_the_siren_on_the_simulator_with_the_uplink_down(tmp
                 assert "【テスト】" in received[1].message["Subject"]
     finally:
         await mail.stop()
+
+
+async def test_alert_reaches_the_platform_ahead_of_telemetry_and_siren_command_on_mqtt(
+    tmp_path, broker, platform
+):
+    unit = _relay_unit()
+    mail = await MailSink().start()
+    try:
+        async with Simulator({2: unit}, "tcp:127.0.0.1:0") as sim:
+            text = _config(tmp_path, sim, mail.port, ["set"] * 3 + ["triggered"] + ["set"] * 400)
+            text = text.replace(
+                "reconnect_min = 0.2", 'reconnect_min = 0.2\napikey = "k"\nbatch_window = 600'
+            )
+            text = text.replace(
+                f"port = {text.split('[uplink]')[1].split('port = ')[1].split()[0]}",
+                f"port = {broker.port}",
+                1,
+            )
+            async with _daemon(text):
+                topic = "/json/k/trap-01/attrs"
+                await platform.wait(lambda ms: any(m.topic == topic for m in ms))
+                (msg,) = platform.on(topic)[:1]
+                body = json.loads(msg.payload)
+                assert body["alert"]["type"] == "Alert"
+                assert body["alert"]["alertSource"] == "trap-01"
+                assert body["alert"]["severity"] == "high"
+                assert "trap_state" not in body  # telemetry is still batching (600 s window)
+                # The trap's siren is over (on, then off) before the command.
+                await _until(lambda: 1 in _coil0(unit) and _coil0(unit)[-1] == 0)
+                writes = len(_coil0(unit))
+                platform.publish("/k/alert-field/cmd", b'{"siren": {"seconds": 0.2}}')
+                reply_topic = "/json/k/alert-field/cmdexe"
+                await platform.wait(lambda ms: any(m.topic == reply_topic for m in ms))
+                assert json.loads(platform.on(reply_topic)[0].payload) == {"siren": "OK"}
+                await _until(lambda: _coil0(unit)[writes:] == [1, 0])
+    finally:
+        await mail.stop()
