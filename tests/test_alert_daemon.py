@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import sys
 
 from drivers.modbus.sim import Simulator, SimUnit
 from gateway import config as config_mod
@@ -206,5 +207,38 @@ async def test_alert_reaches_the_platform_ahead_of_telemetry_and_siren_command_o
                 await platform.wait(lambda ms: any(m.topic == reply_topic for m in ms))
                 assert json.loads(platform.on(reply_topic)[0].payload) == {"siren": "OK"}
                 await _until(lambda: _coil0(unit)[writes:] == [1, 0])
+    finally:
+        await mail.stop()
+
+
+async def test_sigkill_during_a_siren_then_restart_switches_the_relay_off(tmp_path):
+    unit = SimUnit(_relay_unit().decoder, registers={"coil": {0: 0, 1: 0, 2: 0, 3: 0}})
+    mail = await MailSink().start()
+    try:
+        async with Simulator({2: unit}, "tcp:127.0.0.1:0") as sim:
+            first = _config(tmp_path, sim, mail.port, ["set"] * 20 + ["triggered"] + ["set"] * 999)
+            first = first.replace("seconds = 0.5", "seconds = 600")
+            path = tmp_path / "gateway.toml"
+            path.write_text(first)
+            cmd = [sys.executable, "-m", "gateway", "run", "-c", str(path)]
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+            )
+            try:
+                await _until(lambda: unit.coil(0), timeout=30)  # the siren is sounding
+            finally:
+                proc.kill()  # a power cut, as far as the relay is concerned
+                await proc.wait()
+            assert unit.coil(0)  # nobody switched it off
+            path.write_text(_config(tmp_path, sim, mail.port, ["set"]))
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+            )
+            try:
+                await _until(lambda: not unit.coil(0), timeout=30)
+            finally:
+                proc.terminate()
+                await proc.wait()
+            assert _coil0(unit)[-2:] == [1, 0]
     finally:
         await mail.stop()
