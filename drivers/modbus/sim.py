@@ -25,7 +25,7 @@ import struct
 import sys
 import termios
 import tty
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from drivers.modbus import BAUDS, rtu
@@ -96,7 +96,7 @@ class Simulator:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
