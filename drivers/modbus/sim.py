@@ -158,11 +158,13 @@ class Simulator:
 
     # -- serial ---------------------------------------------------------------------------
     def _open_serial(self) -> None:
+        speed = getattr(termios, f"B{self.baud}", None)
+        if speed is None:
+            raise OSError(f"{self.baud} baud is not a standard rate on this system")
         fd = os.open(self.port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         try:
             tty.setraw(fd)
             attrs = termios.tcgetattr(fd)
-            speed = getattr(termios, f"B{self.baud}")
             attrs[4] = attrs[5] = speed
             termios.tcsetattr(fd, termios.TCSANOW, attrs)
         except termios.error:
