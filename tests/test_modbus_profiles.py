@@ -185,7 +185,13 @@ def test_parse_input_raises_only_decode_error(decoder: ModbusDecoder, text: str)
 
 registers = st.dictionaries(
     st.sampled_from(["coil", "discrete", "holding", "input", "bogus"]),
-    st.dictionaries(st.integers(-2, 12), st.integers(-5, 70000) | st.none(), max_size=12),
+    st.dictionaries(
+        st.integers(-2, 12),
+        st.integers(-5, 70000) | st.none() | st.floats() | st.text(max_size=2),
+        max_size=12,
+    )
+    | st.lists(st.integers(0, 10), max_size=8)
+    | st.none(),
     max_size=4,
 )
 
@@ -202,6 +208,26 @@ def test_decode_raises_only_decode_error(decoder: ModbusDecoder, data, params) -
             assert not isinstance(o.value, float) or math.isfinite(o.value)
     except DecodeError:
         pass
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from(ALL_DECODERS), st.binary(max_size=300))
+def test_simulated_slave_answers_any_pdu_with_a_response_or_an_exception(
+    decoder: ModbusDecoder, pdu: bytes
+) -> None:
+    from drivers.modbus.slave import SimUnit
+
+    unit = SimUnit(decoder, clock=lambda: 0.0)
+    answer = unit.handle(pdu)
+    assert answer and (answer[0] == (pdu[0] if pdu else 0) or answer[0] & 0x80)
+    if answer[0] & 0x80:
+        assert len(answer) == 2 and answer[1] in (1, 2, 3)
+
+
+@given(st.binary(max_size=40))
+def test_rtu_request_length_is_total(data: bytes) -> None:
+    n = rtu.request_length(data)
+    assert n is None or n == 0 or n >= 8
 
 
 # -- planner ------------------------------------------------------------------------------

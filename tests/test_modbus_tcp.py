@@ -336,3 +336,28 @@ def test_a_non_modbus_decoder_is_refused() -> None:
     broken = replace(cfg, devices=(replace(cfg.devices[0], decoder=object()),))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="is not a Modbus profile"):
         create_bus(broken, context())
+
+
+async def test_a_wake_event_cuts_the_reconnect_backoff_short() -> None:
+    units = {1: SimUnit(decoder("sn3000-anemometer"))}
+    probe = Simulator(units)
+    await probe.__aenter__()
+    port = probe.tcp_port
+    await probe.close()  # nobody listens on `port` now
+    sink = RecordingSink()
+    keys = (
+        tcp_keys(probe)
+        .replace("reconnect_min = 0.05", "reconnect_min = 30.0")
+        .replace("reconnect_max = 0.2", "reconnect_max = 60.0")
+    )
+    wake = asyncio.Event()
+    bus = ModbusBus(
+        bus_config(keys, [device("wind", "sn3000-anemometer", 1, 0.05)]), context(sink), wake=wake
+    )
+    async with running(bus):
+        await until(lambda: bus.counters["connects"] >= 1)
+        await asyncio.sleep(0.1)  # the first attempt failed; the bus now waits >= 24 s
+        async with Simulator(units, f"tcp:127.0.0.1:{port}"):
+            wake.set()  # e.g. udev saw the adapter come back
+            await sink.wait_for(lambda s: len(s.emitted) >= 1, 5)
+    assert bus.counters["connects"] == 2

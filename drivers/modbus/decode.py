@@ -162,12 +162,15 @@ class ModbusDecoder:
 
     # -- decoding ----------------------------------------------------------------------
     def _raw(self, point: Point, data: Registers) -> int | float | bool:
+        table = data.get(point.kind, {})
+        if not isinstance(table, Mapping):
+            raise DecodeError(f"{point.kind} values must be an address -> value table")
+        for i in range(point.count):
+            if point.address + i not in table:
+                raise DecodeError(f"{point.kind} {point.address + i} missing (point {point.name})")
         try:
-            table = data.get(point.kind, {})
             words = [int(table[point.address + i]) for i in range(point.count)]
-        except KeyError as exc:
-            raise DecodeError(f"{point.kind} {exc.args[0]} missing (point {point.name})") from None
-        except (TypeError, ValueError, AttributeError):
+        except (TypeError, ValueError, OverflowError):
             raise DecodeError(f"{point.kind} values of {point.name} are not integers") from None
         limit = _LIMIT[point.kind]
         if any(not 0 <= w <= limit for w in words):

@@ -7,8 +7,9 @@ fails (silence, exception, garbage, undecodable answer) is reported unavailable 
 retried on its normal schedule; its poll stops at the first failed request, so a dead slave
 costs at most timeout x (1 + retries) + settle per cycle and the others keep their schedule.
 `settle` keeps the line quiet after an unanswered request so a slow slave's late answer does
-not land on the next unit's (the link also re-asks once when that happens anyway). A lost link ends the attempt; gateway.supervise reconnects with backoff.
-This module does not import pymodbus (drivers.modbus.transport does).
+not land on the next unit's (the link also re-asks once when that happens anyway). A lost
+link ends the attempt; gateway.supervise reconnects with backoff. This module does not import
+pymodbus (drivers.modbus.transport does).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import struct
 import sys
 import termios
 import tty
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from drivers.modbus import BAUDS, rtu
@@ -96,7 +96,7 @@ class Simulator:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -158,11 +158,13 @@ class Simulator:
 
     # -- serial ---------------------------------------------------------------------------
     def _open_serial(self) -> None:
+        speed = getattr(termios, f"B{self.baud}", None)
+        if speed is None:
+            raise OSError(f"{self.baud} baud is not a standard rate on this system")
         fd = os.open(self.port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         try:
             tty.setraw(fd)
             attrs = termios.tcgetattr(fd)
-            speed = getattr(termios, f"B{self.baud}")
             attrs[4] = attrs[5] = speed
             termios.tcsetattr(fd, termios.TCSANOW, attrs)
         except termios.error:

@@ -92,7 +92,9 @@ class SimUnit:
         return value + self.rng.uniform(-0.05, 0.05) * amp
 
     @staticmethod
-    def _band(typical: tuple[float, float] | None, lo: float | None, hi: float | None):  # type: ignore[no-untyped-def]
+    def _band(
+        typical: tuple[float, float] | None, lo: float | None, hi: float | None
+    ) -> tuple[float, float] | None:
         if typical is not None:
             return typical
         if lo is not None and hi is not None:
