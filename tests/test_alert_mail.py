@@ -206,3 +206,29 @@ async def test_technician_test_alert_command_sends_to_the_real_server(tmp_path):
         assert "unknown rule 'nope'; known: trap, paddy-dry" in out.decode()
     finally:
         await sink.stop()
+
+
+def test_folded_repeats_and_clear_in_the_text():
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from gateway.alert import Alert
+    from gateway.mail import alert_text
+
+    jst = ZoneInfo("Asia/Tokyo")
+    at = datetime(2026, 6, 1, 5, 10, tzinfo=jst).timestamp()
+    since = datetime(2026, 6, 1, 4, 58, tzinfo=jst).timestamp()
+    alert = Alert(
+        "trap:traps-12:1", "trap", "alert", "traps-12", "East", "12", "triggered", at, "high",
+        "agriculture", "animalTrapped", "", None, None, folded=3, folded_since=since,
+    )  # fmt: skip
+    subject, body = alert_text(alert, "en", jst, "Field", 16)
+    assert subject == "[ALERT] Trap triggered East trap 12 06/01 05:10"
+    assert "3 more detections since 04:58" in body.splitlines()
+    assert "https://" not in body  # no coordinates, no map links
+    subject, body = alert_text(alert, "ja", jst, "Field", 16)
+    assert "3件の検知(04:58以降)" in body.splitlines()
+    from dataclasses import replace
+
+    subject, _ = alert_text(replace(alert, status="clear", folded=0), "ja", jst, "Field", 16)
+    assert subject == "【警報】わな作動 解除 East わな12 06/01 05:10"
