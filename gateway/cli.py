@@ -47,6 +47,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{args.config}: OK — gateway {cfg.site.id}, {len(cfg.buses)} bus(es), "
         f"{len(devices)} device(s), {len(profiles)} profile(s), "
         f"uplink {cfg.uplink.format} to {cfg.uplink.host}:{cfg.uplink.port}"
+        + (
+            f", {len(cfg.alerts.rules)} alert rule(s), {len(cfg.alerts.actions)} action(s)"
+            if cfg.alerts.configured
+            else ""
+        )
     )
     return 0
 
