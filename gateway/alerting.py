@@ -11,6 +11,7 @@ import asyncio
 import json
 from collections import ChainMap
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from drivers.base import Actuator
@@ -69,6 +70,7 @@ class Alerting:
             log=log.bind(component="alerts"),
             actions=self.actions,
             site=site,
+            memory=Path(cfg.store.path).with_name("alert-state.json"),
         )
         self.digest = None
         if a.digest is not None:
@@ -166,7 +168,6 @@ async def technician_test(cfg: Config, rule: str, device: str | None, send: bool
     Runs beside the daemon without touching its outbox or its buses (the relays belong to
     the running daemon: test them with the platform's `alert-test` command)."""
     import tempfile
-    from pathlib import Path
 
     import structlog
 

@@ -5,15 +5,23 @@ Alerts, starts local actions at once, and queues platform events (ALERT lane) an
 It is a pipeline observer: `observe` runs synchronously inside `Pipeline.stage`, so it must
 stay cheap and never await (rules are indexed by quantity; matches are cached per device).
 A trap detection switches the siren every time; the cooldown only folds the messages.
-It does no I/O itself: relays are the actions' job, delivery the uplink's and the mailer's.
+Which (rule, device) pairs are raised, and when each last reported, is kept in a small JSON
+file beside the outbox (`alert-state.json`, rewritten on each alert or clear, which are rare),
+so a restart or a config reload with a trap still triggered neither sounds the siren again
+nor mails again. Otherwise it does no I/O: relays are the actions' job, delivery the
+uplink's and the mailer's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
+import json
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gateway.actions import Actions
@@ -48,6 +56,7 @@ class AlertEngine:
         actions: Actions | None = None,
         site: Place | None = None,
         tick: float = 10.0,
+        memory: Path | None = None,
     ) -> None:
         self.cfg = cfg
         self.places = dict(places)
@@ -75,6 +84,61 @@ class AlertEngine:
             for d in r.devices:
                 if not any(c in d for c in "*?["):
                     self._state(r, d).since = now
+        self.memory = memory
+        self._memory_problem = False
+        self._load()
+
+    # -- what survives a restart -----------------------------------------------------------
+    def _load(self) -> None:
+        if self.memory is None:
+            return
+        try:
+            data = json.loads(self.memory.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            self.log.warning("alert state unreadable; starting fresh", error=str(exc))
+            return
+        if not isinstance(data, dict):
+            return
+        for key, entry in data.items():
+            name, _, device = str(key).partition("|")
+            rule = self.rules.get(name)
+            if rule is None or not isinstance(entry, dict):
+                continue  # a rule removed from the config
+            state = self._state(rule, device)
+            state.active = entry.get("active") is True
+            if state.active and rule.kind == "event":
+                state.last = rule.equals  # still triggered after the restart is no new edge
+            cooldown = self.cooldowns[(name, device)]
+            at = entry.get("reported_at")
+            cooldown.reported_at = float(at) if isinstance(at, int | float) else None
+            cooldown.open = entry.get("open") is True
+
+    def _save(self) -> None:
+        if self.memory is None:
+            return
+        data = {
+            f"{name}|{device}": {
+                "active": state.active,
+                "open": self.cooldowns[(name, device)].open,
+                "reported_at": self.cooldowns[(name, device)].reported_at,
+            }
+            for (name, device), state in self.states.items()
+            if state.active or self.cooldowns[(name, device)].reported_at is not None
+        }
+        tmp = self.memory.with_suffix(".tmp")
+        try:
+            # No fsync: this runs inside the pipeline's stage(); losing the last change in
+            # a power cut costs at most one repeated alert.
+            tmp.write_text(json.dumps(data), encoding="utf-8")
+            os.replace(tmp, self.memory)
+        except OSError as exc:
+            if not self._memory_problem:
+                self.log.warning("cannot save alert state", error=str(exc))
+            self._memory_problem = True
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
     # -- input -----------------------------------------------------------------------------
     def observe(self, readings: Sequence[Reading]) -> None:
@@ -118,12 +182,16 @@ class AlertEngine:
         return state
 
     def _handle(self, rule: Rule, events: Iterable[Event]) -> None:
+        changed = False
         for event in events:
+            changed = True
             if event.kind == "alert":
                 self._act(rule)
             admitted = self.cooldowns[(rule.name, event.device)].admit(event)
             if admitted is not None:
                 self.publish(rule, self.alert(rule, admitted))
+        if changed:
+            self._save()
 
     def _act(self, rule: Rule) -> None:
         if self.actions is None:

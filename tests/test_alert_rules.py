@@ -232,3 +232,34 @@ def test_action_on_an_unknown_device_is_a_config_error():
     assert 'alerts.actions.siren.device: no configured device "relay-9"' in [
         str(p) for p in err.value.problems
     ]
+
+
+def test_a_restart_with_the_trap_still_triggered_neither_sounds_nor_mails_again(tmp_path):
+    cfg = parse(config_text()).alerts
+    clock = FixedClock(1_790_000_000.0)
+    memory = tmp_path / "alert-state.json"
+
+    def engine(staged: list) -> AlertEngine:
+        return AlertEngine(
+            cfg,
+            {},
+            stage=lambda dev, obs, ts, lane: staged.append((dev, lane)),
+            clock=clock,
+            log=structlog.get_logger(),
+            memory=memory,
+        )
+
+    first: list = []
+    engine(first).observe([_reading(1, "traps-7", "trap_state", "triggered", clock.t)])
+    assert [lane for _d, lane in first] == [Lane.ALERT, Lane.MAIL]
+    second: list = []
+    again = engine(second)  # the daemon restarted (or reloaded its config)
+    again.observe([_reading(2, "traps-7", "trap_state", "triggered", clock.t + 30)])
+    assert second == []
+    again.observe([_reading(3, "traps-7", "trap_state", "set", clock.t + 60)])
+    assert second == [("traps-7", Lane.ALERT)]  # the clear is still reported, once
+    # A garbled state file is survivable.
+    memory.write_text("{not json")
+    third: list = []
+    engine(third).observe([_reading(4, "traps-7", "trap_state", "triggered", clock.t + 90)])
+    assert [lane for _d, lane in third] == [Lane.ALERT, Lane.MAIL]
