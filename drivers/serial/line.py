@@ -1,11 +1,11 @@
 """Declarative text-line profiles: one line in, observations out, no Python per device model.
 
 A profile describes a line either as delimiter-separated fields (taken in order) or as a regular
-expression with named groups, plus an optional `*hh` XOR checksum (`checksum = "xor"` requires it, `"xor-optional"`
-checks it when present). Each `[[field]]` has a type
-(`int`, `float`, `hex`, `str`, `enum`), an optional scale/offset/unit/plausible range and the
-quantity it feeds. One field may name the `source` (a trap id behind a receiver). Event
-semantics (de-duplication window, volatile quantities) are carried here as data for the bus;
+expression with named groups, plus an optional `*hh` XOR checksum (`checksum = "xor"` requires
+it, `"xor-optional"` checks it when present). Each `[[field]]` has a type (`int`, `float`,
+`hex`, `str`, `enum`), an optional scale/offset/unit/plausible range and the quantity it feeds.
+One field may name the `source` (a trap id behind a receiver). Event semantics (de-duplication
+window, volatile quantities) are carried here as data for the bus;
 the decoder itself is pure: no I/O, no clock, no state; only DecodeError escapes.
 """
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import termios
 from collections.abc import AsyncIterator
 
 import serial
@@ -43,6 +44,17 @@ def _open_serial(path: str, settings: PortSettings) -> serial.Serial:
         raise _unavailable(path, exc) from None
     except OSError as exc:
         raise _unavailable(path, exc) from None
+    try:
+        # pyserial sets VMIN=0 (it waits with select); with VMIN=0 a read on an idle tty
+        # returns 0 bytes, which looks exactly like a hang-up. VMIN=1 makes an idle
+        # non-blocking read fail with EAGAIN instead, so 0 bytes really means end of file.
+        attrs = termios.tcgetattr(port.fd)
+        attrs[6][termios.VMIN] = 1
+        attrs[6][termios.VTIME] = 0
+        termios.tcsetattr(port.fd, termios.TCSANOW, attrs)
+    except (termios.error, OSError) as exc:
+        port.close()
+        raise _unavailable(path, OSError(*exc.args)) from None
     return port
 
 
