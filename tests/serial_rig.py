@@ -81,7 +81,6 @@ def available(sink: RecordingSink, device: str) -> bool | None:
 
 
 async def until_available(sink: RecordingSink, device: str, want: bool = True) -> None:
-    await sink.wait_until_state(device, want) if hasattr(sink, "wait_until_state") else None
     deadline = asyncio.get_running_loop().time() + 10.0
     while available(sink, device) is not want:
         if asyncio.get_running_loop().time() > deadline:
