@@ -17,7 +17,7 @@ from gateway.hotplug import Hotplug
 from tests.fakes import RecordingSink
 
 
-def bus_toml(port: str, devices: str, extra: str = "", transport: str = "serial") -> str:
+def bus_toml(port: str, devices: str, extra: str = "", backoff: float = 0.05) -> str:
     where = f'port = "{port}"' if port else ""
     return f"""
 [gateway]
@@ -25,10 +25,10 @@ id = "test"
 
 [[buses]]
 name = "line1"
-transport = "{transport}"
+transport = "serial"
 {where}
-reconnect_min = 0.05
-reconnect_max = 0.2
+reconnect_min = {backoff}
+reconnect_max = {backoff * 2}
 {extra}
 {devices}
 """

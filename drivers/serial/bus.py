@@ -207,9 +207,12 @@ class SerialBus:
         self.counters["lines"] += 1
         try:
             text = raw.decode(self.options.encoding)
+            clean = True
         except UnicodeDecodeError:
-            self._drop("undecodable", raw, f"not {self.options.encoding} text")
-            return
+            # Noise bytes glued to the front of a good line (no line end in between) must
+            # not cost the line: the decoders resynchronise on the sentence start.
+            text = raw.decode(self.options.encoding, "replace")
+            clean = False
         accepted = False
         error: DecodeError | None = None
         for s in self.streams:
@@ -226,6 +229,8 @@ class SerialBus:
                     self._set_available(s, True)
         if accepted:
             self.counters["decoded"] += 1
+        elif not clean:
+            self._drop("undecodable", raw, f"not {self.options.encoding} text")
         elif isinstance(error, ChecksumError):
             self._drop("bad_checksum", raw, str(error))
         else:

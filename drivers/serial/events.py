@@ -102,7 +102,8 @@ class Sampler:
         numeric = isinstance(acc.last, int | float) and not isinstance(acc.last, bool)
         if numeric and quantity not in LATEST and acc.count > 1:
             if _is_direction(quantity):
-                value = round(math.degrees(math.atan2(acc.sin, acc.cos)) % 360.0, 1)
+                # Round before wrapping: -1e-15 deg must become 0.0, not 360.0.
+                value = round(math.degrees(math.atan2(acc.sin, acc.cos)), 1) % 360.0
             else:
                 value = round(acc.total / acc.count, 3)
         return Observation(quantity, value, acc.unit, source, acc.plausible)

@@ -65,6 +65,12 @@ class LineDecoder:
         if not isinstance(data, str):
             raise DecodeError(f"expected a text line, got {type(data).__name__}")
         line = data.strip()
+        tag = self.fields[0].match if self.fields and self.pattern is None else None
+        if tag and not line.startswith(tag + self.delimiter):
+            # Resynchronise on the line's tag: noise glued to its front is not a field.
+            start = line.rfind(tag + self.delimiter)
+            if start > 0:
+                line = line[start:]
         if self.checksum == "xor" or (self.checksum == "xor-optional" and "*" in line):
             line = _strip_checksum(line)
         tokens = self._tokens(line)
