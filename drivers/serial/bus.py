@@ -22,7 +22,7 @@ from drivers.serial.nmea import ChecksumError
 from drivers.serial.options import BusOptions
 from drivers.serial.stream import Batch, DeviceStream
 from drivers.serial.transport import SerialPort, open_port
-from gateway.errors import BusUnavailable, DecodeError, Permanent
+from gateway.errors import BusUnavailable, ConfigError, DecodeError, Permanent, Problem
 from gateway.hotplug import DeviceEvent, DeviceInfo, Hotplug, enumerate_devices
 from gateway.supervise import Backoff, Health, supervise
 
@@ -36,6 +36,18 @@ class SerialBus:
         self.ctx = ctx
         self.log = ctx.log
         self.hotplug: Hotplug | None = ctx.hotplug
+        for d in bus.devices:
+            protocol = getattr(d.decoder, "protocol", None)
+            if protocol not in ("nmea", "line"):
+                raise ConfigError(
+                    [
+                        Problem(
+                            f"bus {bus.name}, device {d.id}",
+                            f'profile "{d.profile}" speaks {protocol}; a serial port needs '
+                            "an nmea or line profile",
+                        )
+                    ]
+                )
         self.streams = [DeviceStream(d) for d in bus.devices]
         self.framer = LineFramer(self.options.max_line)
         self.counters: Counter[str] = Counter()
