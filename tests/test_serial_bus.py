@@ -216,6 +216,8 @@ async def test_a_missing_port_is_retried_quietly_and_never_raises() -> None:
             "port /dev/does-not-exist does not exist (adapter unplugged?)"
         )
         assert r.bus.health.transitions == 1  # logged once, however many retries
+        reason = "port /dev/does-not-exist does not exist (adapter unplugged?)"
+        assert r.sink.states == [("buoy-1", False, reason)]  # reported down once
 
 
 def _writable_tty() -> str:
@@ -250,3 +252,17 @@ async def test_kernel_uevent_reaches_a_pyudev_monitor() -> None:
 @pytest.mark.parametrize("state", ["TRIG", "SET"])
 def test_trap_line_helper_round_trips(state: str) -> None:
     assert trap_line("17", state).startswith(f"TRAP,17,{state},")
+
+
+def test_hotplug_hub_keeps_its_table_and_stops_delivering_after_unsubscribe() -> None:
+    hub = Hotplug()
+    got: list[str] = []
+    a = DeviceInfo("/dev/ttyUSB0", devpath="/devices/a/ttyUSB0", vid="0403")
+    with hub.subscribe(lambda e: got.append(f"{e.action} {e.device.devnode}")):
+        hub.plug(a)
+        hub.publish(DeviceEvent("add", DeviceInfo("/dev/input0", subsystem="input")))
+        assert hub.devices("tty") == [a]
+        hub.unplug(a)
+        assert hub.devices("tty") == []
+    hub.plug(a)
+    assert got == ["add /dev/ttyUSB0", "add /dev/input0", "remove /dev/ttyUSB0"]

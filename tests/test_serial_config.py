@@ -35,7 +35,8 @@ reconnect_max = 5.0
         'buses[0].parity: expected one of N, E, O, M, S; got "X"',
         "buses[0].stopbits: expected 1, 1.5 or 2, got 3",
         "buses[0].max_line: expected 16..65536, got 4",
-        'buses[0].encoding: expected one of ascii, utf-8, latin-1; got "utf8" (did you mean "utf-8"?)',
+        "buses[0].encoding: expected one of ascii, utf-8, latin-1; "
+        'got "utf8" (did you mean "utf-8"?)',
         "buses[0].reconnect_max: must be >= reconnect_min (10.0), got 5.0",
         'buses[0].baud: unknown key (did you mean "baudrate"?)',
     ]
@@ -116,3 +117,28 @@ silence = 120
         DeviceInfo("/dev/ttyUSB3", vid="0403", pid="6001", serial="A1")
     )
     assert not bus.options.match.matches(DeviceInfo("/dev/ttyUSB3", vid="0403", pid="6001"))
+
+
+def test_udev_rules_name_tty_nodes_under_dev_gateway() -> None:
+    import re
+    from pathlib import Path
+
+    rules = Path(__file__).resolve().parent.parent / "systemd" / "99-gateway-serial.rules"
+    lines = [
+        line
+        for line in rules.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert len(lines) >= 2
+    names = []
+    for line in lines:
+        pairs = [p.strip() for p in line.split(",")]
+        assert pairs[0] == 'SUBSYSTEM=="tty"', line
+        for pair in pairs:
+            assert re.fullmatch(r'[A-Z]+(\{\w+\})?(==|\+=|=)"[^"]*"', pair), pair
+        vid = re.search(r'ATTRS\{idVendor\}=="([^"]*)"', line)
+        assert vid and re.fullmatch(r"[0-9a-f]{4}", vid.group(1)), line
+        link = re.search(r'SYMLINK\+="gateway/([^"]+)"', line)
+        assert link, line
+        names.append(link.group(1))
+    assert len(names) == len(set(names))  # two adapters must not fight over one name

@@ -22,7 +22,14 @@ from drivers.serial.nmea import ChecksumError
 from drivers.serial.options import BusOptions
 from drivers.serial.stream import Batch, DeviceStream
 from drivers.serial.transport import SerialPort, open_port
-from gateway.errors import BusUnavailable, ConfigError, DecodeError, Permanent, Problem
+from gateway.errors import (
+    BusUnavailable,
+    ConfigError,
+    DecodeError,
+    GatewayError,
+    Permanent,
+    Problem,
+)
 from gateway.hotplug import DeviceEvent, DeviceInfo, Hotplug, enumerate_devices
 from gateway.supervise import Backoff, Health, supervise
 
@@ -143,29 +150,41 @@ class SerialBus:
         return found[0].devnode, found[0]
 
     async def _attempt(self, health: Health) -> None:
-        path, info = self._resolve()
-        reason = "port closed"
-        async with open_port(path, self.options.settings) as port:
-            loop = asyncio.get_running_loop()
-            self._port, self._current = port, info
-            self.counters["connects"] += 1
-            if self.counters["connects"] == 1:
-                self.log.info("serial port open", port=path, device=info.devnode)
-            health.up(port=path)
-            self.framer.reset()
-            self._warned.clear()
-            for s in self.streams:
-                s.last_heard = loop.time()
-                self._set_available(s, True)
+        async with contextlib.AsyncExitStack() as stack:
             try:
-                await self._serve(port)
-            except BusUnavailable as exc:
-                reason = str(exc)
-                raise
-            finally:
-                self._port = None
+                path, info = self._resolve()
+                port = await stack.enter_async_context(open_port(path, self.options.settings))
+            except GatewayError as exc:
+                # A port missing since boot must still show its devices as down (once).
                 for s in self.streams:
-                    self._set_available(s, False, reason)
+                    self._set_available(s, False, str(exc))
+                raise
+            await self._connected(health, path, info, port)
+
+    async def _connected(
+        self, health: Health, path: str, info: DeviceInfo, port: SerialPort
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self._port, self._current = port, info
+        self.counters["connects"] += 1
+        if self.counters["connects"] == 1:
+            self.log.info("serial port open", port=path, device=info.devnode)
+        health.up(port=path)
+        self.framer.reset()
+        self._warned.clear()
+        for s in self.streams:
+            s.last_heard = loop.time()
+            self._set_available(s, True)
+        reason = "port closed"
+        try:
+            await self._serve(port)
+        except BusUnavailable as exc:
+            reason = str(exc)
+            raise
+        finally:
+            self._port = None
+            for s in self.streams:
+                self._set_available(s, False, reason)
 
     def _set_available(self, stream: DeviceStream, available: bool, reason: str = "") -> None:
         if stream.available is not available:
