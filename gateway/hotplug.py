@@ -12,6 +12,14 @@ monitor read through the event loop (no thread). With udevd running the udev sou
 this CI) only the kernel source sees anything, and its `add` arrives before udev could have made
 links or set permissions, so `settle` tells subscribers to wait a moment before acting.
 This module opens no device nodes and knows nothing about serial ports or buses.
+
+Daemon wiring (one monitor for the whole process, opened around the bus TaskGroup):
+
+    async with hotplug.open_udev(("tty",)) as hub:      # source "auto": udev if udevd runs
+        ctx = BusContext(sink=pipe, log=..., hotplug=hub)  # the same hub for every bus
+        ...  # TaskGroup with every bus.run()
+
+Tests build `Hotplug()` (optionally with a `table` of DeviceInfo) and call `plug` / `unplug`.
 """
 
 from __future__ import annotations
