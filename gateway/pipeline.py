@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,10 +27,19 @@ Observer = Callable[[Sequence[Reading]], None]
 StateObserver = Callable[[str, bool, str], None]
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
+
+
 def device_key(device: str, source: str | None) -> str:
     """The key readings are filed under: `<device>-<source>` for a sub-device (trap 12 behind
-    receiver `traps` is `traps-12`), else the configured device id."""
-    return device if source is None else f"{device}-{source}"
+    receiver `traps` is `traps-12`), else the configured device id. A source comes off the
+    wire, so anything that could break an MQTT topic (`/`, `+`, `#`, spaces) becomes `_`."""
+    return device if source is None else f"{device}-{_UNSAFE.sub('_', source)}"
+
+
+def _finite(value: object) -> bool:
+    # NaN and infinities have no JSON form and no meaning as a measurement.
+    return type(value) is not float or math.isfinite(value)
 
 
 class Pipeline:
@@ -94,11 +105,11 @@ class Pipeline:
         lane: Lane = Lane.TELEMETRY,
     ) -> list[Reading]:
         """Stamp and queue without waiting (for code that must not block: alert actions)."""
-        kept = [o for o in observations if o.plausible]
+        kept = [o for o in observations if o.plausible and _finite(o.value)]
         if len(kept) != len(observations):
             self.implausible += len(observations) - len(kept)
             for o in observations:
-                if not o.plausible:
+                if not (o.plausible and _finite(o.value)):
                     self.log.warning(
                         "implausible value not forwarded",
                         device=device_key(device, o.source),
@@ -113,7 +124,7 @@ class Pipeline:
         readings = [
             Reading(
                 seq,
-                device if o.source is None else f"{device}-{o.source}",
+                device if o.source is None else device_key(device, o.source),
                 o.quantity,
                 o.value,
                 o.unit,

@@ -80,6 +80,7 @@ class UplinkStats:
     wire_bytes: int = 0
     connects: int = 0
     commands: int = 0
+    oversized: int = 0
 
 
 class Uplink:
@@ -405,7 +406,22 @@ class Uplink:
         if not rows:
             return False
         messages = self.encode(rows, self.target, self.cfg.max_payload_bytes)
-        await self._publish(client, messages, rows)
+        oversized = [m for m in messages if len(m.payload) > self.cfg.max_payload_bytes]
+        if oversized:
+            # One reading alone larger than the limit would be refused for ever and block
+            # the queue behind it: drop it loudly instead.
+            drop = {s for m in oversized for s in m.seqs}
+            self.log.error(
+                "reading too large for max_payload_bytes; dropped",
+                seqs=sorted(drop)[:10],
+                max_payload_bytes=self.cfg.max_payload_bytes,
+            )
+            self.stats.oversized += len(drop)
+            self._done.append(_Batch([r for r in rows if r.seq in drop]))
+            messages = [m for m in messages if m not in oversized]
+            rows = [r for r in rows if r.seq not in drop]
+        if rows:
+            await self._publish(client, messages, rows)
         return True
 
     async def _publish(
