@@ -208,10 +208,22 @@ class Daemon:
             pass  # a full disk must not stop the daemon; the outbox reports it
 
     async def _report(self) -> None:
+        """Refresh status.json and systemd's STATUS= every 10 s, and at once on a change."""
+        last: tuple[object, ...] = ()
+        since = 0.0
         while True:
-            self._write_status()
-            self.notifier.status(self._status_line())
-            await asyncio.sleep(5)
+            stats = self.outbox.stats() if self.outbox else None
+            key = (
+                self.uplink.stats.connected if self.uplink else None,
+                stats.disk_full if stats else None,
+                tuple(sorted(self.pipeline.available.items())) if self.pipeline else (),
+            )
+            if key != last or since >= 10.0:
+                self._write_status()
+                self.notifier.status(self._status_line())
+                last, since = key, 0.0
+            await asyncio.sleep(1.0)
+            since += 1.0
 
 
 async def serve(path: str, *, control: Control | None = None) -> int:

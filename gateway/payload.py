@@ -19,7 +19,6 @@ No I/O here; the uplink publishes what these return.
 from __future__ import annotations
 
 import json
-import math
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -54,25 +53,26 @@ class Target:
 
 Encoder = Callable[[Sequence[Reading], Target, int], list[Message]]
 
-_iso_cache: dict[float, str] = {}
+_day_cache: dict[int, str] = {}
 
 
 def iso(ts: float) -> str:
     """ISO 8601 UTC with a `Z`; milliseconds only when the time has a fraction."""
-    text = _iso_cache.get(ts)
-    if text is None:
-        whole = math.floor(ts)
-        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-        ms = round((ts - whole) * 1000)
-        if ms == 1000:
-            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole + 1))
-        elif ms:
-            text += f".{ms:03d}"
-        text += "Z"
-        if len(_iso_cache) > 4096:
-            _iso_cache.clear()
-        _iso_cache[ts] = text
-    return text
+    ms_total = round(ts * 1000)
+    secs, ms = divmod(ms_total, 1000)
+    day, rest = divmod(secs, 86400)
+    date = _day_cache.get(day)
+    if date is None:
+        # The calendar part changes once a day: format it once, the clock part by arithmetic.
+        date = time.strftime("%Y-%m-%dT", time.gmtime(day * 86400))
+        if len(_day_cache) > 1024:
+            _day_cache.clear()
+        _day_cache[day] = date
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if ms:
+        return f"{date}{hours:02d}:{minutes:02d}:{seconds:02d}.{ms:03d}Z"
+    return f"{date}{hours:02d}:{minutes:02d}:{seconds:02d}Z"
 
 
 def by_device(readings: Sequence[Reading]) -> dict[str, list[Reading]]:
@@ -84,17 +84,26 @@ def by_device(readings: Sequence[Reading]) -> dict[str, list[Reading]]:
 
 
 def _time_groups(readings: Sequence[Reading], target: Target) -> list[list[Reading]]:
-    """Consecutive readings with one timestamp and distinct attributes form one group."""
+    """Consecutive readings with one timestamp and distinct quantities form one group
+    (quantities are unique per device, so their attribute names are too)."""
     groups: list[list[Reading]] = []
     seen: set[str] = set()
+    current: list[Reading] = []
+    ts = None
     for r in readings:
-        name = target.attr(r.device, r.quantity)
-        if not groups or groups[-1][0].ts != r.ts or name in seen:
-            groups.append([])
+        if r.ts != ts or r.quantity in seen:
+            current = []
+            groups.append(current)
             seen = set()
-        groups[-1].append(r)
-        seen.add(name)
+            ts = r.ts
+        current.append(r)
+        seen.add(r.quantity)
     return groups
+
+
+def _names(device: str, readings: Sequence[Reading], target: Target) -> dict[str, str]:
+    """quantity -> attribute name for one device's readings (looked up once per quantity)."""
+    return {q: target.attr(device, q) for q in {r.quantity for r in readings}}
 
 
 def _split(
@@ -119,11 +128,12 @@ def encode_fiware_json(
     out = []
     for device, rs in by_device(readings).items():
         topic = f"/json/{target.apikey}/{device}/attrs"
+        names = _names(device, rs, target)
 
-        def render(groups: Sequence[Sequence[Reading]]) -> bytes:
+        def render(groups: Sequence[Sequence[Reading]], names: dict[str, str] = names) -> bytes:
             objs = []
             for g in groups:
-                obj: dict[str, Value] = {target.attr(r.device, r.quantity): r.value for r in g}
+                obj: dict[str, Value] = {names[r.quantity]: r.value for r in g}
                 obj["TimeInstant"] = iso(g[0].ts)
                 objs.append(obj)
             body = objs[0] if len(objs) == 1 else objs
@@ -150,11 +160,11 @@ def encode_fiware_ul(readings: Sequence[Reading], target: Target, max_bytes: int
     out = []
     for device, rs in by_device(readings).items():
         topic = f"/ul/{target.apikey}/{device}/attrs"
+        names = _names(device, rs, target)
 
-        def render(groups: Sequence[Sequence[Reading]]) -> bytes:
+        def render(groups: Sequence[Sequence[Reading]], names: dict[str, str] = names) -> bytes:
             return "#".join(
-                iso(g[0].ts)
-                + "".join(f"|{target.attr(r.device, r.quantity)}|{_ul_value(r.value)}" for r in g)
+                iso(g[0].ts) + "".join(f"|{names[r.quantity]}|{_ul_value(r.value)}" for r in g)
                 for g in groups
             ).encode()
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,10 +27,19 @@ Observer = Callable[[Sequence[Reading]], None]
 StateObserver = Callable[[str, bool, str], None]
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
+
+
 def device_key(device: str, source: str | None) -> str:
     """The key readings are filed under: `<device>-<source>` for a sub-device (trap 12 behind
-    receiver `traps` is `traps-12`), else the configured device id."""
-    return device if source is None else f"{device}-{source}"
+    receiver `traps` is `traps-12`), else the configured device id. A source comes off the
+    wire, so anything that could break an MQTT topic (`/`, `+`, `#`, spaces) becomes `_`."""
+    return device if source is None else f"{device}-{_UNSAFE.sub('_', source)}"
+
+
+def _finite(value: object) -> bool:
+    # NaN and infinities have no JSON form and no meaning as a measurement.
+    return type(value) is not float or math.isfinite(value)
 
 
 class Pipeline:
@@ -56,6 +67,7 @@ class Pipeline:
         self.log = log or structlog.get_logger().bind(component="pipeline")
         self._pending: list[Reading] = []
         self._wake = asyncio.Event()
+        self._urgent = False
         self._room = asyncio.Event()
         self._room.set()
         self._task: asyncio.Task[None] | None = None
@@ -93,11 +105,11 @@ class Pipeline:
         lane: Lane = Lane.TELEMETRY,
     ) -> list[Reading]:
         """Stamp and queue without waiting (for code that must not block: alert actions)."""
-        kept = [o for o in observations if o.plausible]
+        kept = [o for o in observations if o.plausible and _finite(o.value)]
         if len(kept) != len(observations):
             self.implausible += len(observations) - len(kept)
             for o in observations:
-                if not o.plausible:
+                if not (o.plausible and _finite(o.value)):
                     self.log.warning(
                         "implausible value not forwarded",
                         device=device_key(device, o.source),
@@ -112,7 +124,7 @@ class Pipeline:
         readings = [
             Reading(
                 seq,
-                device if o.source is None else f"{device}-{o.source}",
+                device if o.source is None else device_key(device, o.source),
                 o.quantity,
                 o.value,
                 o.unit,
@@ -126,8 +138,11 @@ class Pipeline:
         self.emitted += len(readings)
         for observer in self.observers:
             observer(readings)
-        if lane != Lane.TELEMETRY or len(self._pending) >= self.max_batch:
+        if lane != Lane.TELEMETRY:
+            self._urgent = True
             self._wake.set()
+        elif len(self._pending) == len(readings) or len(self._pending) >= self.max_batch:
+            self._wake.set()  # the first of a batch starts the clock; a full batch ends it
         return readings
 
     def device_state(self, device: str, available: bool, reason: str = "") -> None:
@@ -152,17 +167,20 @@ class Pipeline:
         self._room.set()
 
     async def _flusher(self) -> None:
-        retry_every = 5.0
-        since_retry = 0.0
+        """Sleep until something is staged, give it `flush_interval` to gather company (cut
+        short by a full batch or an alert), append. While the disk is full, retry every 5 s."""
         while True:
+            retry = 5.0 if (self.outbox.stats().disk_full or self.outbox.memory_rows) else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+                await asyncio.wait_for(self._wake.wait(), retry)
             self._wake.clear()
             if self._pending:
+                if len(self._pending) < self.max_batch and not self._urgent:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+                    self._wake.clear()
+                self._urgent = False
                 await self.flush()
             else:
-                since_retry += self.flush_interval
-                if since_retry >= retry_every:
-                    # Retries rows buffered in memory while the disk was full.
-                    since_retry = 0.0
-                    await self.outbox.append([])
+                # Retries rows buffered in memory while the disk was full.
+                await self.outbox.append([])

@@ -22,6 +22,7 @@ This module knows nothing about MQTT, payload formats or drivers.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import sqlite3
 import time
@@ -48,7 +49,9 @@ CREATE TABLE IF NOT EXISTS outbox(
     flags INTEGER NOT NULL,
     size INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS outbox_lane_seq ON outbox(lane, seq);
+-- Alerts and mail are few: a partial index finds them without costing telemetry inserts
+-- anything; telemetry (lane 2) is scanned in rowid order, which is seq order.
+CREATE INDEX IF NOT EXISTS outbox_urgent ON outbox(lane, seq) WHERE lane != 2;
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 _INSERT = "INSERT INTO outbox VALUES (?,?,?,?,?,?,?,?,?)"
@@ -62,6 +65,9 @@ _ROW_OVERHEAD = 40
 _SQLITE_FULL, _SQLITE_IOERR = 13, 10
 
 
+_LANES = tuple(Lane)  # index -> Lane without the Enum call per row
+
+
 def row_size(r: Reading) -> int:
     v = r.value
     vsize = len(v.encode()) if isinstance(v, str) else 8
@@ -69,15 +75,39 @@ def row_size(r: Reading) -> int:
 
 
 def _row(r: Reading) -> tuple[Any, ...]:
-    flags = (_SYNCED if r.synced else 0) | (_BOOL if isinstance(r.value, bool) else 0)
-    return (r.seq, int(r.lane), r.device, r.quantity, r.value, r.unit, r.ts, flags, row_size(r))
+    v = r.value
+    if isinstance(v, str):
+        flags, vsize = 0, len(v.encode())
+    else:
+        flags, vsize = (_BOOL if v is True or v is False else 0), 8
+    if r.synced:
+        flags |= _SYNCED
+    size = _ROW_OVERHEAD + len(r.device) + len(r.quantity) + len(r.unit) + vsize
+    return (r.seq, r.lane.value, r.device, r.quantity, v, r.unit, r.ts, flags, size)
 
 
 def _reading(row: tuple[Any, ...]) -> Reading:
     seq, lane, device, quantity, value, unit, ts, flags = row
     if flags & _BOOL:
-        value = bool(value)
-    return Reading(seq, device, quantity, value, unit, ts, bool(flags & _SYNCED), Lane(lane))
+        value = value == 1
+    return Reading(seq, device, quantity, value, unit, ts, flags & _SYNCED == 1, _LANES[lane])
+
+
+def _seq(r: Reading) -> int:
+    return r.seq
+
+
+def _runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted seqs as (first, last) runs of consecutive numbers."""
+    runs: list[tuple[int, int]] = []
+    start = prev = seqs[0]
+    for s in seqs[1:]:
+        if s != prev + 1:
+            runs.append((start, prev))
+            start = s
+        prev = s
+    runs.append((start, prev))
+    return runs
 
 
 def _is_full(exc: sqlite3.Error) -> bool:
@@ -129,6 +159,10 @@ class Outbox:
         self._cursor = dict.fromkeys(Lane, 0)
         self._leased: dict[Lane, set[int]] = {lane: set() for lane in Lane}
         self._memory: deque[Reading] = deque()
+        # The newest committed rows of each lane, in seq order: in the steady state a lease
+        # is served from here without a SELECT (the file stays the durable record).
+        self._tail: dict[Lane, deque[Reading]] = {lane: deque() for lane in Lane}
+        self.tail_limit = 50_000
         self._disk_full = False
         self._write_lock = asyncio.Lock()
         # Called with the set of lanes after every append (and at open when rows wait):
@@ -193,14 +227,10 @@ class Outbox:
             await db.close()
 
     async def _load(self) -> None:
-        async with self.db.execute(
-            "SELECT lane, count(*), total(size), max(seq) FROM outbox GROUP BY lane"
-        ) as cur:
-            top = 0
-            for lane, count, size, max_seq in await cur.fetchall():
-                self._rows[Lane(lane)] = count
-                self._bytes += int(size)
-                top = max(top, max_seq)
+        await self._recount()
+        async with self.db.execute("SELECT max(seq) FROM outbox") as cur:
+            row = await cur.fetchone()
+        top = (row[0] if row else None) or 0
         meta = await self._meta()
         self._next_seq = max(top, meta.get("seq_hwm", 0)) + 1
         for lane in Lane:
@@ -253,7 +283,7 @@ class Outbox:
         try:
             await self.db.execute("BEGIN IMMEDIATE")
             await self.db.executemany(_INSERT, rows)
-            dropped = await self._enforce_bounds(len(rows), added)
+            dropped, gone = await self._enforce_bounds(len(rows), added)
             await self.db.execute(
                 "INSERT INTO meta VALUES ('seq_hwm', ?) ON CONFLICT(key) DO UPDATE "
                 "SET value = max(value, excluded.value)",
@@ -271,17 +301,23 @@ class Outbox:
         for r in readings:
             self._rows[r.lane] += 1
         self._bytes += added
+        self._remember([r for r in readings if r.seq not in gone] if gone else readings)
         if self._disk_full:
             self._disk_full = False
             self.log.warning("outbox writable again", buffered_rows=len(self._memory))
 
-    async def _enforce_bounds(self, adding: int, adding_bytes: int) -> dict[Lane, int]:
-        """Delete rows (inside the caller's transaction) until the bounds hold again."""
+    async def _enforce_bounds(
+        self, adding: int, adding_bytes: int
+    ) -> tuple[dict[Lane, int], set[int]]:
+        """Delete rows (inside the caller's transaction) until the bounds hold again.
+
+        Returns the count dropped per lane and the dropped seqs."""
         over_rows = self.rows + adding - self.max_rows
         over_bytes = self._bytes + adding_bytes - self.max_bytes
         dropped: dict[Lane, int] = {}
+        all_gone: set[int] = set()
         if over_rows <= 0 and over_bytes <= 0:
-            return dropped
+            return dropped, all_gone
         newest_first = self.drop_policy == "newest-telemetry"
         for lane in (Lane.TELEMETRY, Lane.MAIL, Lane.ALERT):
             if over_rows <= 0 and over_bytes <= 0:
@@ -300,6 +336,9 @@ class Outbox:
                 continue
             freed = sum(size for _, size in gone)
             self._leased[lane].difference_update(seq for seq, _ in gone)
+            gone_seqs = {seq for seq, _ in gone}
+            all_gone |= gone_seqs
+            self._forget(lane, gone_seqs)
             self._rows[lane] -= len(gone)
             self._bytes -= freed
             over_rows -= len(gone)
@@ -317,7 +356,7 @@ class Outbox:
                 max_rows=self.max_rows,
                 max_bytes=self.max_bytes,
             )
-        return dropped
+        return dropped, all_gone
 
     async def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -358,7 +397,18 @@ class Outbox:
     async def lease(self, lane: Lane, limit: int) -> list[Reading]:
         """The oldest `limit` rows of `lane` not currently leased, now leased."""
         out: list[Reading] = []
-        if self._rows[lane]:
+        tail = self._tail[lane]
+        if tail and not self._memory and self._cursor[lane] >= tail[0].seq - 1:
+            # Every row of the lane older than the tail is leased or gone: serve the tail.
+            leased = self._leased[lane]
+            start = bisect.bisect_right(tail, self._cursor[lane], key=_seq)
+            for i in range(start, len(tail)):
+                r = tail[i]
+                if r.seq not in leased:
+                    out.append(r)
+                    if len(out) == limit:
+                        break
+        elif self._rows[lane]:
             async with self.db.execute(
                 f"{_SELECT} WHERE lane = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (int(lane), self._cursor[lane], limit + len(self._leased[lane])),
@@ -367,7 +417,7 @@ class Outbox:
             leased = self._leased[lane]
             for row in rows:
                 if row[0] not in leased:
-                    out.append(_reading(tuple(row)))
+                    out.append(_reading(row))
                     if len(out) == limit:
                         break
         if len(out) < limit and self._memory:
@@ -407,10 +457,11 @@ class Outbox:
     def leased(self) -> int:
         return sum(len(s) for s in self._leased.values())
 
-    async def ack(self, seqs: Sequence[int]) -> None:
-        """Delete delivered rows in one transaction; unknown seqs (dropped meanwhile) are fine."""
-        if not seqs:
+    async def ack(self, readings: Sequence[Reading]) -> None:
+        """Delete delivered rows in one transaction; rows dropped meanwhile are fine."""
+        if not readings:
             return
+        seqs = sorted(r.seq for r in readings)
         async with self._write_lock:
             for leased in self._leased.values():
                 leased.difference_update(seqs)
@@ -421,12 +472,12 @@ class Outbox:
                     self._memory = deque(kept)
             try:
                 await self.db.execute("BEGIN IMMEDIATE")
-                async with self.db.execute(
-                    f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(seqs))}) "
-                    "RETURNING lane, size",
-                    tuple(seqs),
-                ) as cur:
-                    gone_rows = await cur.fetchall()
+                before = self.db.total_changes
+                # Leases are mostly contiguous: delete by runs, not one IN list per row.
+                await self.db.executemany(
+                    "DELETE FROM outbox WHERE seq BETWEEN ? AND ?", _runs(seqs)
+                )
+                deleted = self.db.total_changes - before
                 await self.db.commit()
             except sqlite3.Error as exc:
                 await self._rollback()
@@ -435,11 +486,44 @@ class Outbox:
                     self._enter_full(str(exc))
                     return
                 raise
-            for lane, size in gone_rows:
-                self._rows[Lane(lane)] -= 1
-                self._bytes -= size
+            for lane in {r.lane for r in readings}:
+                self._forget(lane, set(seqs))
+            if deleted == len(readings):
+                for r in readings:
+                    self._rows[r.lane] -= 1
+                    self._bytes -= row_size(r)
+            else:
+                # Some were dropped or still in memory only: recount from the file.
+                await self._recount()
             if not self.rows:
                 await self._shrink()
+
+    def _remember(self, readings: Sequence[Reading]) -> None:
+        for r in readings:
+            tail = self._tail[r.lane]
+            if tail and r.seq <= tail[-1].seq:
+                tail.clear()  # out of order (rows back from memory): leases use SQL again
+            tail.append(r)
+        for tail in self._tail.values():
+            while len(tail) > self.tail_limit:
+                tail.popleft()
+
+    def _forget(self, lane: Lane, seqs: set[int]) -> None:
+        tail = self._tail[lane]
+        while tail and tail[0].seq in seqs:
+            tail.popleft()
+        if tail and any(r.seq in seqs for r in tail):
+            self._tail[lane] = deque(r for r in tail if r.seq not in seqs)
+
+    async def _recount(self) -> None:
+        self._rows = dict.fromkeys(Lane, 0)
+        self._bytes = 0
+        async with self.db.execute(
+            "SELECT lane, count(*), total(size) FROM outbox GROUP BY lane"
+        ) as cur:
+            for lane, count, size in await cur.fetchall():
+                self._rows[_LANES[lane]] = count
+                self._bytes += int(size)
 
     async def _shrink(self) -> None:
         """Give the drained file's pages back to the filesystem."""
@@ -452,6 +536,10 @@ class Outbox:
             self.log.warning("outbox shrink failed", error=str(exc))
 
     # -- inspection ------------------------------------------------------------------------
+    @property
+    def memory_rows(self) -> int:
+        return len(self._memory)
+
     @property
     def rows(self) -> int:
         return sum(self._rows.values())
@@ -466,7 +554,7 @@ class Outbox:
         """The oldest rows without leasing them (for `gateway status` and tests)."""
         where = "" if lane is None else f" WHERE lane = {int(lane)}"
         async with self.db.execute(f"{_SELECT}{where} ORDER BY seq LIMIT ?", (limit,)) as cur:
-            return [_reading(tuple(r)) for r in await cur.fetchall()]
+            return [_reading(r) for r in await cur.fetchall()]
 
     def stats(self) -> OutboxStats:
         return OutboxStats(

@@ -35,7 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.commands import CommandRouter
 from gateway.config import UplinkConfig
 from gateway.errors import LinkDown, LinkRefused, Transient
-from gateway.model import Lane
+from gateway.model import Lane, Reading
 from gateway.payload import ENCODERS, Message, Target, command_topics, wire_bytes
 from gateway.store import Outbox
 from gateway.supervise import Backoff, Health, supervise
@@ -67,7 +67,7 @@ class TokenBucket:
 class _Batch:
     """One lease: its rows go back to the outbox as acknowledged when `pending` empties."""
 
-    seqs: list[int]
+    rows: list[Reading]
     pending: set[int] = field(default_factory=set)
 
 
@@ -80,6 +80,7 @@ class UplinkStats:
     wire_bytes: int = 0
     connects: int = 0
     commands: int = 0
+    oversized: int = 0
 
 
 class Uplink:
@@ -342,9 +343,11 @@ class Uplink:
 
     async def _misc(self, client: mqtt.Client) -> None:
         """Keep-alive pings and paho's timeouts, plus command handling."""
+        # paho only needs loop_misc often enough to ping within the keep-alive period.
+        tick = min(5.0, self.cfg.keepalive / 4)
         while True:
             try:
-                payload = await asyncio.wait_for(self._commands.get(), 1.0)
+                payload = await asyncio.wait_for(self._commands.get(), tick)
             except TimeoutError:
                 client.loop_misc()
                 continue
@@ -360,6 +363,9 @@ class Uplink:
     async def _pump(self, client: mqtt.Client) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            # Cleared before looking, not before sleeping: a PUBACK or an append that lands
+            # while we lease and publish must still wake the next wait.
+            self.kick.clear()
             await self._ack_done()
             if self._stopping:
                 await asyncio.sleep(3600)
@@ -374,7 +380,6 @@ class Uplink:
                         self._window_started = None
             if published:
                 continue
-            self.kick.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.kick.wait(), self._until_due(loop.time()))
 
@@ -390,23 +395,39 @@ class Uplink:
             or now - self._window_started >= self.cfg.batch_window
         )
 
-    def _until_due(self, now: float) -> float:
+    def _until_due(self, now: float) -> float | None:
+        """How long the pump may sleep: until the telemetry window closes, or until kicked."""
         if self._window_started is None:
-            return 1.0
-        return max(0.001, min(1.0, self._window_started + self.cfg.batch_window - now))
+            return None
+        return max(0.001, self._window_started + self.cfg.batch_window - now)
 
     async def _publish_lane(self, client: mqtt.Client, lane: Lane, limit: int) -> bool:
         rows = await self.outbox.lease(lane, limit)
         if not rows:
             return False
         messages = self.encode(rows, self.target, self.cfg.max_payload_bytes)
-        await self._publish(client, messages, [r.seq for r in rows])
+        oversized = [m for m in messages if len(m.payload) > self.cfg.max_payload_bytes]
+        if oversized:
+            # One reading alone larger than the limit would be refused for ever and block
+            # the queue behind it: drop it loudly instead.
+            drop = {s for m in oversized for s in m.seqs}
+            self.log.error(
+                "reading too large for max_payload_bytes; dropped",
+                seqs=sorted(drop)[:10],
+                max_payload_bytes=self.cfg.max_payload_bytes,
+            )
+            self.stats.oversized += len(drop)
+            self._done.append(_Batch([r for r in rows if r.seq in drop]))
+            messages = [m for m in messages if m not in oversized]
+            rows = [r for r in rows if r.seq not in drop]
+        if rows:
+            await self._publish(client, messages, rows)
         return True
 
     async def _publish(
-        self, client: mqtt.Client, messages: Sequence[Message], seqs: list[int]
+        self, client: mqtt.Client, messages: Sequence[Message], rows: list[Reading]
     ) -> None:
-        batch = _Batch(seqs)
+        batch = _Batch(rows)
         qos = self.cfg.qos
         for message in messages:
             size = wire_bytes(message, qos)
@@ -421,7 +442,7 @@ class Uplink:
             if qos:
                 batch.pending.add(info.mid)
                 self._inflight[info.mid] = batch
-        self.stats.published_readings += len(seqs)
+        self.stats.published_readings += len(rows)
         if not batch.pending:
             # QoS 0 has no PUBACK: handing the bytes to the socket is all there is.
             self._done.append(batch)
@@ -430,9 +451,9 @@ class Uplink:
         if not self._done:
             return
         done, self._done = self._done, []
-        seqs = [s for b in done for s in b.seqs]
-        await self.outbox.ack(seqs)
-        self.stats.acked_readings += len(seqs)
+        rows = [r for b in done for r in b.rows]
+        await self.outbox.ack(rows)
+        self.stats.acked_readings += len(rows)
 
 
 __all__ = ["TokenBucket", "Transient", "Uplink", "UplinkStats"]

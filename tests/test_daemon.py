@@ -220,3 +220,36 @@ def test_corrupt_outbox_at_start_is_quarantined_not_a_crash_loop(tmp_path, broke
     assert Path(event["moved_to"]).read_bytes() == damage
     proc.wait_event("gateway running")
     assert proc.stop() == 0
+
+
+def test_status_command_reports_outbox_and_daemon(tmp_path, broker):
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(config_text(tmp_path, broker.port, window=3600))
+    proc = Proc(cfg, tmp_path / "log")
+    proc.wait_event("gateway running")
+    deadline = time.monotonic() + 15
+    while True:  # status.json follows the link state within a second or so
+        res = subprocess.run(
+            [sys.executable, "-m", "gateway", "status", "-c", str(cfg)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if "uplink connected" in res.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "uplink connected" in res.stdout
+    assert "telemetry" in res.stdout and "rows, oldest" in res.stdout
+    assert proc.stop() == 0
+    broker.stop()
+    stale = subprocess.run(
+        [sys.executable, "-m", "gateway", "status", "-c", str(cfg)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    # status.json was written at stop; it is fresh but says the link is gone.
+    assert "uplink DOWN" in stale.stdout

@@ -25,7 +25,7 @@ async def test_lease_ack_deletes_only_acked_rows(tmp_path):
         second = await ob.lease(Lane.TELEMETRY, 4)
         assert [r.seq for r in first] == [1, 2, 3, 4]
         assert [r.seq for r in second] == [5, 6, 7, 8]
-        await ob.ack([r.seq for r in second])
+        await ob.ack(second)
         assert await ob.count() == 6
         ob.release([r.seq for r in first])
         again = await ob.lease(Lane.TELEMETRY, 100)
@@ -36,13 +36,13 @@ async def test_rows_and_sequence_survive_reopen(tmp_path):
     path = tmp_path / "o.db"
     async with Outbox.open(path) as ob:
         await ob.append(make(ob, 5))
-        await ob.ack([1, 2, 3, 4, 5])
+        await ob.ack(await ob.lease(Lane.TELEMETRY, 5))
         await ob.append(make(ob, 3))
     async with Outbox.open(path) as ob:
         rows = await ob.lease(Lane.TELEMETRY, 10)
         assert [r.seq for r in rows] == [6, 7, 8]
         assert rows[0].value == 6.0 and rows[0].unit == "cm" and rows[0].synced
-        await ob.ack([6, 7, 8])
+        await ob.ack(rows)
     async with Outbox.open(path) as ob:
         # Empty outbox: the high-water mark alone keeps numbers strictly increasing.
         assert list(ob.allocate(2)) == [9, 10]
@@ -139,7 +139,7 @@ async def test_full_disk_buffers_in_memory_and_recovers(tmp_path):
         # A live link keeps draining: leases include buffered rows.
         leased = await ob.lease(Lane.TELEMETRY, 5000)
         assert [r.seq for r in leased] == list(range(1, 3001))
-        await ob.ack([r.seq for r in leased[:100]])
+        await ob.ack(leased[:100])
         ob.release_all()
         await ob.set_hard_limit(0)  # space returns
         await ob.append(make(ob, 1))
@@ -172,7 +172,7 @@ async def test_file_shrinks_after_drain(tmp_path):
             batch = await ob.lease(Lane.TELEMETRY, 5000)
             if not batch:
                 break
-            await ob.ack([r.seq for r in batch])
+            await ob.ack(batch)
         assert await ob.count() == 0
         assert path.stat().st_size < full / 5
         assert os.path.getsize(str(path) + "-wal") == 0
@@ -185,3 +185,86 @@ async def test_sync_full_is_set(tmp_path):
         async with ob.db.execute("PRAGMA journal_mode") as cur:
             assert (await cur.fetchone())[0] == "wal"
     assert sqlite3.connect(tmp_path / "o.db").execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+
+
+async def test_ack_of_rows_dropped_while_leased_keeps_counts_exact(tmp_path):
+    async with Outbox.open(tmp_path / "o.db", max_rows=100) as ob:
+        await ob.append(make(ob, 100))
+        leased = await ob.lease(Lane.TELEMETRY, 50)  # seqs 1..50
+        await ob.append(make(ob, 30))  # drops 1..30 while they are in flight
+        await ob.ack(leased)
+        stats = ob.stats()
+        assert stats.rows == 80 == await ob.count()
+        rest = await ob.lease(Lane.TELEMETRY, 1000)
+        assert [r.seq for r in rest] == list(range(51, 131))
+        await ob.ack(rest)
+        assert ob.stats().rows == 0 and ob.stats().bytes == 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_random_operations_match_a_simple_model(tmp_path, seed):
+    """Leases (served from the in-memory tail or by SELECT) always hand out the oldest
+    unleased rows of the lane, never a delivered one; counts stay exact."""
+    import random
+
+    rng = random.Random(seed)
+    present: dict[int, Lane] = {}
+    leased: set[int] = set()
+    async with Outbox.open(tmp_path / "o.db", max_rows=10_000) as ob:
+        ob.tail_limit = rng.choice([5, 50, 50_000])
+        for _ in range(300):
+            op = rng.random()
+            if op < 0.35:
+                lane = rng.choice([Lane.TELEMETRY, Lane.TELEMETRY, Lane.ALERT])
+                new = make(ob, rng.randint(1, 30), lane)
+                await ob.append(new)
+                present.update((r.seq, lane) for r in new)
+            elif op < 0.7:
+                lane = rng.choice([Lane.TELEMETRY, Lane.ALERT])
+                limit = rng.randint(1, 40)
+                got = await ob.lease(lane, limit)
+                want = sorted(s for s, ln in present.items() if ln == lane and s not in leased)
+                assert [r.seq for r in got] == want[:limit]
+                leased.update(r.seq for r in got)
+            elif op < 0.85 and leased:
+                done = rng.sample(sorted(leased), rng.randint(1, len(leased)))
+                await ob.ack(
+                    [
+                        Reading(s, "d1", "water_level", 0.0, "cm", 0.0, True, present[s])
+                        for s in done
+                    ]
+                )
+                for s in done:
+                    present.pop(s)
+                    leased.discard(s)
+            elif op < 0.95 and leased:
+                back = rng.sample(sorted(leased), rng.randint(1, len(leased)))
+                ob.release(back)
+                leased.difference_update(back)
+            else:
+                ob.release_all()
+                leased.clear()
+            assert await ob.count() == len(present)
+        assert ob.stats().by_lane["alert"] == sum(1 for ln in present.values() if ln == Lane.ALERT)
+
+
+async def test_pipeline_sanitises_sources_and_refuses_non_finite_values(tmp_path):
+    from gateway.clock import FixedClock
+    from gateway.model import Observation
+    from gateway.pipeline import Pipeline
+
+    async with Outbox.open(tmp_path / "o.db") as ob:
+        async with Pipeline(ob, clock=FixedClock(1.8e9, synced=False)) as pipe:
+            await pipe.emit(
+                "traps",
+                [
+                    Observation("trap_state", "triggered", "", source="7/#+ x"),
+                    Observation("water_level", float("nan"), "cm"),
+                    Observation("water_level", 5.0, "cm", plausible=False),
+                ],
+            )
+        rows = await ob.peek()
+        assert [(r.device, r.quantity, r.value, r.ts, r.synced) for r in rows] == [
+            ("traps-7____x", "trap_state", "triggered", 1.8e9, False)
+        ]
+        assert pipe.implausible == 2
