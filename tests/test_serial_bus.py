@@ -266,3 +266,9 @@ def test_hotplug_hub_keeps_its_table_and_stops_delivering_after_unsubscribe() ->
         assert hub.devices("tty") == []
     hub.plug(a)
     assert got == ["add /dev/ttyUSB0", "add /dev/input0", "remove /dev/ttyUSB0"]
+
+
+async def test_stopping_the_bus_does_not_report_devices_down() -> None:
+    async with pty_line() as line, running_bus(bus_toml(line.port, BUOY)) as r:
+        await until_available(r.sink, "buoy-1")
+    assert r.sink.states == [("buoy-1", True, "")]

@@ -175,16 +175,15 @@ class SerialBus:
         for s in self.streams:
             s.last_heard = loop.time()
             self._set_available(s, True)
-        reason = "port closed"
         try:
             await self._serve(port)
         except BusUnavailable as exc:
-            reason = str(exc)
+            # Not on cancellation: a gateway shutting down has not lost its devices.
+            for s in self.streams:
+                self._set_available(s, False, str(exc))
             raise
         finally:
             self._port = None
-            for s in self.streams:
-                self._set_available(s, False, reason)
 
     def _set_available(self, stream: DeviceStream, available: bool, reason: str = "") -> None:
         if stream.available is not available:
