@@ -95,8 +95,9 @@ async def test_unplug_and_replug_recover(tmp_path: Path) -> None:
         assert first  # the new pair may reuse the number; the link is what is configured
 
 
-async def test_hotplug_add_wakes_the_reconnect_at_once(tmp_path: Path) -> None:
-    hotplug = Hotplug()
+@pytest.mark.parametrize("settle", [0.0, 0.05])
+async def test_hotplug_add_wakes_the_reconnect_at_once(tmp_path: Path, settle: float) -> None:
+    hotplug = Hotplug(settle=settle)  # a kernel-source hub waits for udev to settle first
     async with pty_line(tmp_path / "buoy") as line:
         # A 30 s backoff: only the add event can bring it back within the 10 s budget.
         text = bus_toml(line.port, BUOY, backoff=30.0)

@@ -73,6 +73,8 @@ def test_talker_does_not_matter_but_sentence_type_does() -> None:
     b = NMEA.decode(sentence("IIMWV,10,T,7.5,M,A"), {})
     assert a == b and a
     assert NMEA.decode(sentence("IIVHW,,,,,5.0,N,,"), {}) == []
+    assert NMEA.decode(sentence("PXMWV,1,T,2,M,A"), {}) == []  # proprietary, not MWV
+    assert NMEA.decode("!AIVDM,1,1,,A,13aEOK?P00PD2wVMdLDRhgvL289?,0*26", {}) == []
 
 
 def test_invalid_status_and_bad_checksum() -> None:

@@ -72,6 +72,8 @@ class NmeaDecoder:
         # half sentence after a reconnect) is not part of the sentence.
         start = data.rfind("$")
         if start < 0:
+            if "!" in data:
+                return []  # `!` encapsulation (AIS on a shared multiplexer): not ours
             raise DecodeError("not an NMEA sentence (no '$')")
         line = data[start:].rstrip("\r\n")
         kind = line[3:6]  # `$` + 2-letter talker + 3-letter type (sec. 5.3)
@@ -79,8 +81,8 @@ class NmeaDecoder:
             return []
         body = _verified_body(line, self.require_checksum)
         fields = body.split(",")
-        if len(fields[0]) != 5:
-            return []  # proprietary ($P...) or malformed address field
+        if len(fields[0]) != 5 or fields[0][0] == "P":
+            return []  # proprietary ($P + maker code, sec. 5.3.3) or malformed address
         out = _HANDLERS[kind](self, fields)
         if self.rename:
             out = [_renamed(o, self.rename) for o in out]
