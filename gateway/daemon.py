@@ -25,7 +25,7 @@ import structlog
 
 from drivers.base import Bus, BusContext
 from gateway import config as config_mod
-from gateway import logs
+from gateway import hotplug, logs
 from gateway.clock import Clock, SystemClock
 from gateway.commands import CommandRouter
 from gateway.config import Config
@@ -37,6 +37,8 @@ from gateway.store import Outbox
 from gateway.uplink import Uplink
 
 EX_CONFIG = 78  # sysexits.h: configuration error (systemd unit does not restart on it)
+# Buses on local ports whose adapters come and go (USB serial, RS-485 dongles).
+HOTPLUG_TRANSPORTS = frozenset({"serial", "modbus-rtu"})
 
 
 def attribute_map(cfg: Config) -> dict[tuple[str, str], str]:
@@ -89,8 +91,25 @@ class Daemon:
         self.router: CommandRouter | None = None
         self.contexts: list[BusContext] = []
         self.extra_setup = extra_setup
+        self._hub: Any = None
+
+    async def _hotplug(self, stack: contextlib.AsyncExitStack) -> Any:
+        """One device-event source for the process when a bus sits on a local port."""
+        if not any(b.transport in HOTPLUG_TRANSPORTS for b in self.cfg.buses):
+            return None
+        try:
+            return await stack.enter_async_context(hotplug.open_udev(("tty",)))
+        except (ImportError, OSError) as exc:
+            # No libudev or no netlink here: buses still reconnect on their backoff.
+            self.log.warning("hotplug unavailable; relying on reconnect backoff", error=str(exc))
+            return hotplug.Hotplug()
 
     async def run(self) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            self._hub = await self._hotplug(stack)
+            await self._run()
+
+    async def _run(self) -> None:
         cfg = self.cfg
         store = cfg.store
         async with (
@@ -157,7 +176,7 @@ class Daemon:
         for bus_cfg in self.cfg.buses:
             driver = driver_for_transport(bus_cfg.transport)
             assert driver is not None  # config validation guarantees it
-            ctx = BusContext(sink=pipe, log=self.log.bind(bus=bus_cfg.name))
+            ctx = BusContext(sink=pipe, log=self.log.bind(bus=bus_cfg.name), hotplug=self._hub)
             self.contexts.append(ctx)
             buses.append(driver.create_bus(bus_cfg, ctx))
             for name, handler in ctx.commands.items():

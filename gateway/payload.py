@@ -48,7 +48,16 @@ class Target:
     attributes: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def attr(self, device: str, quantity: str) -> str:
-        return self.attributes.get((device, quantity), quantity)
+        """The configured name; a sub-device (`traps-17` behind receiver `traps`) inherits
+        its receiver's names; else the quantity itself."""
+        name = self.attributes.get((device, quantity))
+        if name is not None:
+            return name
+        for (parent, q), parent_name in self.attributes.items():
+            if q == quantity and device.startswith(parent + "-"):
+                self.attributes[(device, quantity)] = parent_name  # remember the answer
+                return parent_name
+        return quantity
 
 
 Encoder = Callable[[Sequence[Reading], Target, int], list[Message]]

@@ -68,6 +68,8 @@ class Pipeline:
         self._pending: list[Reading] = []
         self._wake = asyncio.Event()
         self._urgent = False
+        self._closing = False
+        self._flush_lock = asyncio.Lock()
         self._room = asyncio.Event()
         self._room.set()
         self._task: asyncio.Task[None] | None = None
@@ -80,10 +82,12 @@ class Pipeline:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # Never cancel the flusher inside an append: ask it to finish what is queued and
+        # return, so the last batch is written whole.
+        self._closing = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
             self._task = None
         await self.flush()
 
@@ -157,25 +161,27 @@ class Pipeline:
 
     # -- flushing --------------------------------------------------------------------------
     async def flush(self) -> None:
-        """Append everything queued so far; returns once it is in the outbox."""
-        while self._pending:
-            batch = self._pending[: self.max_batch]
-            del self._pending[: self.max_batch]
-            await self.outbox.append(batch)
-            if len(self._pending) < self.high_water:
-                self._room.set()
-        self._room.set()
+        """Append everything queued so far; returns once it is in the outbox. Calls from the
+        flusher and from outside are serialised, so batches reach the outbox in seq order."""
+        async with self._flush_lock:
+            while self._pending:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                await self.outbox.append(batch)
+                if len(self._pending) < self.high_water:
+                    self._room.set()
+            self._room.set()
 
     async def _flusher(self) -> None:
         """Sleep until something is staged, give it `flush_interval` to gather company (cut
         short by a full batch or an alert), append. While the disk is full, retry every 5 s."""
-        while True:
+        while not self._closing:
             retry = 5.0 if (self.outbox.stats().disk_full or self.outbox.memory_rows) else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), retry)
             self._wake.clear()
             if self._pending:
-                if len(self._pending) < self.max_batch and not self._urgent:
+                if len(self._pending) < self.max_batch and not (self._urgent or self._closing):
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.flush_interval)
                     self._wake.clear()

@@ -261,6 +261,11 @@ class Outbox:
         Never raises for a full disk: the rows are kept in memory instead (bounded) and
         `stats().disk_full` is set until a later write succeeds.
         """
+        # Shielded: a caller cancelled mid-append must not leave half a transaction behind;
+        # the batch is written whole (or buffered) either way.
+        await asyncio.shield(self._append(readings))
+
+    async def _append(self, readings: Sequence[Reading]) -> None:
         async with self._write_lock:
             if self._memory:
                 await self._flush_memory()
@@ -459,8 +464,10 @@ class Outbox:
 
     async def ack(self, readings: Sequence[Reading]) -> None:
         """Delete delivered rows in one transaction; rows dropped meanwhile are fine."""
-        if not readings:
-            return
+        if readings:
+            await asyncio.shield(self._ack(readings))
+
+    async def _ack(self, readings: Sequence[Reading]) -> None:
         seqs = sorted(r.seq for r in readings)
         async with self._write_lock:
             for leased in self._leased.values():
