@@ -241,6 +241,13 @@ def _bus(s: Section, library: ProfileLibrary) -> BusConfig:
         if device.profile:
             profile = library.get(device.profile, s.problems, d.at("profile"))
             decoder = profile.decoder if profile else None
+            protocols = getattr(driver, "PROTOCOLS", ()) if driver else ()
+            if profile and driver and profile.protocol not in protocols:
+                d.problem(
+                    "profile",
+                    f'"{device.profile}" is a {profile.protocol} profile; transport '
+                    f"\"{transport}\" decodes {', '.join(protocols) or 'no profiles'}",
+                )
         d.finish()
         devices.append(_with_decoder(device, decoder))
     s.finish()

@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from drivers.base import Bus, BusContext
+from drivers.base import Actuator, Bus, BusContext, CommandHandler
 from gateway import config as config_mod
 from gateway import hotplug, logs
 from gateway.clock import Clock, SystemClock
@@ -90,6 +90,8 @@ class Daemon:
         self.uplink: Uplink | None = None
         self.router: CommandRouter | None = None
         self.contexts: list[BusContext] = []
+        self.actuators: dict[str, Actuator] = {}
+        self.commands: dict[str, CommandHandler] = {}
         self.extra_setup = extra_setup
         self._hub: Any = None
 
@@ -172,15 +174,24 @@ class Daemon:
             self.log.info("gateway stopped", outbox_rows=outbox.rows)
 
     def _create_buses(self, pipe: Pipeline, router: CommandRouter) -> list[Bus]:
+        """One bus per config entry. Every context shares one actuator table and one command
+        table, so relays on two buses are all reachable (a driver chains its handler to the
+        one already registered under the same name)."""
         buses: list[Bus] = []
         for bus_cfg in self.cfg.buses:
             driver = driver_for_transport(bus_cfg.transport)
             assert driver is not None  # config validation guarantees it
-            ctx = BusContext(sink=pipe, log=self.log.bind(bus=bus_cfg.name), hotplug=self._hub)
+            ctx = BusContext(
+                sink=pipe,
+                log=self.log.bind(bus=bus_cfg.name),
+                actuators=self.actuators,
+                commands=self.commands,
+                hotplug=self._hub,
+            )
             self.contexts.append(ctx)
             buses.append(driver.create_bus(bus_cfg, ctx))
-            for name, handler in ctx.commands.items():
-                router.register(name, handler)
+        for name, handler in self.commands.items():
+            router.register(name, handler)
         return buses
 
     async def _ping(self, args: Any) -> str:
