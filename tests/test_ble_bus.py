@@ -231,7 +231,8 @@ async def test_replay_bus_delivers_decoded_readings(tmp_path: Path) -> None:
     task = asyncio.create_task(bus.run())
     try:
         await sink.wait_for(lambda s: len(s.emitted) >= 4, timeout=10)
-        await asyncio.wait_for(bus.idle.wait(), 5)
+        async with asyncio.timeout(5):
+            await bus.idle.wait()
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

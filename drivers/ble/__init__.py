@@ -63,22 +63,20 @@ def create_bus(bus: BusConfig, ctx: BusContext) -> Bus:
             bus, ctx, ReplaySource(bus.options, ctx.log), queue_size=bus.options.queue_size
         )
 
+    import asyncio
+
     from drivers.ble.gatt import GattSession
     from drivers.ble.transport import AdapterSource
 
+    decoders = [d.decoder for d in bus.devices if d.decoder is not None]
+    source = AdapterSource(bus.options, ctx.log, decoders)  # type: ignore[arg-type]
+    lock = asyncio.Lock()  # GATT connects on one adapter take turns
     sessions = []
     for i, device in enumerate(bus.devices):
         if device.options.gatt == "off":
             continue
         if not isinstance(device.decoder, EssDecoder):
-            raise ConfigError(
-                [
-                    Problem(
-                        f"{bus.name}.devices[{i}].gatt",
-                        'GATT mode needs an ESS profile (protocol "ess")',
-                    )
-                ]
-            )
-        sessions.append(GattSession(device, bus.options, ctx.log))
-    source = AdapterSource(bus.options, ctx.log)
+            where = f"{bus.name}.devices[{i}].gatt"
+            raise ConfigError([Problem(where, 'GATT mode needs an ESS profile (protocol "ess")')])
+        sessions.append(GattSession(device, bus.options, ctx.log, source, lock))
     return BleBus(bus, ctx, source, sessions=sessions, queue_size=bus.options.queue_size)
