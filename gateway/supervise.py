@@ -84,6 +84,8 @@ async def supervise(
     loop = asyncio.get_running_loop()
     while True:
         started = loop.time()
+        if wake is not None:
+            wake.clear()  # a wake that comes during the attempt still cuts the next wait
         try:
             await attempt(health)
             reason = "ended"
@@ -99,6 +101,5 @@ async def supervise(
         if wake is None:
             await asyncio.sleep(delay)
             continue
-        wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), delay)

@@ -1,0 +1,85 @@
+"""Wall-clock time and whether to trust it.
+
+A Raspberry Pi has no RTC: it boots in 1970 or at the last shutdown time until NTP (over the
+very uplink that may be down) sets the clock. Readings stamped before that are marked
+`synced=False` so the platform and the tests can tell. Synchronisation is read from the
+kernel (adjtimex(2) returns TIME_ERROR while the clock is unsynchronised) or from
+systemd-timesyncd's flag file; a box with a real RTC sets `trust_clock = true`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import time
+from pathlib import Path
+from typing import Protocol
+
+_TIME_ERROR = 5  # adjtimex(2): "clock not synchronized"
+_TIMESYNCD_FLAG = Path("/run/systemd/timesync/synchronized")
+# Nothing this gateway stamps can predate its own release.
+_EARLIEST_VALID = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds since the Unix epoch, UTC."""
+        ...
+
+    def synced(self) -> bool:
+        """True when `now()` can be trusted."""
+        ...
+
+
+class _Timex(ctypes.Structure):
+    # struct timex is 208 bytes on 64-bit Linux; with modes = 0 adjtimex only reads.
+    _fields_ = [("modes", ctypes.c_uint), ("_rest", ctypes.c_byte * 204)]
+
+
+def _kernel_synced() -> bool | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        state = libc.adjtimex(ctypes.byref(_Timex()))
+    except (OSError, AttributeError):
+        return None
+    if state < 0:
+        return None
+    return state != _TIME_ERROR
+
+
+class SystemClock:
+    """The host clock; the sync check is cached for `recheck` seconds (it is a syscall)."""
+
+    def __init__(self, trust: bool = False, recheck: float = 10.0) -> None:
+        self.trust = trust
+        self.recheck = recheck
+        self._checked_at = -recheck
+        self._synced = trust
+
+    def now(self) -> float:
+        return time.time()
+
+    def synced(self) -> bool:
+        if self.trust:
+            return True
+        mono = time.monotonic()
+        if mono - self._checked_at >= self.recheck:
+            self._checked_at = mono
+            self._synced = time.time() >= _EARLIEST_VALID and (
+                _TIMESYNCD_FLAG.exists() or bool(_kernel_synced())
+            )
+        return self._synced
+
+
+class FixedClock:
+    """A clock for tests and replays: returns what it is set to."""
+
+    def __init__(self, now: float, synced: bool = True) -> None:
+        self.t = now
+        self.is_synced = synced
+
+    def now(self) -> float:
+        return self.t
+
+    def synced(self) -> bool:
+        return self.is_synced

@@ -1,0 +1,175 @@
+"""From a bus's observations to outbox rows: stamp, sequence, observe, batch, append.
+
+The pipeline is the `Sink` every bus emits into. `emit` stamps time (unless the bus gives
+one), allocates sequence numbers, hands the readings to observers (the alert engine) at once,
+and queues them; one flusher task appends the queue to the outbox in batches (one transaction
+each), so no reading costs its own commit. `emit` awaits only for back-pressure when the
+outbox writer falls behind. Device availability changes are logged once per transition.
+It knows nothing about drivers' bytes, MQTT or payload formats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+
+from gateway.clock import Clock, SystemClock
+from gateway.model import Lane, Observation, Reading
+from gateway.store import Outbox
+
+Observer = Callable[[Sequence[Reading]], None]
+StateObserver = Callable[[str, bool, str], None]
+
+
+def device_key(device: str, source: str | None) -> str:
+    """The key readings are filed under: `<device>-<source>` for a sub-device (trap 12 behind
+    receiver `traps` is `traps-12`), else the configured device id."""
+    return device if source is None else f"{device}-{source}"
+
+
+class Pipeline:
+    """The drivers.base.Sink; use as `async with Pipeline(outbox) as sink`."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        clock: Clock | None = None,
+        observers: Sequence[Observer] = (),
+        state_observers: Sequence[StateObserver] = (),
+        flush_interval: float = 0.05,
+        max_batch: int = 5000,
+        high_water: int = 50_000,
+        log: Any = None,
+    ) -> None:
+        self.outbox = outbox
+        self.clock = clock or SystemClock()
+        self.observers = list(observers)
+        self.state_observers = list(state_observers)
+        self.flush_interval = flush_interval
+        self.max_batch = max_batch
+        self.high_water = high_water
+        self.log = log or structlog.get_logger().bind(component="pipeline")
+        self._pending: list[Reading] = []
+        self._wake = asyncio.Event()
+        self._urgent = False
+        self._room = asyncio.Event()
+        self._room.set()
+        self._task: asyncio.Task[None] | None = None
+        self.available: dict[str, bool] = {}
+        self.implausible = 0
+        self.emitted = 0
+
+    async def __aenter__(self) -> Pipeline:
+        self._task = asyncio.create_task(self._flusher(), name="pipeline-flusher")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+    # -- the Sink interface ----------------------------------------------------------------
+    async def emit(
+        self, device: str, observations: Sequence[Observation], ts: float | None = None
+    ) -> None:
+        self.stage(device, observations, ts)
+        if len(self._pending) >= self.high_water:
+            self._room.clear()
+            self._wake.set()
+            await self._room.wait()
+
+    def stage(
+        self,
+        device: str,
+        observations: Sequence[Observation],
+        ts: float | None = None,
+        lane: Lane = Lane.TELEMETRY,
+    ) -> list[Reading]:
+        """Stamp and queue without waiting (for code that must not block: alert actions)."""
+        kept = [o for o in observations if o.plausible]
+        if len(kept) != len(observations):
+            self.implausible += len(observations) - len(kept)
+            for o in observations:
+                if not o.plausible:
+                    self.log.warning(
+                        "implausible value not forwarded",
+                        device=device_key(device, o.source),
+                        quantity=o.quantity,
+                        value=o.value,
+                    )
+        if not kept:
+            return []
+        when = self.clock.now() if ts is None else ts
+        synced = self.clock.synced()
+        seqs = self.outbox.allocate(len(kept))
+        readings = [
+            Reading(
+                seq,
+                device if o.source is None else f"{device}-{o.source}",
+                o.quantity,
+                o.value,
+                o.unit,
+                when,
+                synced,
+                lane,
+            )
+            for seq, o in zip(seqs, kept, strict=True)
+        ]
+        self._pending.extend(readings)
+        self.emitted += len(readings)
+        for observer in self.observers:
+            observer(readings)
+        if lane != Lane.TELEMETRY:
+            self._urgent = True
+            self._wake.set()
+        elif len(self._pending) == len(readings) or len(self._pending) >= self.max_batch:
+            self._wake.set()  # the first of a batch starts the clock; a full batch ends it
+        return readings
+
+    def device_state(self, device: str, available: bool, reason: str = "") -> None:
+        if self.available.get(device, True) != available:
+            if available:
+                self.log.info("device available again", device=device)
+            else:
+                self.log.warning("device unavailable", device=device, reason=reason)
+        self.available[device] = available
+        for observer in self.state_observers:
+            observer(device, available, reason)
+
+    # -- flushing --------------------------------------------------------------------------
+    async def flush(self) -> None:
+        """Append everything queued so far; returns once it is in the outbox."""
+        while self._pending:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            await self.outbox.append(batch)
+            if len(self._pending) < self.high_water:
+                self._room.set()
+        self._room.set()
+
+    async def _flusher(self) -> None:
+        """Sleep until something is staged, give it `flush_interval` to gather company (cut
+        short by a full batch or an alert), append. While the disk is full, retry every 5 s."""
+        while True:
+            retry = 5.0 if (self.outbox.stats().disk_full or self.outbox.memory_rows) else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), retry)
+            self._wake.clear()
+            if self._pending:
+                if len(self._pending) < self.max_batch and not self._urgent:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+                    self._wake.clear()
+                self._urgent = False
+                await self.flush()
+            else:
+                # Retries rows buffered in memory while the disk was full.
+                await self.outbox.append([])

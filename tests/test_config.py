@@ -1,0 +1,166 @@
+"""Config parsing: golden error messages with paths, hints and values; the check command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway import config
+from gateway.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GOOD = """
+[gateway]
+id = "paddy-site-01"
+latitude = 36.1
+longitude = 137.9
+
+[uplink]
+host = "platform.example"
+port = 8883
+apikey = "k3y"
+format = "fiware-ul"
+[uplink.tls]
+ca = "/etc/gateway/ca.pem"
+
+[store]
+path = "/var/lib/gateway/outbox.sqlite"
+sync = "normal"
+max_rows = 1000
+
+[[buses]]
+name = "synthetic"
+transport = "synthetic"
+[[buses.devices]]
+id = "paddy-01"
+interval = 600
+attributes = { water_level = "wl" }
+params = { mount_height = 1200.0 }
+points = [ { quantity = "water_level", unit = "cm", pattern = "sine", low = 3, high = 6 } ]
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        config.parse(text)
+    return [str(p) for p in info.value.problems]
+
+
+def test_good_config_parses_into_frozen_objects():
+    cfg = config.parse(GOOD)
+    assert cfg.site.id == "paddy-site-01" and cfg.site.latitude == 36.1
+    assert cfg.uplink.port == 8883 and cfg.uplink.tls.ca == "/etc/gateway/ca.pem"
+    assert cfg.uplink.keepalive == 600 and cfg.uplink.qos == 1
+    assert cfg.uplink.client_id == "gateway-paddy-site-01"
+    assert cfg.uplink.status_topic == "gateway/paddy-site-01/status"
+    assert cfg.store.sync == "normal" and cfg.store.max_rows == 1000
+    (device,) = cfg.devices()
+    assert device.id == "paddy-01" and device.interval == 600.0
+    assert device.attributes == {"water_level": "wl"}
+    assert device.params == {"mount_height": 1200.0}
+    with pytest.raises(AttributeError):
+        cfg.uplink.port = 1  # type: ignore[misc]
+
+
+def test_port_out_of_range():
+    bad = GOOD.replace("port = 8883", "port = 70000")
+    assert problems(bad) == ["uplink.port: expected 1..65535, got 70000"]
+
+
+def test_unknown_key_with_hint():
+    bad = GOOD.replace('apikey = "k3y"', 'apikye = "k3y"')
+    assert problems(bad) == ['uplink.apikye: unknown key (did you mean "apikey"?)']
+
+
+def test_wrong_type_and_bad_choice():
+    bad = GOOD.replace('format = "fiware-ul"', 'format = "fiware-xml"').replace(
+        'sync = "normal"', "sync = 1"
+    )
+    assert problems(bad) == [
+        "uplink.format: expected one of fiware-json, fiware-ul, json, msgpack; "
+        'got "fiware-xml" (did you mean "fiware-ul"?)',
+        "store.sync: expected a string, got 1",
+    ]
+
+
+def test_device_paths_are_indexed():
+    bad = GOOD.replace("interval = 600", "interval = -1").replace(
+        'pattern = "sine"', 'pattern = "sin"'
+    )
+    assert problems(bad) == [
+        "buses[0].devices[0].interval: expected >= 0.0, got -1",
+        "buses[0].devices[0].points[0].pattern: expected one of sine, ramp, random, constant, "
+        'cycle, counter; got "sin" (did you mean "sine"?)',
+    ]
+
+
+def test_unknown_transport_lists_known_ones():
+    bad = GOOD.replace('transport = "synthetic"', 'transport = "lorawan"')
+    (msg,) = [p for p in problems(bad) if "transport" in p]
+    assert msg.startswith('buses[0].transport: unknown transport "lorawan"; known: ')
+    assert "synthetic" in msg
+
+
+def test_missing_required_and_duplicates():
+    bad = GOOD.replace('id = "paddy-site-01"', "") + GOOD[GOOD.index("[[buses]]") :]
+    assert problems(bad) == [
+        "gateway.id: required key is missing",
+        'duplicate device id "paddy-01"',
+        'duplicate bus name "synthetic"',
+    ]
+
+
+def test_topic_unsafe_ids_and_tls_key():
+    bad = GOOD.replace('id = "paddy-01"', 'id = "paddy/01"').replace(
+        'ca = "/etc/gateway/ca.pem"', 'cert = "/etc/gateway/c.pem"'
+    )
+    assert problems(bad) == [
+        "uplink.tls.key: a client certificate needs its key",
+        "buses[0].devices[0].id: must not contain '/', '+', '#' or spaces, got \"paddy/01\"",
+    ]
+
+
+def test_missing_profile_is_reported_at_the_device():
+    bad = GOOD.replace("interval = 600", 'interval = 600\nprofile = "no-such-sensor"')
+    (msg,) = problems(bad)
+    assert msg.startswith('buses[0].devices[0].profile: no profile "no-such-sensor" in ')
+
+
+def test_invalid_toml_names_the_line():
+    (msg,) = problems("[gateway\nid = 1")
+    assert msg.startswith("<config>: not valid TOML: ") and "line 1" in msg
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_command_exit_codes(tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text(GOOD)
+    ok = run_cli("check", "-c", str(good))
+    assert ok.returncode == 0, ok.stderr
+    assert "OK" in ok.stdout and "1 device(s)" in ok.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text(GOOD.replace("port = 8883", "port = 70000"))
+    res = run_cli("check", "-c", str(bad))
+    assert res.returncode == 1
+    assert "uplink.port: expected 1..65535, got 70000" in res.stderr
+    missing = run_cli("check", "-c", str(tmp_path / "nope.toml"))
+    assert missing.returncode == 1 and "cannot read" in missing.stderr
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.toml")), ids=lambda p: p.name)
+def test_examples_are_accepted(path):
+    res = run_cli("check", "-c", str(path))
+    assert res.returncode == 0, res.stderr

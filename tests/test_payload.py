@@ -1,0 +1,193 @@
+"""Golden payloads for every format, size limits, and the compact format's round trip."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.model import Lane, Reading
+from gateway.payload import (
+    Message as Msg,
+)
+from gateway.payload import (
+    Target as T,
+)
+from gateway.payload import (
+    decode_msgpack,
+    encode_fiware_json,
+    encode_fiware_ul,
+    encode_json,
+    encode_msgpack,
+    iso,
+    wire_bytes,
+)
+
+TARGET = T(
+    "k3y",
+    "gw1",
+    "field",
+    {
+        ("paddy-01", "water_level"): "wl",
+        ("paddy-01", "water_temperature"): "wt",
+        ("paddy-01", "battery"): "bat",
+    },
+)
+T0 = 1748754600.0  # 2025-06-01T05:10:00Z
+
+
+def paddy(seq: int, ts: float, wl: float, wt: float, bat: float | None = None) -> list[Reading]:
+    out = [
+        Reading(seq, "paddy-01", "water_level", wl, "cm", ts),
+        Reading(seq + 1, "paddy-01", "water_temperature", wt, "degC", ts),
+    ]
+    if bat is not None:
+        out.append(Reading(seq + 2, "paddy-01", "battery", bat, "V", ts))
+    return out
+
+
+def test_fiware_json_single_is_a_flat_object_as_in_field_md():
+    (msg,) = encode_fiware_json(paddy(1, T0, 5.2, 23.4, 3.61), TARGET, 65536)
+    assert msg.topic == "/json/k3y/paddy-01/attrs"
+    assert msg.payload == (b'{"wl":5.2,"wt":23.4,"bat":3.61,"TimeInstant":"2025-06-01T05:10:00Z"}')
+    assert msg.seqs == (1, 2, 3)
+
+
+def test_fiware_json_batch_is_an_array_oldest_first():
+    rs = paddy(1, T0, 5.2, 23.4) + paddy(3, T0 + 600, 5.1, 23.6)
+    (msg,) = encode_fiware_json(rs, TARGET, 65536)
+    assert json.loads(msg.payload) == [
+        {"wl": 5.2, "wt": 23.4, "TimeInstant": "2025-06-01T05:10:00Z"},
+        {"wl": 5.1, "wt": 23.6, "TimeInstant": "2025-06-01T05:20:00Z"},
+    ]
+
+
+def test_fiware_json_unmapped_quantities_keep_their_names_and_types():
+    rs = [
+        Reading(1, "trap-3", "trap_state", "triggered", "", T0 + 0.25),
+        Reading(2, "trap-3", "motion", True, "", T0 + 0.25),
+    ]
+    (msg,) = encode_fiware_json(rs, TARGET, 65536)
+    assert msg.topic == "/json/k3y/trap-3/attrs"
+    assert msg.payload == (
+        b'{"trap_state":"triggered","motion":true,"TimeInstant":"2025-06-01T05:10:00.250Z"}'
+    )
+
+
+def test_fiware_ul_groups_with_timestamps():
+    rs = paddy(1, T0 - 600, 5.2, 23.4) + paddy(3, T0, 5.1, 23.6)
+    (msg,) = encode_fiware_ul(rs, TARGET, 65536)
+    assert msg.topic == "/ul/k3y/paddy-01/attrs"
+    assert msg.payload == (
+        b"2025-06-01T05:00:00Z|wl|5.2|wt|23.4#2025-06-01T05:10:00Z|wl|5.1|wt|23.6"
+    )
+
+
+def test_fiware_ul_escapes_separators_in_text():
+    (msg,) = encode_fiware_ul([Reading(1, "t", "note", "a|b#c", "", T0)], TARGET, 65536)
+    assert msg.payload == b"2025-06-01T05:10:00Z|note|a_b_c"
+
+
+def test_generic_json_carries_seq_unit_and_sync_flag():
+    rs = [Reading(7, "buoy", "wind_speed", 3.5, "m/s", T0, synced=False)]
+    (msg,) = encode_json(rs, TARGET, 65536)
+    assert msg.topic == "field/gw1/buoy"
+    assert json.loads(msg.payload) == [
+        {
+            "seq": 7,
+            "quantity": "wind_speed",
+            "value": 3.5,
+            "unit": "m/s",
+            "time": "2025-06-01T05:10:00Z",
+            "synced": False,
+        }
+    ]
+
+
+def test_devices_get_separate_messages_in_order():
+    rs = [Reading(i, f"d{i % 2}", "q", float(i), "", T0 + i) for i in range(1, 7)]
+    msgs = encode_json(rs, TARGET, 65536)
+    assert [m.topic for m in msgs] == ["field/gw1/d1", "field/gw1/d0"]
+    assert msgs[0].seqs == (1, 3, 5) and msgs[1].seqs == (2, 4, 6)
+
+
+def test_alert_lane_is_kept_on_messages():
+    rs = [Reading(1, "trap-1", "trap_state", "triggered", "", T0, lane=Lane.ALERT)]
+    for enc in (encode_fiware_json, encode_fiware_ul, encode_json, encode_msgpack):
+        assert enc(rs, TARGET, 65536)[0].lane == Lane.ALERT
+
+
+def test_every_format_splits_to_respect_max_payload():
+    rs = []
+    for k in range(300):
+        rs += paddy(1 + 3 * k, T0 + 600 * k, 5.0 + k / 100, 20 + k / 10, 3.6)
+    for enc in (encode_fiware_json, encode_fiware_ul, encode_json, encode_msgpack):
+        msgs = enc(rs, TARGET, 1024)
+        assert all(len(m.payload) <= 1024 for m in msgs), enc.__name__
+        assert sorted(s for m in msgs for s in m.seqs) == [r.seq for r in rs], enc.__name__
+
+
+def test_msgpack_golden_day_is_compact_and_round_trips():
+    rs = []
+    for k in range(144):
+        rs += paddy(1 + 3 * k, T0 + 600 * k, round(5.2 - 0.1 * (k % 3), 1), 23.4, 3.61)
+    msgs = encode_msgpack(rs, TARGET, 65536)
+    assert [m.topic for m in msgs] == ["field/gw1/mp"]
+    per_reading = sum(wire_bytes(m) for m in msgs) / len(rs)
+    assert per_reading < 8
+    back = decode_msgpack(msgs[0].payload)
+    assert [(b["seq"], b["device"], b["attr"], b["value"], b["unit"], b["time"]) for b in back] == [
+        (r.seq, r.device, TARGET.attr(r.device, r.quantity), r.value, r.unit, r.ts) for r in rs
+    ]
+
+
+values = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False, width=32).map(lambda v: round(v, 3)),
+    st.integers(-(2**40), 2**40),
+    st.booleans(),
+    st.text(max_size=8),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c"]),
+            st.sampled_from(["water_level", "battery", "trap_state"]),
+            values,
+            st.floats(min_value=1.7e9, max_value=1.9e9).map(lambda t: round(t, 3)),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_msgpack_round_trips_any_batch(items):
+    rs = [Reading(i + 10, d, q, v, "u", t, s) for i, (d, q, v, t, s) in enumerate(items)]
+    (msg,) = encode_msgpack(rs, TARGET, 1 << 20)
+    back = decode_msgpack(msg.payload)
+    assert [b["seq"] for b in back] == [r.seq for r in rs]
+    assert [b["synced"] for b in back] == [r.synced for r in rs]
+    for b, r in zip(back, rs, strict=True):
+        assert b["time"] == round(r.ts, 3)
+        if isinstance(r.value, float):
+            assert abs(b["value"] - r.value) <= 1e-6 * max(1, abs(r.value))
+        else:
+            assert b["value"] == r.value and type(b["value"]) is type(r.value)
+
+
+def test_msgpack_keeps_int_and_float_apart_within_one_quantity():
+    rs = [Reading(1, "d", "q", 1.5, "", T0), Reading(2, "d", "q", 3, "", T0)]
+    back = decode_msgpack(encode_msgpack(rs, TARGET, 65536)[0].payload)
+    assert [(b["value"], type(b["value"])) for b in back] == [(1.5, float), (3, int)]
+
+
+def test_iso_format_and_wire_bytes():
+    assert iso(0) == "1970-01-01T00:00:00Z"
+    assert iso(1.5) == "1970-01-01T00:00:01.500Z"
+    assert iso(1.9996) == "1970-01-01T00:00:02Z"
+    # PUBLISH: 1 + 1 (remaining 2+5+2+3=12) + 12, plus a 4-byte PUBACK.
+    assert wire_bytes(Msg("a/b/c", b"xyz", ())) == 18
+    assert wire_bytes(Msg("a/b/c", b"xyz", ()), qos=0) == 12

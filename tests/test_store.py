@@ -1,0 +1,187 @@
+"""The outbox against a real SQLite file: durability, leases, bounds, corruption, full disk."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import pytest
+
+from gateway.model import Lane, Reading
+from gateway.store import Outbox
+
+
+def make(outbox: Outbox, n: int, lane: Lane = Lane.TELEMETRY, device: str = "d1") -> list[Reading]:
+    return [
+        Reading(seq, device, "water_level", float(seq), "cm", 1_780_000_000.0 + seq, True, lane)
+        for seq in outbox.allocate(n)
+    ]
+
+
+async def test_lease_ack_deletes_only_acked_rows(tmp_path):
+    async with Outbox.open(tmp_path / "o.db") as ob:
+        await ob.append(make(ob, 10))
+        first = await ob.lease(Lane.TELEMETRY, 4)
+        second = await ob.lease(Lane.TELEMETRY, 4)
+        assert [r.seq for r in first] == [1, 2, 3, 4]
+        assert [r.seq for r in second] == [5, 6, 7, 8]
+        await ob.ack([r.seq for r in second])
+        assert await ob.count() == 6
+        ob.release([r.seq for r in first])
+        again = await ob.lease(Lane.TELEMETRY, 100)
+        assert [r.seq for r in again] == [1, 2, 3, 4, 9, 10]
+
+
+async def test_rows_and_sequence_survive_reopen(tmp_path):
+    path = tmp_path / "o.db"
+    async with Outbox.open(path) as ob:
+        await ob.append(make(ob, 5))
+        await ob.ack([1, 2, 3, 4, 5])
+        await ob.append(make(ob, 3))
+    async with Outbox.open(path) as ob:
+        rows = await ob.lease(Lane.TELEMETRY, 10)
+        assert [r.seq for r in rows] == [6, 7, 8]
+        assert rows[0].value == 6.0 and rows[0].unit == "cm" and rows[0].synced
+        await ob.ack([6, 7, 8])
+    async with Outbox.open(path) as ob:
+        # Empty outbox: the high-water mark alone keeps numbers strictly increasing.
+        assert list(ob.allocate(2)) == [9, 10]
+
+
+async def test_value_types_round_trip(tmp_path):
+    async with Outbox.open(tmp_path / "o.db") as ob:
+        s = list(ob.allocate(4))
+        await ob.append(
+            [
+                Reading(s[0], "t", "motion", True, "", 1.0),
+                Reading(s[1], "t", "trap_state", "triggered", "", 1.0, False, Lane.ALERT),
+                Reading(s[2], "t", "count", 7, "", 1.0),
+                Reading(s[3], "t", "temperature", -3.25, "degC", 1.5),
+            ]
+        )
+        got = {r.quantity: r for r in await ob.peek()}
+        assert got["motion"].value is True
+        assert got["trap_state"].value == "triggered" and got["trap_state"].lane == Lane.ALERT
+        assert got["trap_state"].synced is False
+        assert got["count"].value == 7 and not isinstance(got["count"].value, bool)
+        assert got["temperature"].value == -3.25 and got["temperature"].ts == 1.5
+
+
+async def test_bound_drops_oldest_telemetry_keeps_alerts_and_counts(tmp_path):
+    async with Outbox.open(tmp_path / "o.db", max_rows=100) as ob:
+        await ob.append(make(ob, 5, Lane.ALERT, "trap"))
+        await ob.append(make(ob, 100))
+        stats = ob.stats()
+        assert stats.rows == 100
+        assert stats.dropped["telemetry"] == 5 and stats.dropped["alert"] == 0
+        alerts = await ob.lease(Lane.ALERT, 10)
+        assert [r.seq for r in alerts] == [1, 2, 3, 4, 5]
+        tele = await ob.lease(Lane.TELEMETRY, 1000)
+        assert tele[0].seq == 11  # 6..10 were the oldest telemetry
+    async with Outbox.open(tmp_path / "o.db", max_rows=100) as ob:
+        assert ob.stats().dropped["telemetry"] == 5  # persisted
+
+
+async def test_alerts_dropped_only_when_no_telemetry_remains(tmp_path):
+    async with Outbox.open(tmp_path / "o.db", max_rows=100) as ob:
+        await ob.append(make(ob, 60))
+        await ob.append(make(ob, 60, Lane.ALERT, "trap"))
+        assert ob.stats().by_lane == {"alert": 60, "mail": 0, "telemetry": 40}
+        await ob.append(make(ob, 50, Lane.ALERT, "trap"))
+        stats = ob.stats()
+        assert stats.by_lane["telemetry"] == 0
+        assert stats.dropped == {"alert": 10, "mail": 0, "telemetry": 60}
+
+
+async def test_newest_telemetry_policy_keeps_history(tmp_path):
+    async with Outbox.open(tmp_path / "o.db", max_rows=100, drop_policy="newest-telemetry") as ob:
+        await ob.append(make(ob, 100))
+        await ob.append(make(ob, 10))
+        kept = await ob.lease(Lane.TELEMETRY, 1000)
+        assert kept[0].seq == 1 and len(kept) == 100 and ob.stats().dropped["telemetry"] == 10
+
+
+async def test_byte_bound(tmp_path):
+    async with Outbox.open(tmp_path / "o.db", max_bytes=64 * 1024) as ob:
+        for _ in range(20):
+            await ob.append(make(ob, 200))
+        assert ob.stats().bytes <= 64 * 1024
+        assert ob.stats().dropped["telemetry"] > 0
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+async def test_corrupt_file_is_quarantined_and_fresh_one_used(tmp_path, damage):
+    path = tmp_path / "o.db"
+    async with Outbox.open(path) as ob:
+        await ob.append(make(ob, 2000))
+    data = path.read_bytes()
+    if damage == "garbage":
+        path.write_bytes(b"this is not sqlite" * 100)
+    else:
+        path.write_bytes(data[: len(data) // 3])
+    async with Outbox.open(path) as ob:
+        stats = ob.stats()
+        assert stats.quarantined is not None and ".corrupt-" in stats.quarantined
+        assert os.path.exists(stats.quarantined)
+        await ob.append(make(ob, 3))
+        assert await ob.count() == 3
+
+
+async def test_full_disk_buffers_in_memory_and_recovers(tmp_path):
+    path = tmp_path / "o.db"
+    async with Outbox.open(path, hard_limit_bytes=64 * 1024, memory_rows=5000) as ob:
+        for _ in range(30):
+            await ob.append(make(ob, 100))  # never raises, even past the cap
+        stats = ob.stats()
+        assert stats.disk_full and stats.memory_rows > 0
+        total = await ob.count()
+        assert total == 3000 and stats.dropped["telemetry"] == 0
+        # A live link keeps draining: leases include buffered rows.
+        leased = await ob.lease(Lane.TELEMETRY, 5000)
+        assert [r.seq for r in leased] == list(range(1, 3001))
+        await ob.ack([r.seq for r in leased[:100]])
+        ob.release_all()
+        await ob.set_hard_limit(0)  # space returns
+        await ob.append(make(ob, 1))
+        stats = ob.stats()
+        assert not stats.disk_full and stats.memory_rows == 0
+        assert await ob.count() == 2901
+    async with Outbox.open(path) as ob:
+        assert await ob.count() == 2901  # the buffered rows reached the disk
+
+
+async def test_memory_buffer_is_bounded_and_counts_drops(tmp_path):
+    async with Outbox.open(tmp_path / "o.db", hard_limit_bytes=32 * 1024, memory_rows=500) as ob:
+        await ob.append(make(ob, 5, Lane.ALERT))
+        for _ in range(20):
+            await ob.append(make(ob, 100))
+        stats = ob.stats()
+        assert stats.memory_rows <= 500
+        assert stats.dropped["telemetry"] > 0 and stats.dropped["alert"] == 0
+
+
+async def test_file_shrinks_after_drain(tmp_path):
+    path = tmp_path / "o.db"
+    async with Outbox.open(path) as ob:
+        for _ in range(50):
+            await ob.append(make(ob, 1000))
+        async with ob.db.execute("PRAGMA wal_checkpoint(TRUNCATE)"):
+            pass
+        full = path.stat().st_size
+        while True:
+            batch = await ob.lease(Lane.TELEMETRY, 5000)
+            if not batch:
+                break
+            await ob.ack([r.seq for r in batch])
+        assert await ob.count() == 0
+        assert path.stat().st_size < full / 5
+        assert os.path.getsize(str(path) + "-wal") == 0
+
+
+async def test_sync_full_is_set(tmp_path):
+    async with Outbox.open(tmp_path / "o.db", sync="full") as ob:
+        async with ob.db.execute("PRAGMA synchronous") as cur:
+            assert (await cur.fetchone())[0] == 2  # FULL
+        async with ob.db.execute("PRAGMA journal_mode") as cur:
+            assert (await cur.fetchone())[0] == "wal"
+    assert sqlite3.connect(tmp_path / "o.db").execute("PRAGMA auto_vacuum").fetchone()[0] == 2
