@@ -99,7 +99,7 @@ class GattSession:
                 health.up()
                 await self._deliver(bus, values)
                 if self.mode == "notify":
-                    await self._follow(bus, link, notes)
+                    await self._follow(bus, link, notes, values)
             finally:
                 await link.close()
             await asyncio.sleep(max(self.device.interval, 1.0))
@@ -117,7 +117,11 @@ class GattSession:
                 await link.subscribe(u, lambda uuid, data: _put(notes, (uuid, data)))
         return values
 
-    async def _follow(self, bus: Any, link: Any, notes: asyncio.Queue[tuple[str, bytes]]) -> None:
+    async def _follow(
+        self, bus: Any, link: Any, notes: asyncio.Queue[tuple[str, bytes]], values: dict[str, bytes]
+    ) -> None:
+        """Deliver every notification with the latest values of the other characteristics,
+        so a throttled emission carries the whole sensor, not just the last one to change."""
         gone = asyncio.create_task(link.disconnected.wait())
         try:
             while True:
@@ -127,7 +131,8 @@ class GattSession:
                     get.cancel()
                     raise DeviceUnavailable("connection dropped")
                 uuid, data = get.result()
-                await self._deliver(bus, {uuid: data})
+                values[uuid] = data
+                await self._deliver(bus, values)
         finally:
             gone.cancel()
 
