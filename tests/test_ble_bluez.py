@@ -301,3 +301,12 @@ interval = 1
         assert not await bluez.set_characteristic("hci0", WIND, 0x2A6E, bytes.fromhex("0000"))
         await sink.wait_for(lambda s: 0.0 in s.values("ess1", "temperature"), timeout=10)
         assert bus.sessions[0].connects >= 2
+
+
+def test_missing_tools_fail_loudly_naming_the_package(tmp_path: Path) -> None:
+    from drivers.ble.mockbluez import MockUnavailable, check_tools
+
+    with pytest.raises(MockUnavailable, match="python3-dbusmock"):
+        check_tools(python=str(tmp_path / "no-python"))
+    with pytest.raises(MockUnavailable, match="python3-dbusmock"):
+        check_tools(python="/bin/false")

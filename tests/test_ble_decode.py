@@ -345,3 +345,16 @@ def test_bad_profile_tables_name_file_and_key(tmp_path: Path) -> None:
             f'{where_e}.point[0].quantty: unknown key (did you mean "quantity"?)',
         ]
     )
+
+
+def test_gatt_needs_an_ess_profile() -> None:
+    problems = _problems("", 'address = "A4:C1:38:0B:5E:6D"\ngatt = "read"')
+    assert problems == [
+        'buses[0].devices[0].gatt: GATT mode reads ESS characteristics; profile "bthome" is '
+        'protocol "bthome", not "ess"'
+    ]
+    ok = BASE.format(bus="", device='address = "A4:C1:38:0B:5E:6D"\ngatt = "notify"')
+    assert (
+        config.parse(ok.replace('"bthome"', '"ess-wind"')).buses[0].devices[0].options.gatt
+        == "notify"
+    )

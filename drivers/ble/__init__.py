@@ -27,7 +27,6 @@ from __future__ import annotations
 from drivers.base import Bus, BusConfig, BusContext, Decoder
 from drivers.ble.decoder import PROTOCOLS
 from drivers.ble.settings import parse_bus, parse_device
-from gateway.errors import ConfigError, Problem
 from gateway.section import Section
 
 TRANSPORTS = ("ble", "ble-replay")
@@ -72,11 +71,12 @@ def create_bus(bus: BusConfig, ctx: BusContext) -> Bus:
     source = AdapterSource(bus.options, ctx.log, decoders)  # type: ignore[arg-type]
     lock = asyncio.Lock()  # GATT connects on one adapter take turns
     sessions = []
-    for i, device in enumerate(bus.devices):
+    for device in bus.devices:
         if device.options.gatt == "off":
             continue
         if not isinstance(device.decoder, EssDecoder):
-            where = f"{bus.name}.devices[{i}].gatt"
-            raise ConfigError([Problem(where, 'GATT mode needs an ESS profile (protocol "ess")')])
+            # config parsing refuses this when it can see the profile; never crash on it here
+            ctx.log.error("GATT mode needs an ESS profile; not connecting", device=device.id)
+            continue
         sessions.append(GattSession(device, bus.options, ctx.log, source, lock))
     return BleBus(bus, ctx, source, sessions=sessions, queue_size=bus.options.queue_size)

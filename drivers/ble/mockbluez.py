@@ -49,10 +49,14 @@ class MockUnavailable(RuntimeError):
 def check_tools(python: str = SYSTEM_PYTHON) -> None:
     if shutil.which("dbus-daemon") is None:
         raise MockUnavailable("dbus-daemon not found: install the Debian package `dbus`")
-    probe = subprocess.run(
-        [python, "-c", "import dbusmock.templates.bluez5"], capture_output=True, check=False
-    )
-    if probe.returncode != 0:
+    try:
+        probe = subprocess.run(
+            [python, "-c", "import dbusmock.templates.bluez5"], capture_output=True, check=False
+        )
+        failed = probe.returncode != 0
+    except OSError:
+        failed = True
+    if failed:
         raise MockUnavailable(
             f"{python} cannot import dbusmock: install the Debian package `python3-dbusmock`"
         )

@@ -79,6 +79,22 @@ def parse_bus(s: Section, transport: str) -> BleBusOptions | ReplayOptions:
     return opts
 
 
+def _profile_protocol(name: str) -> str | None:
+    """The protocol of a profile found in the default search path (None when not found)."""
+    import tomllib
+
+    from gateway.profiles import default_dirs, find_profile_file
+
+    path = find_profile_file(name, default_dirs())
+    if path is None:
+        return None  # maybe in a site profile_dir; the GATT session checks again at start
+    try:
+        protocol = tomllib.loads(path.read_text(encoding="utf-8"))["profile"]["protocol"]
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError):
+        return None
+    return protocol if isinstance(protocol, str) else None
+
+
 def parse_device(s: Section, transport: str) -> BleDeviceOptions:
     raw_address = s.str("address")
     address = normalise_mac(raw_address) if raw_address else None
@@ -95,6 +111,12 @@ def parse_device(s: Section, transport: str) -> BleDeviceOptions:
     gatt = s.str("gatt", "off", choices=GATT_MODES)
     if gatt != "off" and transport == "ble-replay":
         s.problem("gatt", 'a replay bus has no radio to connect with; use gatt = "off"')
+    elif gatt != "off":
+        profile = s.raw.get("profile")
+        protocol = _profile_protocol(profile) if isinstance(profile, str) else None
+        if protocol not in (None, "ess"):
+            s.problem("gatt", f'GATT mode reads ESS characteristics; profile "{profile}" is '
+                              f'protocol "{protocol}", not "ess"')  # fmt: skip
     return BleDeviceOptions(
         address=address or "",
         bindkey=bindkey.lower(),
