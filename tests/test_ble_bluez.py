@@ -310,3 +310,18 @@ def test_missing_tools_fail_loudly_naming_the_package(tmp_path: Path) -> None:
         check_tools(python=str(tmp_path / "no-python"))
     with pytest.raises(MockUnavailable, match="python3-dbusmock"):
         check_tools(python="/bin/false")
+
+
+async def test_silence_restarts_the_scan(bluez: MockBlueZ) -> None:
+    # a wedged controller hears nothing: after silence_timeout the scan is restarted
+    await bluez.add_adapter("hci0", passive=True)
+    sink, log = RecordingSink(), RecordingLog()
+    async with running(_bus("silence_timeout = 0.4"), sink, log) as bus:
+        await until(lambda: bus.source.starts >= 2, _pause, budget=10)
+        down = log.events("adapter hci0 down")
+        assert down and down[0]["reason"].startswith("no advertisements for")
+        # and adverts are heard again after the restart
+        await until(
+            lambda: bool(sink.values("t1", "temperature")),
+            lambda: bluez.advertise("hci0", T1, -60, service=_bt("4002CA09")),
+        )

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
-from drivers.ble.advert import Advert, Decoded, mac_bytes
+from drivers.ble.advert import NO_ADDRESS, Advert, Decoded, mac_bytes
 from gateway.errors import DecodeError
 from gateway.model import Observation, Value
 
@@ -267,6 +267,11 @@ def decode(advert: Advert, params: Mapping[str, Value], names: Mapping[int, str]
     key = parse_bindkey(params.get("bindkey"))
     trigger = bool(info & FLAG_TRIGGER)
     if info & FLAG_ENCRYPTED:
+        if advert.address == NO_ADDRESS and key is not None:
+            raise DecodeError(
+                "encrypted BTHome needs the advertiser's MAC (it is part of the nonce): "
+                "put it before the hex, as in '54:48:E6:8F:80:A5 41 ...'"
+            )
         plain, counter = decrypt(payload, key, advert.address)
         observations, packet = parse_objects(plain, names)
         dedup: object = ("p", packet) if packet is not None else ("c", counter)

@@ -25,7 +25,9 @@ _BINDKEY = re.compile(r"^[0-9A-Fa-f]{32}$")
 class BleBusOptions:
     adapter: str = "hci0"
     scan_mode: str = "passive"  # falls back to active when BlueZ lacks advertisement monitors
-    silence_timeout: float = 300.0  # no advert at all for this long: restart the scan
+    # no advert at all for this long: restart the scan (a wedged controller hears nothing);
+    # 0 turns it off where silence is normal (only tags that come and go)
+    silence_timeout: float = 600.0
     reconnect_min: float = 2.0
     reconnect_max: float = 120.0
     connect_timeout: float = 15.0  # the longest one GATT connect may keep the radio busy
@@ -64,7 +66,7 @@ def parse_bus(s: Section, transport: str) -> BleBusOptions | ReplayOptions:
     opts = BleBusOptions(
         adapter=adapter,
         scan_mode=s.str("scan_mode", "passive", choices=SCAN_MODES),
-        silence_timeout=s.float("silence_timeout", 300.0, lo=0.0, hi=86400.0),
+        silence_timeout=s.float("silence_timeout", 600.0, lo=0.0, hi=86400.0),
         reconnect_min=s.float("reconnect_min", 2.0, lo=0.01, hi=3600.0),
         reconnect_max=s.float("reconnect_max", 120.0, lo=0.01, hi=86400.0),
         connect_timeout=s.float("connect_timeout", 15.0, lo=0.5, hi=120.0),

@@ -135,6 +135,9 @@ class AdapterSource:
                 Advert(address, adv.rssi, adv.manufacturer_data, adv.service_data, adv.local_name)
             )
 
+        # BlueZ may have forgotten every device since the last scan (restart, power cycle):
+        # GATT sessions wait for a fresh sighting instead of connecting to a stale path
+        self.devices.clear()
         watch = await _connect_system_bus(self.adapter)
         try:
             owner = await _bluez_owner(watch, self.adapter)
