@@ -66,7 +66,6 @@ class Track:
     present: bool | None = None
     last_values: dict[str, Value] = field(default_factory=dict)
     pending: tuple[tuple[Observation, ...], float] | None = None
-    error: str | None = None
 
 
 def device_params(device: DeviceConfig) -> dict[str, Value]:
@@ -107,7 +106,6 @@ class Router:
                 decoded = track.decoder.decode_advert(advert, track.params)
             except DecodeError as exc:
                 self.counters.decode_errors += 1
-                track.error = str(exc)
                 self._down(track, f"cannot decode: {exc}", out)
                 continue
             self._accept(track, decoded, now, wall, out)
@@ -150,7 +148,6 @@ class Router:
     def _accept(
         self, track: Track, decoded: Decoded, now: float, wall: float, out: list[Action]
     ) -> None:
-        track.error = None
         if track.down is not None:
             track.down = None
             out.append(StateChange(track.device.id, True))

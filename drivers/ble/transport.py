@@ -144,6 +144,8 @@ class AdapterSource:
             scanner = await self._start_scanner(on_advert)
             try:
                 self.starts += 1
+                if self.starts == 1:
+                    self.log.info("scanning", adapter=self.adapter, mode=self.mode)
                 self.last_advert = loop.time()
                 health.up(mode=self.mode)
                 await self._watch(watch, owner)
