@@ -246,7 +246,7 @@ def _bus(s: Section, library: ProfileLibrary) -> BusConfig:
                 d.problem(
                     "profile",
                     f'"{device.profile}" is a {profile.protocol} profile; transport '
-                    f"\"{transport}\" decodes {', '.join(protocols) or 'no profiles'}",
+                    f'"{transport}" decodes {", ".join(protocols) or "no profiles"}',
                 )
         d.finish()
         devices.append(_with_decoder(device, decoder))

@@ -177,13 +177,16 @@ class Pipeline:
         short by a full batch or an alert), append. While the disk is full, retry every 5 s."""
         while not self._closing:
             retry = 5.0 if (self.outbox.stats().disk_full or self.outbox.memory_rows) else None
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), retry)
+                async with asyncio.timeout(retry):
+                    await self._wake.wait()
             self._wake.clear()
             if self._pending:
                 if len(self._pending) < self.max_batch and not (self._urgent or self._closing):
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+                        async with asyncio.timeout(self.flush_interval):
+                            await self._wake.wait()
                     self._wake.clear()
                 self._urgent = False
                 await self.flush()

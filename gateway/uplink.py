@@ -136,14 +136,16 @@ class Uplink:
         self._stopping = True
         self.kick.set()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._settle(lambda: not self._inflight), deadline)
+            async with asyncio.timeout(deadline):
+                await self._settle(lambda: not self._inflight)
         await self._ack_done()
         client = self._client
         if client is not None and self.stats.connected:
             info = client.publish(self.cfg.status_topic, b"offline", qos=1, retain=True)
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._settle(lambda: info.rc or info.is_published()), 2)
+                    async with asyncio.timeout(2):
+                        await self._settle(lambda: info.rc or info.is_published())
             client.disconnect()
 
     async def _settle(self, done: Any) -> None:
@@ -347,7 +349,8 @@ class Uplink:
         tick = min(5.0, self.cfg.keepalive / 4)
         while True:
             try:
-                payload = await asyncio.wait_for(self._commands.get(), tick)
+                async with asyncio.timeout(tick):
+                    payload = await self._commands.get()
             except TimeoutError:
                 client.loop_misc()
                 continue
@@ -381,7 +384,8 @@ class Uplink:
             if published:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.kick.wait(), self._until_due(loop.time()))
+                async with asyncio.timeout(self._until_due(loop.time())):
+                    await self.kick.wait()
 
     def _telemetry_due(self, now: float) -> bool:
         waiting = self.outbox.unleased(Lane.TELEMETRY)

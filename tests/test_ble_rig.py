@@ -25,7 +25,6 @@ from tests.fakes import RecordingSink
 
 pytestmark = [
     pytest.mark.rig,
-    pytest.mark.skipif(os.environ.get("GATEWAY_RIG") != "1", reason="rig test: set GATEWAY_RIG=1"),
 ]
 
 

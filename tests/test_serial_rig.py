@@ -24,7 +24,6 @@ from tests.serial_rig import BUOY, bus_toml, running_bus, until_available
 PORT = os.environ.get("GATEWAY_RIG_SERIAL", "/dev/ttyUSB0")
 pytestmark = [
     pytest.mark.rig,
-    pytest.mark.skipif(os.environ.get("GATEWAY_RIG") != "1", reason="needs GATEWAY_RIG=1"),
 ]
 
 
