@@ -15,9 +15,6 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESCCM
-
 from drivers.ble.advert import NO_ADDRESS, Advert, Decoded, mac_bytes
 from gateway.errors import DecodeError
 from gateway.model import Observation, Value
@@ -159,6 +156,8 @@ def nonce(address: str, info: int, counter: bytes) -> bytes:
 
 def encrypt(objects: bytes, key: bytes, address: str, counter: int, info: int = 0x41) -> bytes:
     """The service-data payload of an encrypted advert (for simulators and test vectors)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+
     count = struct.pack("<I", counter)
     sealed = AESCCM(key, tag_length=MIC_LEN).encrypt(nonce(address, info, count), objects, None)
     return bytes([info]) + sealed[:-MIC_LEN] + count + sealed[-MIC_LEN:]
@@ -181,6 +180,11 @@ def decrypt(payload: bytes, key: bytes | None, address: str) -> tuple[bytes, int
         raise DecodeError("encrypted BTHome advert but no bindkey is configured")
     if len(payload) < 1 + COUNTER_LEN + MIC_LEN + 1:
         raise DecodeError(f"encrypted BTHome advert too short ({len(payload)} bytes)")
+    # Imported here: the crypto library costs megabytes of RSS on every box, and only
+    # sites with encrypted sensors need it.
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+
     info = payload[0]
     body, count, mic = payload[1:-8], payload[-8:-4], payload[-4:]
     try:
