@@ -63,21 +63,17 @@ def parse_bus(s: Section, transport: str) -> BleBusOptions | ReplayOptions:
     adapter = s.str("adapter", "hci0")
     if adapter and not _ADAPTER.match(adapter):
         s.problem("adapter", f'expected an adapter name such as "hci0", got "{adapter}"')
+    backoff = s.backoff(2.0, 120.0)
     opts = BleBusOptions(
         adapter=adapter,
         scan_mode=s.str("scan_mode", "passive", choices=SCAN_MODES),
         silence_timeout=s.float("silence_timeout", 600.0, lo=0.0, hi=86400.0),
-        reconnect_min=s.float("reconnect_min", 2.0, lo=0.01, hi=3600.0),
-        reconnect_max=s.float("reconnect_max", 120.0, lo=0.01, hi=86400.0),
+        reconnect_min=backoff[0],
+        reconnect_max=backoff[1],
         connect_timeout=s.float("connect_timeout", 15.0, lo=0.5, hi=120.0),
         health_interval=s.float("health_interval", 5.0, lo=0.05, hi=3600.0),
         queue_size=s.int("queue_size", 2000, lo=10, hi=1_000_000),
     )
-    if opts.reconnect_max < opts.reconnect_min:
-        s.problem(
-            "reconnect_max",
-            f"must be >= reconnect_min ({opts.reconnect_min}), got {opts.reconnect_max}",
-        )
     return opts
 
 

@@ -103,23 +103,20 @@ def parse_bus(s: Section) -> BusOptions:
         stopbits=_stopbits(s),
         exclusive=s.bool("exclusive", True),
     )
-    options = BusOptions(
+    # NMEA 0183 caps a sentence at 82 characters (sec. 5.3); receivers print longer
+    # lines, so the default leaves room while still bounding a run of noise.
+    max_line = s.int("max_line", 512, lo=16, hi=65536)
+    encoding = s.str("encoding", "ascii", choices=ENCODINGS)
+    reconnect_min, reconnect_max = s.backoff(1.0, 60.0)
+    return BusOptions(
         port=port,
         match=match,
         settings=settings,
-        # NMEA 0183 caps a sentence at 82 characters (sec. 5.3); receivers print longer
-        # lines, so the default leaves room while still bounding a run of noise.
-        max_line=s.int("max_line", 512, lo=16, hi=65536),
-        encoding=s.str("encoding", "ascii", choices=ENCODINGS),
-        reconnect_min=s.float("reconnect_min", 1.0, lo=0.01, hi=3600.0),
-        reconnect_max=s.float("reconnect_max", 60.0, lo=0.01, hi=86400.0),
+        max_line=max_line,
+        encoding=encoding,
+        reconnect_min=reconnect_min,
+        reconnect_max=reconnect_max,
     )
-    if options.reconnect_max < options.reconnect_min:
-        s.problem(
-            "reconnect_max",
-            f"must be >= reconnect_min ({options.reconnect_min}), got {options.reconnect_max}",
-        )
-    return options
 
 
 def _hex4(s: Section, key: str) -> str:
