@@ -61,7 +61,8 @@ class CommandRouter:
             self.log.warning("command not allowed by config", command=name)
             return f"ERROR: command {name!r} is not allowed on this gateway"
         try:
-            result = await asyncio.wait_for(self.handlers[name](args), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                result = await self.handlers[name](args)
         except TimeoutError:
             self.log.warning("command timed out", command=name, timeout=self.timeout)
             return f"ERROR: {name} timed out after {self.timeout:g} s"

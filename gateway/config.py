@@ -163,6 +163,7 @@ def _uplink(s: Section, site: SiteConfig) -> UplinkConfig:
     if tls.cert and not tls.key:
         tls_s.problem("key", "a client certificate needs its key")
     tls_s.finish()
+    reconnect_min, reconnect_max = s.backoff(5.0, 300.0)
     cfg = UplinkConfig(
         host=s.str("host", "127.0.0.1"),
         port=s.int("port", 8883 if tls.enabled else 1883, lo=1, hi=65535),
@@ -181,16 +182,11 @@ def _uplink(s: Section, site: SiteConfig) -> UplinkConfig:
         max_payload_bytes=s.int("max_payload_bytes", 65536, lo=256, hi=256 * 1024 * 1024),
         rate_limit=s.int("rate_limit", 0, lo=0),
         inflight=s.int("inflight", 20, lo=1, hi=65535),
-        reconnect_min=s.float("reconnect_min", 5.0, lo=0.01, hi=3600),
-        reconnect_max=s.float("reconnect_max", 300.0, lo=0.01, hi=86400),
+        reconnect_min=reconnect_min,
+        reconnect_max=reconnect_max,
         commands=s.strings("commands", BUILTIN_COMMANDS),
         enabled=s.bool("enabled", True),
     )
-    if cfg.reconnect_max < cfg.reconnect_min:
-        s.problem(
-            "reconnect_max",
-            f"must be >= reconnect_min ({cfg.reconnect_min}), got {cfg.reconnect_max}",
-        )
     if cfg.password_file and not cfg.username:
         s.problem("username", "password_file is set but username is missing")
     s.finish()
@@ -245,6 +241,13 @@ def _bus(s: Section, library: ProfileLibrary) -> BusConfig:
         if device.profile:
             profile = library.get(device.profile, s.problems, d.at("profile"))
             decoder = profile.decoder if profile else None
+            protocols = getattr(driver, "PROTOCOLS", ()) if driver else ()
+            if profile and driver and profile.protocol not in protocols:
+                d.problem(
+                    "profile",
+                    f'"{device.profile}" is a {profile.protocol} profile; transport '
+                    f'"{transport}" decodes {", ".join(protocols) or "no profiles"}',
+                )
         d.finish()
         devices.append(_with_decoder(device, decoder))
     s.finish()

@@ -23,9 +23,9 @@ from typing import Any
 
 import structlog
 
-from drivers.base import Bus, BusContext
+from drivers.base import Actuator, Bus, BusContext, CommandHandler
 from gateway import config as config_mod
-from gateway import logs
+from gateway import hotplug, logs
 from gateway.alerting import Alerting
 from gateway.clock import Clock, SystemClock
 from gateway.commands import CommandRouter
@@ -38,6 +38,8 @@ from gateway.store import Outbox
 from gateway.uplink import Uplink
 
 EX_CONFIG = 78  # sysexits.h: configuration error (systemd unit does not restart on it)
+# Buses on local ports whose adapters come and go (USB serial, RS-485 dongles).
+HOTPLUG_TRANSPORTS = frozenset({"serial", "modbus-rtu"})
 
 
 def attribute_map(cfg: Config) -> dict[tuple[str, str], str]:
@@ -89,10 +91,29 @@ class Daemon:
         self.uplink: Uplink | None = None
         self.router: CommandRouter | None = None
         self.contexts: list[BusContext] = []
+        self.actuators: dict[str, Actuator] = {}
+        self.commands: dict[str, CommandHandler] = {}
         self.extra_setup = extra_setup
         self.alerting: Alerting | None = None
+        self._hub: Any = None
+
+    async def _hotplug(self, stack: contextlib.AsyncExitStack) -> Any:
+        """One device-event source for the process when a bus sits on a local port."""
+        if not any(b.transport in HOTPLUG_TRANSPORTS for b in self.cfg.buses):
+            return None
+        try:
+            return await stack.enter_async_context(hotplug.open_udev(("tty",)))
+        except (ImportError, OSError) as exc:
+            # No libudev or no netlink here: buses still reconnect on their backoff.
+            self.log.warning("hotplug unavailable; relying on reconnect backoff", error=str(exc))
+            return hotplug.Hotplug()
 
     async def run(self) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            self._hub = await self._hotplug(stack)
+            await self._run()
+
+    async def _run(self) -> None:
         cfg = self.cfg
         store = cfg.store
         async with (
@@ -118,7 +139,7 @@ class Daemon:
                     cfg,
                     pipe,
                     outbox,
-                    [c.actuators for c in self.contexts],
+                    self.actuators,
                     clock=self.clock,
                     log=self.log,
                 )
@@ -173,15 +194,24 @@ class Daemon:
             self.log.info("gateway stopped", outbox_rows=outbox.rows)
 
     def _create_buses(self, pipe: Pipeline, router: CommandRouter) -> list[Bus]:
+        """One bus per config entry. Every context shares one actuator table and one command
+        table, so relays on two buses are all reachable (a driver chains its handler to the
+        one already registered under the same name)."""
         buses: list[Bus] = []
         for bus_cfg in self.cfg.buses:
             driver = driver_for_transport(bus_cfg.transport)
             assert driver is not None  # config validation guarantees it
-            ctx = BusContext(sink=pipe, log=self.log.bind(bus=bus_cfg.name))
+            ctx = BusContext(
+                sink=pipe,
+                log=self.log.bind(bus=bus_cfg.name),
+                actuators=self.actuators,
+                commands=self.commands,
+                hotplug=self._hub,
+            )
             self.contexts.append(ctx)
             buses.append(driver.create_bus(bus_cfg, ctx))
-            for name, handler in ctx.commands.items():
-                router.register(name, handler)
+        for name, handler in self.commands.items():
+            router.register(name, handler)
         return buses
 
     async def _ping(self, args: Any) -> str:

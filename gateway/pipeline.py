@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,10 +27,19 @@ Observer = Callable[[Sequence[Reading]], None]
 StateObserver = Callable[[str, bool, str], None]
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
+
+
 def device_key(device: str, source: str | None) -> str:
     """The key readings are filed under: `<device>-<source>` for a sub-device (trap 12 behind
-    receiver `traps` is `traps-12`), else the configured device id."""
-    return device if source is None else f"{device}-{source}"
+    receiver `traps` is `traps-12`), else the configured device id. A source comes off the
+    wire, so anything that could break an MQTT topic (`/`, `+`, `#`, spaces) becomes `_`."""
+    return device if source is None else f"{device}-{_UNSAFE.sub('_', source)}"
+
+
+def _finite(value: object) -> bool:
+    # NaN and infinities have no JSON form and no meaning as a measurement.
+    return type(value) is not float or math.isfinite(value)
 
 
 class Pipeline:
@@ -57,6 +68,8 @@ class Pipeline:
         self._pending: list[Reading] = []
         self._wake = asyncio.Event()
         self._urgent = False
+        self._closing = False
+        self._flush_lock = asyncio.Lock()
         self._room = asyncio.Event()
         self._room.set()
         self._task: asyncio.Task[None] | None = None
@@ -69,10 +82,12 @@ class Pipeline:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # Never cancel the flusher inside an append: ask it to finish what is queued and
+        # return, so the last batch is written whole.
+        self._closing = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
             self._task = None
         await self.flush()
 
@@ -94,11 +109,11 @@ class Pipeline:
         lane: Lane = Lane.TELEMETRY,
     ) -> list[Reading]:
         """Stamp and queue without waiting (for code that must not block: alert actions)."""
-        kept = [o for o in observations if o.plausible]
+        kept = [o for o in observations if o.plausible and _finite(o.value)]
         if len(kept) != len(observations):
             self.implausible += len(observations) - len(kept)
             for o in observations:
-                if not o.plausible:
+                if not (o.plausible and _finite(o.value)):
                     self.log.warning(
                         "implausible value not forwarded",
                         device=device_key(device, o.source),
@@ -113,7 +128,7 @@ class Pipeline:
         readings = [
             Reading(
                 seq,
-                device if o.source is None else f"{device}-{o.source}",
+                device if o.source is None else device_key(device, o.source),
                 o.quantity,
                 o.value,
                 o.unit,
@@ -146,27 +161,32 @@ class Pipeline:
 
     # -- flushing --------------------------------------------------------------------------
     async def flush(self) -> None:
-        """Append everything queued so far; returns once it is in the outbox."""
-        while self._pending:
-            batch = self._pending[: self.max_batch]
-            del self._pending[: self.max_batch]
-            await self.outbox.append(batch)
-            if len(self._pending) < self.high_water:
-                self._room.set()
-        self._room.set()
+        """Append everything queued so far; returns once it is in the outbox. Calls from the
+        flusher and from outside are serialised, so batches reach the outbox in seq order."""
+        async with self._flush_lock:
+            while self._pending:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                await self.outbox.append(batch)
+                if len(self._pending) < self.high_water:
+                    self._room.set()
+            self._room.set()
 
     async def _flusher(self) -> None:
         """Sleep until something is staged, give it `flush_interval` to gather company (cut
         short by a full batch or an alert), append. While the disk is full, retry every 5 s."""
-        while True:
+        while not self._closing:
             retry = 5.0 if (self.outbox.stats().disk_full or self.outbox.memory_rows) else None
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), retry)
+                async with asyncio.timeout(retry):
+                    await self._wake.wait()
             self._wake.clear()
             if self._pending:
-                if len(self._pending) < self.max_batch and not self._urgent:
+                if len(self._pending) < self.max_batch and not (self._urgent or self._closing):
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+                        async with asyncio.timeout(self.flush_interval):
+                            await self._wake.wait()
                     self._wake.clear()
                 self._urgent = False
                 await self.flush()

@@ -184,6 +184,14 @@ class Section:
                 )
         return out
 
+    def backoff(self, initial: float, maximum: float) -> tuple[float, float]:
+        """`reconnect_min` and `reconnect_max` (seconds), checked to be in order."""
+        low = self.float("reconnect_min", initial, lo=0.01, hi=3600.0)
+        high = self.float("reconnect_max", maximum, lo=0.01, hi=86400.0)
+        if high < low:
+            self.problem("reconnect_max", f"must be >= reconnect_min ({low}), got {high}")
+        return low, high
+
     # -- closing -------------------------------------------------------------------------
     def ignore(self, *keys: str) -> None:
         """Mark keys as handled elsewhere (another parser reads them from `raw`)."""

@@ -25,7 +25,6 @@ import asyncio
 import bisect
 import contextlib
 import sqlite3
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -34,87 +33,21 @@ from typing import Any
 
 import aiosqlite
 
+from gateway.database import (
+    INSERT,
+    LANES,
+    SELECT,
+    connect,
+    from_row,
+    is_full,
+    quarantine,
+    row_size,
+    runs,
+    seq_of,
+    to_row,
+)
 from gateway.errors import StoreFull
 from gateway.model import Lane, Reading
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox(
-    seq INTEGER PRIMARY KEY,
-    lane INTEGER NOT NULL,
-    device TEXT NOT NULL,
-    quantity TEXT NOT NULL,
-    value,
-    unit TEXT NOT NULL,
-    ts REAL NOT NULL,
-    flags INTEGER NOT NULL,
-    size INTEGER NOT NULL
-);
--- Alerts and mail are few: a partial index finds them without costing telemetry inserts
--- anything; telemetry (lane 2) is scanned in rowid order, which is seq order.
-CREATE INDEX IF NOT EXISTS outbox_urgent ON outbox(lane, seq) WHERE lane != 2;
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
-_INSERT = "INSERT INTO outbox VALUES (?,?,?,?,?,?,?,?,?)"
-_SELECT = "SELECT seq, lane, device, quantity, value, unit, ts, flags FROM outbox"
-_SYNCED, _BOOL = 1, 2
-# Per-row overhead (record header, rowid, index entry) on top of the text and value bytes;
-# measured on SQLite 3.40 with 1M small rows: ~38 B/row beyond the payload.
-_ROW_OVERHEAD = 40
-# SQLITE_FULL, and the I/O error class (SQLITE_IOERR and its extended codes) a full disk
-# produces on WAL writes (sqlite3.h result codes).
-_SQLITE_FULL, _SQLITE_IOERR = 13, 10
-
-
-_LANES = tuple(Lane)  # index -> Lane without the Enum call per row
-
-
-def row_size(r: Reading) -> int:
-    v = r.value
-    vsize = len(v.encode()) if isinstance(v, str) else 8
-    return _ROW_OVERHEAD + len(r.device) + len(r.quantity) + len(r.unit) + vsize
-
-
-def _row(r: Reading) -> tuple[Any, ...]:
-    v = r.value
-    if isinstance(v, str):
-        flags, vsize = 0, len(v.encode())
-    else:
-        flags, vsize = (_BOOL if v is True or v is False else 0), 8
-    if r.synced:
-        flags |= _SYNCED
-    size = _ROW_OVERHEAD + len(r.device) + len(r.quantity) + len(r.unit) + vsize
-    return (r.seq, r.lane.value, r.device, r.quantity, v, r.unit, r.ts, flags, size)
-
-
-def _reading(row: tuple[Any, ...]) -> Reading:
-    seq, lane, device, quantity, value, unit, ts, flags = row
-    if flags & _BOOL:
-        value = value == 1
-    return Reading(seq, device, quantity, value, unit, ts, flags & _SYNCED == 1, _LANES[lane])
-
-
-def _seq(r: Reading) -> int:
-    return r.seq
-
-
-def _runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
-    """Sorted seqs as (first, last) runs of consecutive numbers."""
-    runs: list[tuple[int, int]] = []
-    start = prev = seqs[0]
-    for s in seqs[1:]:
-        if s != prev + 1:
-            runs.append((start, prev))
-            start = s
-        prev = s
-    runs.append((start, prev))
-    return runs
-
-
-def _is_full(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code == _SQLITE_FULL or code & 0xFF == _SQLITE_IOERR
-    return "full" in str(exc) or "disk I/O" in str(exc)
 
 
 @dataclass(frozen=True)
@@ -196,16 +129,16 @@ class Outbox:
         p.parent.mkdir(parents=True, exist_ok=True)
         quarantined = None
         try:
-            db = await _connect(p, sync)
+            db = await connect(p, sync)
         except sqlite3.DatabaseError as exc:
-            quarantined = _quarantine(p)
+            quarantined = quarantine(p)
             log.error(
                 "outbox file is corrupt; moved aside and starting a fresh one",
                 path=str(p),
                 moved_to=quarantined,
                 error=str(exc),
             )
-            db = await _connect(p, sync)
+            db = await connect(p, sync)
         outbox = cls(
             db,
             p,
@@ -261,6 +194,11 @@ class Outbox:
         Never raises for a full disk: the rows are kept in memory instead (bounded) and
         `stats().disk_full` is set until a later write succeeds.
         """
+        # Shielded: a caller cancelled mid-append must not leave half a transaction behind;
+        # the batch is written whole (or buffered) either way.
+        await asyncio.shield(self._append(readings))
+
+    async def _append(self, readings: Sequence[Reading]) -> None:
         async with self._write_lock:
             if self._memory:
                 await self._flush_memory()
@@ -278,11 +216,11 @@ class Outbox:
                 listener(lanes)
 
     async def _write(self, readings: Sequence[Reading]) -> None:
-        rows = [_row(r) for r in readings]
+        rows = [to_row(r) for r in readings]
         added = sum(row[-1] for row in rows)
         try:
             await self.db.execute("BEGIN IMMEDIATE")
-            await self.db.executemany(_INSERT, rows)
+            await self.db.executemany(INSERT, rows)
             dropped, gone = await self._enforce_bounds(len(rows), added)
             await self.db.execute(
                 "INSERT INTO meta VALUES ('seq_hwm', ?) ON CONFLICT(key) DO UPDATE "
@@ -292,7 +230,7 @@ class Outbox:
             await self.db.commit()
         except sqlite3.Error as exc:
             await self._rollback()
-            if _is_full(exc):
+            if is_full(exc):
                 self._enter_full(str(exc))
                 raise StoreFull(str(exc)) from exc
             raise
@@ -401,7 +339,7 @@ class Outbox:
         if tail and not self._memory and self._cursor[lane] >= tail[0].seq - 1:
             # Every row of the lane older than the tail is leased or gone: serve the tail.
             leased = self._leased[lane]
-            start = bisect.bisect_right(tail, self._cursor[lane], key=_seq)
+            start = bisect.bisect_right(tail, self._cursor[lane], key=seq_of)
             for i in range(start, len(tail)):
                 r = tail[i]
                 if r.seq not in leased:
@@ -410,14 +348,14 @@ class Outbox:
                         break
         elif self._rows[lane]:
             async with self.db.execute(
-                f"{_SELECT} WHERE lane = ? AND seq > ? ORDER BY seq LIMIT ?",
+                f"{SELECT} WHERE lane = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (int(lane), self._cursor[lane], limit + len(self._leased[lane])),
             ) as cur:
                 rows = await cur.fetchall()
             leased = self._leased[lane]
             for row in rows:
                 if row[0] not in leased:
-                    out.append(_reading(row))
+                    out.append(from_row(row))
                     if len(out) == limit:
                         break
         if len(out) < limit and self._memory:
@@ -459,8 +397,10 @@ class Outbox:
 
     async def ack(self, readings: Sequence[Reading]) -> None:
         """Delete delivered rows in one transaction; rows dropped meanwhile are fine."""
-        if not readings:
-            return
+        if readings:
+            await asyncio.shield(self._ack(readings))
+
+    async def _ack(self, readings: Sequence[Reading]) -> None:
         seqs = sorted(r.seq for r in readings)
         async with self._write_lock:
             for leased in self._leased.values():
@@ -475,13 +415,13 @@ class Outbox:
                 before = self.db.total_changes
                 # Leases are mostly contiguous: delete by runs, not one IN list per row.
                 await self.db.executemany(
-                    "DELETE FROM outbox WHERE seq BETWEEN ? AND ?", _runs(seqs)
+                    "DELETE FROM outbox WHERE seq BETWEEN ? AND ?", runs(seqs)
                 )
                 deleted = self.db.total_changes - before
                 await self.db.commit()
             except sqlite3.Error as exc:
                 await self._rollback()
-                if _is_full(exc):
+                if is_full(exc):
                     # Deleting needs WAL space too; the rows stay and are re-sent later.
                     self._enter_full(str(exc))
                     return
@@ -522,7 +462,7 @@ class Outbox:
             "SELECT lane, count(*), total(size) FROM outbox GROUP BY lane"
         ) as cur:
             for lane, count, size in await cur.fetchall():
-                self._rows[_LANES[lane]] = count
+                self._rows[LANES[lane]] = count
                 self._bytes += int(size)
 
     async def _shrink(self) -> None:
@@ -553,8 +493,8 @@ class Outbox:
     async def peek(self, lane: Lane | None = None, limit: int = 100) -> list[Reading]:
         """The oldest rows without leasing them (for `gateway status` and tests)."""
         where = "" if lane is None else f" WHERE lane = {int(lane)}"
-        async with self.db.execute(f"{_SELECT}{where} ORDER BY seq LIMIT ?", (limit,)) as cur:
-            return [_reading(r) for r in await cur.fetchall()]
+        async with self.db.execute(f"{SELECT}{where} ORDER BY seq LIMIT ?", (limit,)) as cur:
+            return [from_row(r) for r in await cur.fetchall()]
 
     def stats(self) -> OutboxStats:
         return OutboxStats(
@@ -567,40 +507,3 @@ class Outbox:
             next_seq=self._next_seq,
             quarantined=self.quarantined,
         )
-
-
-async def _connect(path: Path, sync: str) -> aiosqlite.Connection:
-    """Open and verify; raises sqlite3.DatabaseError when the file is not a sound database."""
-    # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) so that one
-    # batch is exactly one transaction and PRAGMAs run outside any.
-    db = await aiosqlite.connect(path, isolation_level=None)
-    try:
-        # auto_vacuum must be chosen before the first table exists (SQLite docs, PRAGMA
-        # auto_vacuum); it is a no-op on an existing file.
-        await db.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        await db.execute("PRAGMA journal_mode = WAL")
-        await db.execute(f"PRAGMA synchronous = {'FULL' if sync == 'full' else 'NORMAL'}")
-        async with db.execute("PRAGMA quick_check") as cur:
-            result = await cur.fetchall()
-        if [tuple(r) for r in result] != [("ok",)]:
-            raise sqlite3.DatabaseError(f"quick_check: {result[:3]}")
-        await db.executescript(_SCHEMA)
-    except BaseException:
-        await db.close()
-        raise
-    return db
-
-
-def _quarantine(path: Path) -> str:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
-    n = 1
-    while target.exists():
-        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-        n += 1
-    path.rename(target)
-    for suffix in ("-wal", "-shm"):
-        side = path.with_name(path.name + suffix)
-        if side.exists():
-            side.rename(target.with_name(target.name + suffix))
-    return str(target)

@@ -102,4 +102,5 @@ async def supervise(
             await asyncio.sleep(delay)
             continue
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), delay)
+            async with asyncio.timeout(delay):  # not wait_for: 3.11 may lose a cancel
+                await wake.wait()

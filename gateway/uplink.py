@@ -80,6 +80,7 @@ class UplinkStats:
     wire_bytes: int = 0
     connects: int = 0
     commands: int = 0
+    oversized: int = 0
 
 
 class Uplink:
@@ -135,14 +136,16 @@ class Uplink:
         self._stopping = True
         self.kick.set()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._settle(lambda: not self._inflight), deadline)
+            async with asyncio.timeout(deadline):
+                await self._settle(lambda: not self._inflight)
         await self._ack_done()
         client = self._client
         if client is not None and self.stats.connected:
             info = client.publish(self.cfg.status_topic, b"offline", qos=1, retain=True)
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._settle(lambda: info.rc or info.is_published()), 2)
+                    async with asyncio.timeout(2):
+                        await self._settle(lambda: info.rc or info.is_published())
             client.disconnect()
 
     async def _settle(self, done: Any) -> None:
@@ -346,7 +349,8 @@ class Uplink:
         tick = min(5.0, self.cfg.keepalive / 4)
         while True:
             try:
-                payload = await asyncio.wait_for(self._commands.get(), tick)
+                async with asyncio.timeout(tick):
+                    payload = await self._commands.get()
             except TimeoutError:
                 client.loop_misc()
                 continue
@@ -380,7 +384,8 @@ class Uplink:
             if published:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.kick.wait(), self._until_due(loop.time()))
+                async with asyncio.timeout(self._until_due(loop.time())):
+                    await self.kick.wait()
 
     def _telemetry_due(self, now: float) -> bool:
         waiting = self.outbox.unleased(Lane.TELEMETRY)
@@ -405,7 +410,22 @@ class Uplink:
         if not rows:
             return False
         messages = self.encode(rows, self.target, self.cfg.max_payload_bytes)
-        await self._publish(client, messages, rows)
+        oversized = [m for m in messages if len(m.payload) > self.cfg.max_payload_bytes]
+        if oversized:
+            # One reading alone larger than the limit would be refused for ever and block
+            # the queue behind it: drop it loudly instead.
+            drop = {s for m in oversized for s in m.seqs}
+            self.log.error(
+                "reading too large for max_payload_bytes; dropped",
+                seqs=sorted(drop)[:10],
+                max_payload_bytes=self.cfg.max_payload_bytes,
+            )
+            self.stats.oversized += len(drop)
+            self._done.append(_Batch([r for r in rows if r.seq in drop]))
+            messages = [m for m in messages if m not in oversized]
+            rows = [r for r in rows if r.seq not in drop]
+        if rows:
+            await self._publish(client, messages, rows)
         return True
 
     async def _publish(

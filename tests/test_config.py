@@ -164,3 +164,11 @@ def test_check_command_exit_codes(tmp_path):
 def test_examples_are_accepted(path):
     res = run_cli("check", "-c", str(path))
     assert res.returncode == 0, res.stderr
+
+
+def test_profile_must_match_the_bus_transport():
+    bad = GOOD.replace("interval = 600", 'interval = 600\nprofile = "sn3000-anemometer"')
+    assert problems(bad) == [
+        'buses[0].devices[0].profile: "sn3000-anemometer" is a modbus profile; transport '
+        '"synthetic" decodes no profiles'
+    ]

@@ -19,7 +19,6 @@ from tests.test_modbus_tcp import bus_config, context, decoder, device, running,
 
 pytestmark = [
     pytest.mark.rig,
-    pytest.mark.skipif(os.environ.get("GATEWAY_RIG") != "1", reason="needs GATEWAY_RIG=1"),
 ]
 
 

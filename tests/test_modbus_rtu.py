@@ -306,3 +306,28 @@ def test_command_line_errors_are_specific(capsys: pytest.CaptureFixture[str]) ->
 
     assert sim.main(["--profile", "no-such-profile", "--port", "tcp:127.0.0.1:0"]) == 1
     assert 'no profile "no-such-profile"' in capsys.readouterr().err
+
+
+async def test_hotplug_add_of_the_adapter_cuts_the_reconnect_backoff(modem: NullModem) -> None:
+    from gateway.hotplug import DeviceInfo, Hotplug
+
+    hub = Hotplug()
+    units = {7: SimUnit(decoder("sn3000-anemometer"))}
+    sink = RecordingSink()
+    modem.stop()  # boots with the adapter unplugged
+    slow = (
+        rtu_keys(modem)
+        .replace("reconnect_min = 0.05", "reconnect_min = 60.0")
+        .replace("reconnect_max = 0.2", "reconnect_max = 60.0")
+    )
+    assert "reconnect_min = 60.0" in slow
+    cfg = bus_config(slow, [device("wind", "sn3000-anemometer", 7, 0.05)])
+    bus = create_bus(cfg, context(sink, hotplug=hub))
+    async with running(bus):
+        await until(lambda: bus.counters["connects"] >= 1)  # type: ignore[attr-defined]
+        await asyncio.sleep(0.2)
+        modem.start()
+        async with Simulator(units, modem.sim_end):
+            # Without the event the next attempt would come a minute later.
+            hub.plug(DeviceInfo(devnode="/dev/pts/99", devlinks=(modem.bus_end,)))
+            await sink.wait_for(lambda s: len(s.emitted) >= 1, 10)

@@ -191,3 +191,21 @@ def test_iso_format_and_wire_bytes():
     # PUBLISH: 1 + 1 (remaining 2+5+2+3=12) + 12, plus a 4-byte PUBACK.
     assert wire_bytes(Msg("a/b/c", b"xyz", ())) == 18
     assert wire_bytes(Msg("a/b/c", b"xyz", ()), qos=0) == 12
+
+
+def test_sub_devices_inherit_their_receivers_attribute_names():
+    target = T("k", "gw", attributes={("traps", "voltage"): "bat", ("traps-2", "rssi"): "sig"})
+    rs = [
+        Reading(1, "traps-17", "voltage", 3.1, "V", T0),
+        Reading(2, "traps-17", "rssi", -80, "dBm", T0),
+        Reading(3, "traps-2", "rssi", -70, "dBm", T0),
+        Reading(4, "trapsx", "voltage", 3.0, "V", T0),
+    ]
+    payloads = {m.topic: json.loads(m.payload) for m in encode_fiware_json(rs, target, 65536)}
+    assert payloads["/json/k/traps-17/attrs"] == {
+        "bat": 3.1,
+        "rssi": -80,
+        "TimeInstant": "2025-06-01T05:10:00Z",
+    }
+    assert payloads["/json/k/traps-2/attrs"]["sig"] == -70
+    assert "voltage" in payloads["/json/k/trapsx/attrs"]

@@ -246,3 +246,25 @@ async def test_random_operations_match_a_simple_model(tmp_path, seed):
                 leased.clear()
             assert await ob.count() == len(present)
         assert ob.stats().by_lane["alert"] == sum(1 for ln in present.values() if ln == Lane.ALERT)
+
+
+async def test_pipeline_sanitises_sources_and_refuses_non_finite_values(tmp_path):
+    from gateway.clock import FixedClock
+    from gateway.model import Observation
+    from gateway.pipeline import Pipeline
+
+    async with Outbox.open(tmp_path / "o.db") as ob:
+        async with Pipeline(ob, clock=FixedClock(1.8e9, synced=False)) as pipe:
+            await pipe.emit(
+                "traps",
+                [
+                    Observation("trap_state", "triggered", "", source="7/#+ x"),
+                    Observation("water_level", float("nan"), "cm"),
+                    Observation("water_level", 5.0, "cm", plausible=False),
+                ],
+            )
+        rows = await ob.peek()
+        assert [(r.device, r.quantity, r.value, r.ts, r.synced) for r in rows] == [
+            ("traps-7____x", "trap_state", "triggered", 1.8e9, False)
+        ]
+        assert pipe.implausible == 2

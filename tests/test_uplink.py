@@ -257,3 +257,23 @@ async def test_mutual_tls_and_password_file(tmp_path, pki, log):
             assert await ob.count() == 3
     reason = next(e for e in events if e["event"] == "uplink down")["reason"]
     assert "refused" in reason and "s3cret" not in reason and "wrong" not in reason
+
+
+async def test_a_reading_too_large_to_send_is_dropped_not_a_poison_pill(
+    tmp_path, broker, platform, log
+):
+    cfg = replace(BASE, port=broker.port, max_payload_bytes=300)
+    async with Outbox.open(tmp_path / "o.db") as ob:
+        s = list(ob.allocate(3))
+        await ob.append(
+            [
+                Reading(s[0], "d1", "note", "x" * 1000, "", 1.8e9),
+                Reading(s[1], "d1", "water_level", 4.2, "cm", 1.8e9 + 1),
+                Reading(s[2], "d2", "water_level", 4.3, "cm", 1.8e9 + 1),
+            ]
+        )
+        async with running(make_uplink(cfg, ob, log)) as up:
+            await wait_until(lambda: ob.rows == 0)
+            assert up.stats.oversized == 1
+        await platform.wait(lambda ms: len(seqs_from_json(platform)) >= 2)
+    assert sorted(seqs_from_json(platform)) == [s[1], s[2]]

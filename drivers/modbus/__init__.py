@@ -117,6 +117,7 @@ def parse_bus(section: Section, transport: str) -> BusOptions:
     # After an unanswered request a slow slave may still answer; on a shared RS-485 line that
     # late frame would land on the next unit's answer, so the line is left quiet a while.
     settle = section.float("settle", 0.0 if tcp else timeout / 2, lo=0.0, hi=60.0)
+    backoff = section.backoff(1.0, 60.0)
     options = BusOptions(
         transport=transport,
         host=host,
@@ -131,14 +132,9 @@ def parse_bus(section: Section, transport: str) -> BusOptions:
         settle=settle,
         jitter=section.float("jitter", 0.1, lo=0.0, hi=0.5),
         max_gap=section.int("max_gap", 0, lo=0, hi=124),
-        reconnect_min=section.float("reconnect_min", 1.0, lo=0.01, hi=3600.0),
-        reconnect_max=section.float("reconnect_max", 60.0, lo=0.01, hi=86400.0),
+        reconnect_min=backoff[0],
+        reconnect_max=backoff[1],
     )
-    if options.reconnect_max < options.reconnect_min:
-        section.problem(
-            "reconnect_max",
-            f"must be >= reconnect_min ({options.reconnect_min}), got {options.reconnect_max}",
-        )
     return options
 
 

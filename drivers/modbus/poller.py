@@ -76,11 +76,14 @@ class ModbusBus:
         self.log = ctx.log
         self.counters: Counter[str] = Counter()
         self._link_factory = link_factory
-        self._wake_reconnect = (
-            wake
-            if wake is not None
-            else (ctx.hotplug if isinstance(ctx.hotplug, asyncio.Event) else None)
-        )
+        self._hub: Any = None
+        if wake is None and isinstance(ctx.hotplug, asyncio.Event):
+            wake = ctx.hotplug
+        elif wake is None and hasattr(ctx.hotplug, "subscribe") and bus.transport == "modbus-rtu":
+            # A gateway.hotplug source: an adapter plugged back in cuts the backoff short.
+            self._hub = ctx.hotplug
+            wake = asyncio.Event()
+        self._wake_reconnect = wake
         self._rng = rng or random.Random()
         self._link: Any = None
         self._queue: list[_Write] = []
@@ -110,7 +113,16 @@ class ModbusBus:
         o = self.options
         health = Health(self.log, "modbus bus")
         backoff = Backoff(initial=o.reconnect_min, maximum=o.reconnect_max, rng=self._rng)
-        await supervise(self._attempt, health, backoff, wake=self._wake_reconnect)
+        watch = self._hub.subscribe(self._on_device) if self._hub else contextlib.nullcontext()
+        with watch:
+            await supervise(self._attempt, health, backoff, wake=self._wake_reconnect)
+
+    def _on_device(self, event: Any) -> None:
+        """Hotplug listener: an `add` of our port (by node or udev link) wakes the reconnect."""
+        device = event.device
+        if event.action == "add" and self.options.port in (device.devnode, *device.devlinks):
+            assert self._wake_reconnect is not None
+            self._wake_reconnect.set()
 
     async def _attempt(self, health: Health) -> None:
         self.counters["connects"] += 1

@@ -1,0 +1,116 @@
+"""The BLE bus task: one per adapter (or replay file); feeds adverts through the router.
+
+An advert source (drivers.ble.transport for a live adapter, drivers.ble.replay for a recorded
+file) calls `offer` (non-blocking, from a scanner callback) or awaits `put` (a replay, which
+may wait for the outbox). Adverts from addresses nobody configured are dropped before they
+are queued. The bus task consumes the queue through the Router and awaits the sink with what
+comes out; a ticker drives presence timeouts, silence and throttled values; GATT sessions
+(drivers.ble.gatt) hand in their decoded values here too. All of it lives in one TaskGroup
+inside `run`, so cancelling the bus stops every piece. This module imports no BLE library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from drivers.base import BusConfig, BusContext
+from drivers.ble.advert import Advert, Decoded
+from drivers.ble.router import Action, Emission, Router, StateChange
+
+Clock = Callable[[], float]
+
+
+class AdvertSource(Protocol):
+    async def run(self, bus: BleBus) -> None:
+        """Deliver adverts to `bus` until cancelled; recover from its own I/O trouble."""
+        ...
+
+
+Session = Callable[["BleBus"], Awaitable[None]]
+
+
+class BleBus:
+    def __init__(
+        self,
+        bus: BusConfig,
+        ctx: BusContext,
+        source: AdvertSource,
+        *,
+        sessions: Sequence[Session] = (),
+        queue_size: int = 2000,
+        tick: float = 1.0,
+        clock: Clock = time.monotonic,
+        wall: Clock = time.time,
+    ) -> None:
+        self.name = bus.name
+        self.config = bus
+        self.ctx = ctx
+        self.log = ctx.log
+        self.source = source
+        self.sessions = tuple(sessions)
+        self.clock = clock
+        self.wall = wall
+        self.tick = tick
+        self.router = Router(bus.devices, clock())
+        self.addresses = self.router.addresses
+        self.queue: asyncio.Queue[Advert] = asyncio.Queue(queue_size)
+        self.overflows = 0
+        self.idle = asyncio.Event()  # set whenever the queue has been drained (tests, bench)
+
+    # -- called by sources -------------------------------------------------------------------
+    def offer(self, advert: Advert) -> None:
+        """Queue an advert without waiting; a full queue drops it (counted, never blocks)."""
+        if advert.address not in self.addresses:
+            self.router.counters.ignored += 1
+            return
+        try:
+            self.queue.put_nowait(advert)
+            self.idle.clear()
+        except asyncio.QueueFull:
+            self.overflows += 1
+
+    async def put(self, advert: Advert) -> None:
+        """Queue an advert, waiting for room (replays follow the outbox's pace)."""
+        if advert.address not in self.addresses:
+            self.router.counters.ignored += 1
+            return
+        self.idle.clear()
+        await self.queue.put(advert)
+
+    # -- called by GATT sessions -------------------------------------------------------------
+    async def deliver(self, device_id: str, decoded: Decoded) -> None:
+        await self._apply(self.router.decoded(device_id, decoded, self.clock(), self.wall()))
+
+    async def fail(self, device_id: str, reason: str) -> None:
+        await self._apply(self.router.failed(device_id, reason))
+
+    # -- the task ------------------------------------------------------------------------------
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.source.run(self), name=f"{self.name}-source")
+            tg.create_task(self._ticker(), name=f"{self.name}-ticker")
+            for session in self.sessions:
+                tg.create_task(session(self))
+            await self._consume()
+
+    async def _consume(self) -> None:
+        while True:
+            if self.queue.empty():
+                self.idle.set()
+            advert = await self.queue.get()
+            await self._apply(self.router.advert(advert, self.clock(), self.wall()))
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            await self._apply(self.router.tick(self.clock(), self.wall()))
+
+    async def _apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Emission):
+                await self.ctx.sink.emit(action.device, action.observations, action.ts)
+            elif isinstance(action, StateChange):
+                self.ctx.sink.device_state(action.device, action.available, action.reason)

@@ -1,0 +1,95 @@
+"""One configured device listening on a serial port: its decoder plus its event shaping.
+
+The bus hands every text line to every device on the port. A device decodes it with its
+profile's pure decoder and turns the observations into what is emitted under which device key:
+
+* observations with a `source` (a trap id behind a receiver) go out under the device key
+  `<device id>-<source>` (e.g. `trap-rx-17`) with the source cleared, so everything downstream
+  (pipeline, alert rules, payloads) sees each trap as a device of its own;
+* event profiles (`events = true`) emit at once, after dropping radio resends (Deduplicator);
+* other profiles are averaged over the device `interval` (Sampler); `interval = 0` emits every
+  line as it comes.
+
+Decode errors propagate to the bus, which counts them. No I/O, no clock of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+from drivers.base import DeviceConfig
+from drivers.serial.events import Deduplicator, Sampler
+from drivers.serial.options import DeviceOptions
+from gateway.model import Observation
+
+Batch = dict[str, list[Observation]]
+
+
+def device_key(device_id: str, source: str | None) -> str:
+    """The device key a sub-device's readings are emitted under (documented for alert rules)."""
+    return device_id if source is None else f"{device_id}-{source}"
+
+
+class DeviceStream:
+    def __init__(self, device: DeviceConfig) -> None:
+        if device.decoder is None:
+            raise ValueError(f"device {device.id} has no decoder (profile not loaded)")
+        self.device = device
+        self.decoder = device.decoder
+        self.params: Mapping[str, object] = device.params
+        options: DeviceOptions = device.options or DeviceOptions()
+        self.talkers = options.talkers
+        self.silence = options.silence
+        self.events = bool(getattr(self.decoder, "events", False))
+        window = options.dedup_window
+        if window is None:
+            window = float(getattr(self.decoder, "dedup_window", 0.0))
+        self.ignore = frozenset(getattr(self.decoder, "dedup_ignore", ()))
+        self.dedup = Deduplicator(window) if self.events and window > 0 else None
+        self.sampler = Sampler(device.interval) if not self.events and device.interval > 0 else None
+        self.last_heard: float | None = None
+        self.available: bool | None = None
+
+    def accept(self, line: str, now: float, batch: Batch) -> None:
+        """Decode `line` and add what should be emitted to `batch`; DecodeError propagates."""
+        if self.talkers:
+            start = line.rfind("$")
+            if start >= 0 and line[start + 1 : start + 3] not in self.talkers:
+                return
+        observations = self.decoder.decode(line, self.params)  # type: ignore[arg-type]
+        self.last_heard = now
+        if not observations:
+            return
+        if self.sampler is not None:
+            self.sampler.add(observations, now)
+            return
+        self._route(observations, now, batch)
+
+    def flush(self, now: float, batch: Batch) -> None:
+        if self.sampler is not None:
+            out = self.sampler.flush(now)
+            if out:
+                self._route(out, now, batch)
+
+    def next_due(self) -> float | None:
+        return self.sampler.due if self.sampler is not None else None
+
+    def _route(self, observations: list[Observation], now: float, batch: Batch) -> None:
+        groups: dict[str | None, list[Observation]] = {}
+        for o in observations:
+            groups.setdefault(o.source, []).append(o)
+        for source, group in groups.items():
+            if self.dedup is not None:
+                content = tuple(
+                    (o.quantity, o.value) for o in group if o.quantity not in self.ignore
+                )
+                if not self.dedup.admit((source, content), now):
+                    continue
+            if source is not None:
+                group = [replace(o, source=None) for o in group]
+            batch.setdefault(device_key(self.device.id, source), []).extend(group)
+
+    @property
+    def duplicates(self) -> int:
+        return self.dedup.dropped if self.dedup is not None else 0

@@ -1,0 +1,97 @@
+"""What goes on the wire: the Message an encoder produces, the Target naming it, ISO 8601
+time, size-bounded splitting and MQTT size accounting. Shared by every payload encoder;
+pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.model import Lane, Reading
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: bytes
+    seqs: tuple[int, ...]
+    lane: Lane = Lane.TELEMETRY
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and under which names readings are published."""
+
+    apikey: str
+    gateway_id: str
+    topic_prefix: str = "gateway"
+    attributes: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def attr(self, device: str, quantity: str) -> str:
+        """The configured name; a sub-device (`traps-17` behind receiver `traps`) inherits
+        its receiver's names; else the quantity itself."""
+        name = self.attributes.get((device, quantity))
+        if name is not None:
+            return name
+        for (parent, q), parent_name in self.attributes.items():
+            if q == quantity and device.startswith(parent + "-"):
+                self.attributes[(device, quantity)] = parent_name  # remember the answer
+                return parent_name
+        return quantity
+
+
+Encoder = Callable[[Sequence[Reading], Target, int], list[Message]]
+
+_day_cache: dict[int, str] = {}
+
+
+def iso(ts: float) -> str:
+    """ISO 8601 UTC with a `Z`; milliseconds only when the time has a fraction."""
+    ms_total = round(ts * 1000)
+    secs, ms = divmod(ms_total, 1000)
+    day, rest = divmod(secs, 86400)
+    date = _day_cache.get(day)
+    if date is None:
+        # The calendar part changes once a day: format it once, the clock part by arithmetic.
+        date = time.strftime("%Y-%m-%dT", time.gmtime(day * 86400))
+        if len(_day_cache) > 1024:
+            _day_cache.clear()
+        _day_cache[day] = date
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if ms:
+        return f"{date}{hours:02d}:{minutes:02d}:{seconds:02d}.{ms:03d}Z"
+    return f"{date}{hours:02d}:{minutes:02d}:{seconds:02d}Z"
+
+
+def by_device(readings: Sequence[Reading]) -> dict[str, list[Reading]]:
+    """Group by device, keeping each device's readings in the order given."""
+    groups: dict[str, list[Reading]] = {}
+    for r in readings:
+        groups.setdefault(r.device, []).append(r)
+    return groups
+
+
+def split(
+    items: Sequence[Any], render: Callable[[Sequence[Any]], bytes], max_bytes: int
+) -> list[tuple[Sequence[Any], bytes]]:
+    """Render items in as few chunks as fit `max_bytes` (halving until they do)."""
+    payload = render(items)
+    if len(payload) <= max_bytes or len(items) <= 1:
+        return [(items, payload)]
+    mid = len(items) // 2
+    return split(items[:mid], render, max_bytes) + split(items[mid:], render, max_bytes)
+
+
+def _varint_len(n: int) -> int:
+    return 1 if n < 128 else 2 if n < 16384 else 3 if n < 2097152 else 4
+
+
+def wire_bytes(message: Message, qos: int = 1) -> int:
+    """Bytes an MQTT 3.1.1 PUBLISH of this message and its PUBACK take on the wire (MQTT
+    3.1.1 section 3.3: fixed header, topic length + topic, packet id at QoS>0, payload)."""
+    remaining = 2 + len(message.topic.encode()) + (2 if qos else 0) + len(message.payload)
+    return 1 + _varint_len(remaining) + remaining + (4 if qos else 0)
