@@ -32,6 +32,7 @@ from gateway.model import Lane, Observation, Reading
 from gateway.payload import iso
 from gateway.rules import Cooldown, Event, Rule, RuleState
 
+_SAVE_DELAY = 0.1  # s; a power cut in this window costs at most one repeated alert
 Stage = Callable[[str, Sequence[Observation], float | None, Lane], Any]
 
 
@@ -86,6 +87,7 @@ class AlertEngine:
                     self._state(r, d).since = now
         self.memory = memory
         self._memory_problem = False
+        self._save_pending = False
         self._load()
 
     # -- what survives a restart -----------------------------------------------------------
@@ -129,8 +131,7 @@ class AlertEngine:
         }
         tmp = self.memory.with_suffix(".tmp")
         try:
-            # No fsync: this runs inside the pipeline's stage(); losing the last change in
-            # a power cut costs at most one repeated alert.
+            # No fsync: losing the last change in a power cut costs at most one repeated alert.
             tmp.write_text(json.dumps(data), encoding="utf-8")
             os.replace(tmp, self.memory)
         except OSError as exc:
@@ -160,9 +161,13 @@ class AlertEngine:
 
     async def run(self) -> None:
         """Clock ticks for hold times and stale devices."""
-        while True:
-            await asyncio.sleep(self.tick_interval)
-            self.tick()
+        try:
+            while True:
+                await asyncio.sleep(self.tick_interval)
+                self.tick()
+        finally:
+            if self._save_pending:
+                self._save()  # a change still waiting for its delayed save
 
     # -- rules -> alerts -------------------------------------------------------------------
     def _matches(self, rule: Rule, device: str) -> bool:
@@ -191,7 +196,22 @@ class AlertEngine:
             if admitted is not None:
                 self.publish(rule, self.alert(rule, admitted))
         if changed:
+            self._save_soon()
+
+    def _save_soon(self) -> None:
+        """Save a moment later, off the path from the trap event to the relay write."""
+        if self.memory is None or self._save_pending:
+            return
+        self._save_pending = True
+
+        def save() -> None:
+            self._save_pending = False
             self._save()
+
+        try:
+            asyncio.get_running_loop().call_later(_SAVE_DELAY, save)
+        except RuntimeError:  # no loop (a replay or a test driving the engine directly)
+            save()
 
     def _act(self, rule: Rule) -> None:
         if self.actions is None:
