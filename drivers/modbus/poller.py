@@ -194,7 +194,8 @@ class ModbusBus:
         if self._queue or seconds <= 0:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._kick.wait(), min(seconds, 3600.0))
+            async with asyncio.timeout(min(seconds, 3600.0)):
+                await self._kick.wait()
 
     async def _quiet(self) -> None:
         """Keep the inter-frame gap between two transactions (spec section 2.5.1.1)."""
@@ -287,7 +288,10 @@ class ModbusBus:
         # Worst case: the poll in progress (its blocks and trigger) and then our own request.
         budget = o.timeout * (o.retries + 1) * (len(dev.blocks) + 3) + 2 * o.gap + 1.0
         try:
-            await asyncio.wait_for(asyncio.shield(request.done), budget)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+            # arrives as the write completes, and the caller would never stop.
+            async with asyncio.timeout(budget):
+                await asyncio.shield(request.done)
         except TimeoutError:
             if request in self._queue:
                 self._queue.remove(request)
