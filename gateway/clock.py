@@ -30,6 +30,10 @@ class Clock(Protocol):
         """True when `now()` can be trusted."""
         ...
 
+    def monotonic(self) -> float:
+        """Seconds on a clock that NTP never steps (to correct stamps taken before sync)."""
+        ...
+
 
 class _Timex(ctypes.Structure):
     # struct timex is 208 bytes on 64-bit Linux; with modes = 0 adjtimex only reads.
@@ -59,6 +63,9 @@ class SystemClock:
     def now(self) -> float:
         return time.time()
 
+    def monotonic(self) -> float:
+        return time.monotonic()
+
     def synced(self) -> bool:
         if self.trust:
             return True
@@ -74,12 +81,16 @@ class SystemClock:
 class FixedClock:
     """A clock for tests and replays: returns what it is set to."""
 
-    def __init__(self, now: float, synced: bool = True) -> None:
+    def __init__(self, now: float, synced: bool = True, mono: float = 1000.0) -> None:
         self.t = now
         self.is_synced = synced
+        self.mono = mono
 
     def now(self) -> float:
         return self.t
+
+    def monotonic(self) -> float:
+        return self.mono
 
     def synced(self) -> bool:
         return self.is_synced

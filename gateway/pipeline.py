@@ -15,6 +15,7 @@ import contextlib
 import math
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -70,6 +71,13 @@ class Pipeline:
         self._urgent = False
         self._closing = False
         self._flush_lock = asyncio.Lock()
+        # Wall minus monotonic time while the clock was unsynchronised: when NTP steps the
+        # wall clock, the difference of the two offsets corrects every stamp taken before.
+        self._was_synced = True
+        self._unsynced_offset: float | None = None
+        self._first_unsynced_seq: int | None = None
+        self._fixups: list[tuple[float, int]] = []
+        self.clock_corrections = 0
         self._room = asyncio.Event()
         self._room.set()
         self._task: asyncio.Task[None] | None = None
@@ -124,6 +132,8 @@ class Pipeline:
             return []
         when = self.clock.now() if ts is None else ts
         synced = self.clock.synced()
+        if synced != self._was_synced:
+            self._clock_changed(synced)
         seqs = self.outbox.allocate(len(kept))
         readings = [
             Reading(
@@ -149,6 +159,25 @@ class Pipeline:
             self._wake.set()  # the first of a batch starts the clock; a full batch ends it
         return readings
 
+    def _clock_changed(self, synced: bool) -> None:
+        offset = self.clock.now() - self.clock.monotonic()
+        if not synced:
+            self._unsynced_offset = offset
+            if self._first_unsynced_seq is None:
+                self._first_unsynced_seq = self.outbox.allocate(0).start
+            self.log.warning("clock not synchronised; readings marked until it is")
+        elif self._unsynced_offset is not None and self._first_unsynced_seq is not None:
+            delta = offset - self._unsynced_offset
+            self._pending = [
+                replace(r, ts=r.ts + delta, synced=True) if not r.synced else r
+                for r in self._pending
+            ]
+            self._fixups.append((delta, self._first_unsynced_seq))
+            self._unsynced_offset = self._first_unsynced_seq = None
+            self._wake.set()
+            self.log.info("clock synchronised; correcting earlier readings", shift_s=delta)
+        self._was_synced = synced
+
     def device_state(self, device: str, available: bool, reason: str = "") -> None:
         if self.available.get(device, True) != available:
             if available:
@@ -164,6 +193,9 @@ class Pipeline:
         """Append everything queued so far; returns once it is in the outbox. Calls from the
         flusher and from outside are serialised, so batches reach the outbox in seq order."""
         async with self._flush_lock:
+            while self._fixups:
+                delta, since = self._fixups.pop(0)
+                self.clock_corrections += await self.outbox.correct_times(delta, since)
             while self._pending:
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]

@@ -27,7 +27,7 @@ import contextlib
 import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -330,6 +330,34 @@ class Outbox:
         except StoreFull:
             return
         self._memory.clear()
+
+    async def correct_times(self, delta: float, since_seq: int) -> int:
+        """Shift the stamps of unsynchronised rows from `since_seq` on by `delta` seconds and
+        mark them synchronised (the clock was stepped by NTP). Returns the rows corrected."""
+        async with self._write_lock:
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                before = self.db.total_changes
+                await self.db.execute(
+                    "UPDATE outbox SET ts = ts + ?, flags = flags | 1 "
+                    "WHERE seq >= ? AND (flags & 1) = 0",
+                    (delta, since_seq),
+                )
+                changed = self.db.total_changes - before
+                await self.db.commit()
+            except sqlite3.Error as exc:
+                await self._rollback()
+                self.log.warning("could not correct stamps", error=str(exc))
+                return 0
+            self._memory = deque(
+                replace(r, ts=r.ts + delta, synced=True)
+                if r.seq >= since_seq and not r.synced
+                else r
+                for r in self._memory
+            )
+            for tail in self._tail.values():
+                tail.clear()  # cached copies carry the old stamps; leases use SQL again
+            return changed
 
     # -- reading ---------------------------------------------------------------------------
     async def lease(self, lane: Lane, limit: int) -> list[Reading]:

@@ -268,3 +268,33 @@ async def test_pipeline_sanitises_sources_and_refuses_non_finite_values(tmp_path
             ("traps-7____x", "trap_state", "triggered", 1.8e9, False)
         ]
         assert pipe.implausible == 2
+
+
+async def test_stamps_taken_before_ntp_are_corrected_when_the_clock_syncs(tmp_path):
+    from gateway.clock import FixedClock
+    from gateway.model import Observation
+    from gateway.pipeline import Pipeline
+
+    async with Outbox.open(tmp_path / "o.db") as ob:
+        # A row from an earlier boot, never synchronised: nothing can correct it.
+        (old,) = ob.allocate(1)
+        await ob.append([Reading(old, "d1", "water_level", 1.0, "cm", 50.0, False)])
+        clock = FixedClock(100.0, synced=False, mono=1000.0)  # a Pi without RTC: 1970
+        async with Pipeline(ob, clock=clock) as pipe:
+            await pipe.emit("d1", [Observation("water_level", 2.0, "cm")])
+            await pipe.flush()  # this one is already in the outbox
+            clock.t, clock.mono = 105.0, 1005.0
+            await pipe.emit("d1", [Observation("water_level", 3.0, "cm")])  # still queued
+            # NTP steps the wall clock: monotonic 1010 is really 1_800_000_010.
+            clock.t, clock.mono, clock.is_synced = 1_800_000_010.0, 1010.0, True
+            await pipe.emit("d1", [Observation("water_level", 4.0, "cm")])
+        rows = {r.value: (r.ts, r.synced) for r in await ob.peek()}
+        assert rows == {
+            1.0: (50.0, False),
+            2.0: (1_800_000_000.0, True),
+            3.0: (1_800_000_005.0, True),
+            4.0: (1_800_000_010.0, True),
+        }
+        assert pipe.clock_corrections == 1  # one row fixed on disk, one while queued
+        leased = await ob.lease(Lane.TELEMETRY, 10)
+        assert [r.ts for r in leased][1:] == [1_800_000_000.0, 1_800_000_005.0, 1_800_000_010.0]
