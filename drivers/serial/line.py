@@ -19,7 +19,7 @@ from gateway.errors import DecodeError
 from gateway.model import Observation, Value
 from gateway.section import Section
 
-from .nmea import ChecksumError
+from .nmea import ChecksumError, xor_checksum
 
 TYPES = ("int", "float", "hex", "str", "enum")
 CHECKSUMS = ("none", "xor", "xor-optional")
@@ -118,9 +118,7 @@ def _strip_checksum(line: str) -> str:
         want = -1
     if want < 0:
         raise DecodeError(f"malformed checksum field {given[:8]!r}")
-    got = 0
-    for ch in body.encode("utf-8", "replace"):
-        got ^= ch
+    got = xor_checksum(body, "utf-8")
     if got != want:
         raise ChecksumError(f"bad checksum: line says {want:02X}, content gives {got:02X}")
     return body

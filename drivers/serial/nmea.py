@@ -94,6 +94,15 @@ def _renamed(o: Observation, rename: Mapping[str, str]) -> Observation:
     return o if new is None else Observation(new, o.value, o.unit, o.source, o.plausible)
 
 
+def xor_checksum(body: str, encoding: str = "ascii") -> int:
+    """NMEA 0183 checksum (sec. 5.2.1): XOR of every byte between `$` and `*`. Trap
+    receivers use the same rule over their line before `*`."""
+    got = 0
+    for ch in body.encode(encoding, "replace"):
+        got ^= ch
+    return got
+
+
 def _verified_body(line: str, required: bool) -> str:
     star = line.rfind("*")
     if star < 0:
@@ -108,9 +117,7 @@ def _verified_body(line: str, required: bool) -> str:
         want = int(given, 16)
     except ValueError:
         raise DecodeError(f"malformed checksum field {given!r}") from None
-    got = 0
-    for ch in body.encode("ascii", "replace"):
-        got ^= ch
+    got = xor_checksum(body)
     if got != want:
         raise ChecksumError(f"bad checksum: sentence says {want:02X}, content gives {got:02X}")
     return body
@@ -179,14 +186,17 @@ def _mtw(d: NmeaDecoder, f: list[str]) -> list[Observation]:
     return out
 
 
+def _ms_or_knots(f: list[str], ms: int, knots: int) -> float | None:
+    """MWD and MDA give wind speed twice; prefer the m/s field, else convert the knots."""
+    speed = _speed(_num(f, ms), "M")
+    return speed if speed is not None else _speed(_num(f, knots), "N")
+
+
 def _mwd(d: NmeaDecoder, f: list[str]) -> list[Observation]:
     # $--MWD,dir,T,dir,M,speed,N,speed,M  (true wind direction and speed)
     out: list[Observation] = []
     _obs(out, "wind_direction", _angle(_num(f, 1)), "deg")
-    speed = _speed(_num(f, 7), "M")
-    if speed is None:
-        speed = _speed(_num(f, 5), "N")
-    _obs(out, "wind_speed", speed, "m/s")
+    _obs(out, "wind_speed", _ms_or_knots(f, 7, 5), "m/s")
     return out
 
 
@@ -203,10 +213,7 @@ def _mda(d: NmeaDecoder, f: list[str]) -> list[Observation]:
     _obs(out, "water_temperature", _num(f, 7), "degC")
     _obs(out, "humidity", _num(f, 9), "%")
     _obs(out, "wind_direction", _angle(_num(f, 13)), "deg")
-    speed = _speed(_num(f, 19), "M")
-    if speed is None:
-        speed = _speed(_num(f, 17), "N")
-    _obs(out, "wind_speed", speed, "m/s")
+    _obs(out, "wind_speed", _ms_or_knots(f, 19, 17), "m/s")
     return out
 
 
