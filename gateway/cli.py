@@ -33,13 +33,20 @@ def _call_plugin(spec: str, argv: list[str]) -> int:
     return int(fn(argv) or 0)
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def _load(path: str) -> config_mod.Config | None:
+    """The config, or None after printing every problem (path: message) and a count."""
     try:
-        cfg = config_mod.load(args.config)
+        return config_mod.load(path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        print(f"{args.config}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        print(f"{path}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
         return 1
     devices = cfg.devices()
     profiles = sorted({d.profile for d in devices if d.profile})
@@ -117,11 +124,8 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
 
     from gateway.alerting import technician_test
 
-    try:
-        cfg = config_mod.load(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    cfg = _load(args.config)
+    if cfg is None:
         return 1
     return asyncio.run(technician_test(cfg, args.rule, args.device, args.send, sys.stdout))
 
