@@ -454,8 +454,9 @@ class Outbox:
                     self._enter_full(str(exc))
                     return
                 raise
+            acked = set(seqs)
             for lane in {r.lane for r in readings}:
-                self._forget(lane, set(seqs))
+                self._forget(lane, acked)
             if deleted == len(readings):
                 for r in readings:
                     self._rows[r.lane] -= 1
@@ -480,7 +481,8 @@ class Outbox:
         tail = self._tail[lane]
         while tail and tail[0].seq in seqs:
             tail.popleft()
-        if tail and any(r.seq in seqs for r in tail):
+        # In order acks leave nothing behind; scan the tail only when some could be in it.
+        if tail and max(seqs) >= tail[0].seq and any(r.seq in seqs for r in tail):
             self._tail[lane] = deque(r for r in tail if r.seq not in seqs)
 
     async def _recount(self) -> None:

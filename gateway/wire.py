@@ -29,18 +29,28 @@ class Target:
     gateway_id: str
     topic_prefix: str = "gateway"
     attributes: dict[tuple[str, str], str] = field(default_factory=dict)
+    _resolved: dict[tuple[str, str], str] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def attr(self, device: str, quantity: str) -> str:
         """The configured name; a sub-device (`traps-17` behind receiver `traps`) inherits
         its receiver's names; else the quantity itself."""
-        name = self.attributes.get((device, quantity))
-        if name is not None:
-            return name
-        for (parent, q), parent_name in self.attributes.items():
-            if q == quantity and device.startswith(parent + "-"):
-                self.attributes[(device, quantity)] = parent_name  # remember the answer
-                return parent_name
-        return quantity
+        key = (device, quantity)
+        name = self._resolved.get(key)
+        if name is None:
+            name = self.attributes.get(key)
+            if name is None:
+                name = next(
+                    (
+                        parent_name
+                        for (parent, q), parent_name in self.attributes.items()
+                        if q == quantity and device.startswith(parent + "-")
+                    ),
+                    quantity,
+                )
+            self._resolved[key] = name  # misses too: the scan runs once per name
+        return name
 
 
 Encoder = Callable[[Sequence[Reading], Target, int], list[Message]]
