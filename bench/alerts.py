@@ -27,10 +27,10 @@ from drivers.modbus.slave import Write
 from drivers.serial.ptyline import pty_line
 from drivers.serial.sim import trap_line
 from gateway import config as config_mod
+from gateway.config.profiles import ProfileLibrary
 from gateway.daemon import Control, Daemon
 from gateway.errors import Problem
 from gateway.model import Observation
-from gateway.profiles import ProfileLibrary
 
 
 def _closed_port() -> int:

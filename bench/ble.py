@@ -14,15 +14,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from drivers.base import BusContext
 from drivers.ble import create_bus
 from drivers.ble.field import Field, devices_toml
 from drivers.ble.replay import read_lines
 from drivers.ble.router import Router
 from drivers.ble.sim import record
 from gateway import config
+from gateway.contract import BusContext
+from gateway.outbox.store import Outbox
 from gateway.pipeline import Pipeline
-from gateway.store import Outbox
 
 
 class _Quiet:

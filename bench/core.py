@@ -18,10 +18,10 @@ from pathlib import Path
 
 import psutil
 
-from gateway.broker import LocalBroker
+from gateway.demo.broker import LocalBroker
 from gateway.model import Reading
-from gateway.payload import ENCODERS, Target, wire_bytes
-from gateway.store import Outbox
+from gateway.outbox.store import Outbox
+from gateway.uplink.payload import ENCODERS, Target, wire_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 

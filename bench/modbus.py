@@ -50,10 +50,10 @@ def _profile() -> str:
 async def _measure(port: str, profile_dir: Path, seconds: float) -> dict[str, float]:
     import structlog
 
-    from drivers.base import BusContext
     from drivers.modbus import create_bus
     from gateway import config
-    from gateway.profiles import ProfileLibrary
+    from gateway.config.profiles import ProfileLibrary
+    from gateway.contract import BusContext
 
     text = f"""
 [gateway]

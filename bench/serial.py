@@ -17,14 +17,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from drivers.base import BusContext
 from drivers.serial import create_bus
 from drivers.serial.ptyline import pty_line
 from drivers.serial.sim import sentence
 from gateway import config as config_mod
+from gateway.contract import BusContext
 from gateway.model import Observation
+from gateway.outbox.store import Outbox
 from gateway.pipeline import Pipeline
-from gateway.store import Outbox
 
 CHUNK = 4096
 

@@ -1,1 +1,1 @@
-"""Transport drivers, one package per protocol family, found by convention (see drivers.base)."""
+"""Transport drivers, one package per protocol family, found by convention (gateway.contract)."""

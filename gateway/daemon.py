@@ -23,19 +23,19 @@ from typing import Any
 
 import structlog
 
-from drivers.base import Actuator, Bus, BusContext, CommandHandler
 from gateway import config as config_mod
 from gateway import hotplug, logs
-from gateway.alerting import Alerting
+from gateway.alerts.wiring import Alerting
 from gateway.clock import Clock, SystemClock
-from gateway.commands import CommandRouter
-from gateway.config import Config
+from gateway.config.loader import Config
+from gateway.contract import Actuator, Bus, BusContext, CommandHandler
 from gateway.errors import ConfigError
 from gateway.notify import Notifier
+from gateway.outbox.store import Outbox
 from gateway.pipeline import Pipeline
 from gateway.registry import driver_for_transport
-from gateway.store import Outbox
-from gateway.uplink import Uplink
+from gateway.uplink.commands import CommandRouter
+from gateway.uplink.session import Uplink
 
 EX_CONFIG = 78  # sysexits.h: configuration error (systemd unit does not restart on it)
 # Buses on local ports whose adapters come and go (USB serial, RS-485 dongles).

@@ -22,7 +22,7 @@ import structlog
 
 from gateway.clock import Clock, SystemClock
 from gateway.model import Lane, Observation, Reading
-from gateway.store import Outbox
+from gateway.outbox.store import Outbox
 
 Observer = Callable[[Sequence[Reading]], None]
 StateObserver = Callable[[str, bool, str], None]
@@ -44,7 +44,7 @@ def _finite(value: object) -> bool:
 
 
 class Pipeline:
-    """The drivers.base.Sink; use as `async with Pipeline(outbox) as sink`."""
+    """The gateway.contract.Sink; use as `async with Pipeline(outbox) as sink`."""
 
     def __init__(
         self,

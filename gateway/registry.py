@@ -1,6 +1,6 @@
 """Finds driver packages by convention: `transport = "modbus-rtu"` -> `drivers.modbus`.
 
-Each package under `drivers/` declares the TRANSPORTS and PROTOCOLS it serves (drivers.base).
+Each package under `drivers/` declares the TRANSPORTS and PROTOCOLS it serves (gateway.contract).
 Nothing here imports a transport library: driver `__init__` modules keep those imports lazy.
 """
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import structlog
 
-from drivers.base import Actuator
 from gateway import config as config_mod
-from gateway.alerting import Alerting
+from gateway.alerts.wiring import Alerting
 from gateway.clock import Clock, SystemClock
-from gateway.config import Config
+from gateway.config.loader import Config
+from gateway.contract import Actuator
 from gateway.errors import Transient
+from gateway.outbox.store import Outbox
 from gateway.pipeline import Pipeline
-from gateway.store import Outbox
 from gateway.supervise import Backoff
 
 TRAP_LAT, TRAP_LON = 36.115012, 137.954321

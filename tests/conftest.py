@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from gateway.broker import LocalBroker
+from gateway.demo.broker import LocalBroker
 from tests.mqtt_peer import Collector
 
 

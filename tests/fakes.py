@@ -18,7 +18,7 @@ class Emitted:
 
 @dataclass
 class RecordingSink:
-    """A drivers.base.Sink that keeps every emit and device-state change in order."""
+    """A gateway.contract.Sink that keeps every emit and device-state change in order."""
 
     emitted: list[Emitted] = field(default_factory=list)
     states: list[tuple[str, bool, str]] = field(default_factory=list)

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import structlog
 
-from drivers.base import BusContext
 from drivers.serial import create_bus
 from drivers.serial.bus import SerialBus
 from gateway import config as config_mod
+from gateway.contract import BusContext
 from gateway.hotplug import Hotplug
 from tests.fakes import RecordingSink
 

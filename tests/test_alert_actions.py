@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import structlog
 
-from gateway.actions import Actions, in_quiet_hours
-from gateway.alertconfig import ActionConfig
+from gateway.alerts.actions import Actions, in_quiet_hours
+from gateway.alerts.config import ActionConfig
 from tests.alert_setup import FakeRelay
 
 JST = ZoneInfo("Asia/Tokyo")

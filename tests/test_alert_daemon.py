@@ -13,10 +13,10 @@ import sys
 
 from drivers.modbus.sim import Simulator, SimUnit
 from gateway import config as config_mod
+from gateway.config.profiles import ProfileLibrary
 from gateway.daemon import Control, Daemon
 from gateway.errors import Problem
 from gateway.model import Lane
-from gateway.profiles import ProfileLibrary
 from tests.smtp_peer import MailSink
 
 

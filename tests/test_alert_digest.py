@@ -9,11 +9,11 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from gateway.alert import Alert
-from gateway.alertconfig import DigestConfig
+from gateway.alerts.alert import Alert
+from gateway.alerts.compose import digest_text
+from gateway.alerts.config import DigestConfig
+from gateway.alerts.digest import Digest, next_due
 from gateway.clock import FixedClock
-from gateway.digest import Digest, next_due
-from gateway.mail import digest_text
 from gateway.model import Lane, Observation, Reading
 from tests.alert_setup import config_text, parse, stack
 from tests.smtp_peer import MailSink

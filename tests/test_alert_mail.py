@@ -216,8 +216,8 @@ def test_folded_repeats_and_clear_in_the_text():
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    from gateway.alert import Alert
-    from gateway.mail import alert_text
+    from gateway.alerts.alert import Alert
+    from gateway.alerts.compose import alert_text
 
     jst = ZoneInfo("Asia/Tokyo")
     at = datetime(2026, 6, 1, 5, 10, tzinfo=jst).timestamp()

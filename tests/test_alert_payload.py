@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
-from gateway.alert import Alert, dumps
+from gateway.alerts.alert import Alert, dumps
 from gateway.model import Lane, Reading
-from gateway.payload import Target, encode_fiware_json, encode_json, iso
+from gateway.uplink.payload import Target, encode_fiware_json, encode_json, iso
 
 ALERT = Alert(
     id="trap:traps-12:1780290000000",

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import structlog
 
-from gateway.alertconfig import AlertsConfig
-from gateway.alerts import AlertEngine, Place
+from gateway.alerts.config import AlertsConfig
+from gateway.alerts.engine import AlertEngine, Place
+from gateway.alerts.rules import Cooldown, Event, Rule, RuleState
 from gateway.clock import FixedClock
 from gateway.errors import ConfigError
 from gateway.model import Lane, Reading
-from gateway.rules import Cooldown, Event, Rule, RuleState
 from tests.alert_setup import config_text, parse
 
 TICK = object()

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from drivers.base import BusContext
 from drivers.ble import bthome, create_bus
 from drivers.ble.advert import uuid16
 from drivers.ble.mockbluez import MockBlueZ
 from gateway import config
+from gateway.contract import BusContext
 from tests.fakes import RecordingSink
 
 KEY = "231d39c1d7cc1ab1aee224cd096db932"

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from drivers.base import BusContext
 from drivers.ble import bthome, create_bus
 from drivers.ble.advert import Advert, uuid16
 from drivers.ble.replay import format_line, parse_line
 from drivers.ble.router import Emission, Router, StateChange
 from gateway import config
+from gateway.contract import BusContext
 from gateway.errors import DecodeError
 from gateway.model import Observation
 from tests.fakes import RecordingSink

@@ -15,9 +15,9 @@ from drivers.ble import atc, beacon, bthome, ess, ruuvi
 from drivers.ble.advert import Advert, normalise_mac, uuid16
 from drivers.ble.decoder import BTHomeDecoder
 from gateway import config
+from gateway.config.profiles import BUILTIN_DIR, ProfileLibrary
 from gateway.errors import ConfigError, DecodeError
 from gateway.model import Observation
-from gateway.profiles import BUILTIN_DIR, ProfileLibrary
 
 KEY = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")  # bthome.io encryption example key
 MAC = "54:48:E6:8F:80:A5"

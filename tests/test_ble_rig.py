@@ -18,9 +18,9 @@ import os
 
 import pytest
 
-from drivers.base import BusContext
 from drivers.ble import create_bus
 from gateway import config
+from gateway.contract import BusContext
 from tests.fakes import RecordingSink
 
 pytestmark = [

@@ -16,8 +16,8 @@ from drivers.modbus import rtu
 from drivers.modbus.decode import ModbusDecoder
 from drivers.modbus.plan import MAX_COUNT, plan
 from gateway import config
+from gateway.config.profiles import BUILTIN_DIR, ProfileLibrary, load_profile
 from gateway.errors import ConfigError, DecodeError, Problem
-from gateway.profiles import BUILTIN_DIR, ProfileLibrary, load_profile
 from gateway.section import Section
 
 SHIPPED = sorted((BUILTIN_DIR / "modbus").glob("*.toml"))

@@ -11,15 +11,15 @@ from collections.abc import AsyncIterator, Callable, Iterable
 import pytest
 import structlog
 
-from drivers.base import BusConfig, BusContext
 from drivers.modbus import create_bus
 from drivers.modbus.decode import ModbusDecoder
 from drivers.modbus.poller import ModbusBus
 from drivers.modbus.sim import Simulator, SimUnit, Write
 from gateway import config
+from gateway.config.profiles import ProfileLibrary
+from gateway.contract import BusConfig, BusContext
 from gateway.errors import Problem
 from gateway.model import Observation
-from gateway.profiles import ProfileLibrary
 from tests.fakes import RecordingSink
 
 LIBRARY = ProfileLibrary()

@@ -8,13 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.model import Lane, Reading
-from gateway.payload import (
+from gateway.uplink.payload import (
     Message as Msg,
 )
-from gateway.payload import (
+from gateway.uplink.payload import (
     Target as T,
 )
-from gateway.payload import (
+from gateway.uplink.payload import (
     decode_msgpack,
     encode_fiware_json,
     encode_fiware_ul,

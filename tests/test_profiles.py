@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config.profiles import BUILTIN_DIR, ProfileLibrary, check_example, load_profile
 from gateway.errors import Problem
-from gateway.profiles import BUILTIN_DIR, ProfileLibrary, check_example, load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = sorted(BUILTIN_DIR.rglob("*.toml"))

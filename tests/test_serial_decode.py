@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.base import DeviceConfig
 from drivers.serial import compile_profile
 from drivers.serial.events import Deduplicator, Sampler
 from drivers.serial.framer import LineFramer
@@ -17,9 +16,10 @@ from drivers.serial.nmea import ChecksumError, NmeaDecoder, checksum
 from drivers.serial.options import DeviceOptions
 from drivers.serial.sim import sentence, trap_line
 from drivers.serial.stream import DeviceStream
+from gateway.config.profiles import ProfileLibrary
+from gateway.contract import DeviceConfig
 from gateway.errors import DecodeError, Problem
 from gateway.model import Observation
-from gateway.profiles import ProfileLibrary
 from gateway.section import Section
 
 

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from gateway.model import Lane, Reading
-from gateway.store import Outbox
+from gateway.outbox.store import Outbox
 
 
 def make(outbox: Outbox, n: int, lane: Lane = Lane.TELEMETRY, device: str = "d1") -> list[Reading]:

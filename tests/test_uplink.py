@@ -12,12 +12,12 @@ from dataclasses import replace
 import pytest
 import structlog
 
-from gateway.broker import BrokerTls, LocalBroker
-from gateway.commands import CommandRouter
-from gateway.config import TlsConfig, UplinkConfig
+from gateway.config.loader import TlsConfig, UplinkConfig
+from gateway.demo.broker import BrokerTls, LocalBroker
 from gateway.model import Lane, Reading
-from gateway.store import Outbox
-from gateway.uplink import TokenBucket, Uplink
+from gateway.outbox.store import Outbox
+from gateway.uplink.commands import CommandRouter
+from gateway.uplink.session import TokenBucket, Uplink
 from tests.certs import issue, make_ca
 from tests.mqtt_peer import Collector
 

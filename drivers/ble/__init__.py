@@ -24,9 +24,9 @@ bleak is imported only by drivers.ble.transport and drivers.ble.gatt, lazily fro
 
 from __future__ import annotations
 
-from drivers.base import Bus, BusConfig, BusContext, Decoder
 from drivers.ble.decoder import PROTOCOLS
 from drivers.ble.settings import parse_bus, parse_device
+from gateway.contract import Bus, BusConfig, BusContext, Decoder
 from gateway.section import Section
 
 TRANSPORTS = ("ble", "ble-replay")

@@ -16,9 +16,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from drivers.base import BusConfig, BusContext
 from drivers.ble.advert import Advert, Decoded
 from drivers.ble.router import Action, Emission, Router, StateChange
+from gateway.contract import BusConfig, BusContext
 
 Clock = Callable[[], float]
 

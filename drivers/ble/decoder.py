@@ -1,7 +1,7 @@
 """Profile -> decoder: one small class per advertisement protocol, all sharing one shape.
 
 `compile_profile` reads the profile's own tables (BTHome object renames, ESS points) and
-returns a `BleDecoder`, which implements drivers.base.Decoder (text input for `gateway
+returns a `BleDecoder`, which implements gateway.contract.Decoder (text input for `gateway
 decode` and [[example]] vectors; `decode` -> observations) and adds `decode_advert` (-> Decoded
 with the de-duplication key) and `wants` (a cheap "is my payload in this advert" test) for the
 bus. Pure: no I/O; only DecodeError escapes `parse_input`, `decode` and `decode_advert`.

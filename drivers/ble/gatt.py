@@ -19,11 +19,11 @@ import asyncio
 import contextlib
 from typing import Any
 
-from drivers.base import DeviceConfig
 from drivers.ble.advert import Advert, uuid16
 from drivers.ble.decoder import EssDecoder
 from drivers.ble.router import device_params
 from drivers.ble.settings import BleBusOptions
+from gateway.contract import DeviceConfig
 from gateway.errors import DecodeError, DeviceUnavailable, GatewayError
 from gateway.supervise import Backoff, Health, supervise
 

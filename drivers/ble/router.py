@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.base import DeviceConfig
 from drivers.ble.advert import Advert, Decoded
 from drivers.ble.decoder import BleDecoder
 from drivers.ble.settings import BleDeviceOptions
+from gateway.contract import DeviceConfig
 from gateway.errors import DecodeError
 from gateway.model import Observation, Value
 

@@ -81,7 +81,7 @@ def _profile_protocol(name: str) -> str | None:
     """The protocol of a profile found in the default search path (None when not found)."""
     import tomllib
 
-    from gateway.profiles import default_dirs, find_profile_file
+    from gateway.config.profiles import default_dirs, find_profile_file
 
     path = find_profile_file(name, default_dirs())
     if path is None:

@@ -22,8 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.base import Bus, BusConfig, BusContext
 from drivers.modbus.points import parse_derived, parse_point, parse_trigger
+from gateway.contract import Bus, BusConfig, BusContext
 from gateway.errors import DeviceUnavailable
 from gateway.section import Section
 

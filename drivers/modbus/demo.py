@@ -11,8 +11,8 @@ import contextlib
 import pathlib
 
 from drivers.modbus.sim import Simulator, SimUnit
+from gateway.config.profiles import ProfileLibrary
 from gateway.errors import Problem
-from gateway.profiles import ProfileLibrary
 
 MOUNT_HEIGHT = 1000.0  # mm from the sensor face to the paddy floor
 

@@ -23,10 +23,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.base import BusConfig, BusContext, DeviceConfig
 from drivers.modbus import BusOptions, NoResponse
 from drivers.modbus.decode import ModbusDecoder
 from drivers.modbus.plan import Block, plan
+from gateway.contract import BusConfig, BusContext, DeviceConfig
 from gateway.errors import BusUnavailable, ConfigError, DecodeError, DeviceUnavailable, Problem
 from gateway.supervise import Backoff, Health, supervise
 
@@ -59,7 +59,7 @@ def _default_link(options: BusOptions) -> Any:
 
 
 class ModbusBus:
-    """drivers.base.Bus for modbus-rtu / modbus-tcp. `counters` feeds status and benchmarks."""
+    """gateway.contract.Bus for modbus-rtu / modbus-tcp. `counters` feeds status and benchmarks."""
 
     def __init__(
         self,

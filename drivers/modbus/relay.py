@@ -15,7 +15,7 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from drivers.base import BusContext, CommandHandler
+from gateway.contract import BusContext, CommandHandler
 from gateway.errors import Transient
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ _RETRY_OFF = 2.0  # seconds between attempts to switch a timed channel off again
 
 
 class RelayActuator:
-    """drivers.base.Actuator for one relay module."""
+    """gateway.contract.Actuator for one relay module."""
 
     def __init__(self, bus: ModbusBus, device: str, channels: dict[int, int]) -> None:
         self.bus = bus

@@ -245,8 +245,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    from gateway.config.profiles import ProfileLibrary, default_dirs
     from gateway.errors import Problem
-    from gateway.profiles import ProfileLibrary, default_dirs
 
     args = _parser().parse_args(argv)
     problems: list[Problem] = []

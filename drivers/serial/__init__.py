@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drivers.base import Bus, BusConfig, BusContext, Decoder
+from gateway.contract import Bus, BusConfig, BusContext, Decoder
 from gateway.section import Section
 
 TRANSPORTS = ("serial",)

@@ -16,12 +16,12 @@ import contextlib
 import os
 from collections import Counter
 
-from drivers.base import BusConfig, BusContext
 from drivers.serial.framer import LineFramer
 from drivers.serial.nmea import ChecksumError
 from drivers.serial.options import BusOptions
 from drivers.serial.stream import Batch, DeviceStream
 from drivers.serial.transport import SerialPort, open_port
+from gateway.contract import BusConfig, BusContext
 from gateway.errors import (
     BusUnavailable,
     ConfigError,

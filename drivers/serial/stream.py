@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from drivers.base import DeviceConfig
 from drivers.serial.events import Deduplicator, Sampler
 from drivers.serial.options import DeviceOptions
+from gateway.contract import DeviceConfig
 from gateway.model import Observation
 
 Batch = dict[str, list[Observation]]

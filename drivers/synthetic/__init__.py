@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from drivers.base import Bus, BusConfig, BusContext, Decoder
 from drivers.synthetic.pattern import PATTERNS, Point
+from gateway.contract import Bus, BusConfig, BusContext, Decoder
 from gateway.section import Section
 
 TRANSPORTS = ("synthetic",)

@@ -7,8 +7,8 @@ import random
 import time
 from collections.abc import Iterator
 
-from drivers.base import BusConfig, BusContext, DeviceConfig
 from drivers.synthetic.pattern import PATTERNS
+from gateway.contract import BusConfig, BusContext, DeviceConfig
 from gateway.model import Observation
 
 

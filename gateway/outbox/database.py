@@ -2,7 +2,7 @@
 
 `connect` opens a file in WAL mode and verifies it (raising sqlite3.DatabaseError when it is
 not a sound database); `quarantine` moves a bad one aside. Row helpers map a Reading to the
-nine columns of the `outbox` table and back. No queue logic here: that is gateway.store.
+nine columns of the `outbox` table and back. No queue logic here: that is gateway.outbox.store.
 """
 
 from __future__ import annotations

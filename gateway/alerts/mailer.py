@@ -1,7 +1,7 @@
 """The mailer: drains the outbox MAIL lane to an SMTP server (aiosmtplib).
 
-Rows are leased, composed (gateway.mail) and sent; each row is acknowledged right after the
-server accepted its message, so a dead mail server or a restart only delays mail. Sent once:
+Rows are leased, composed (gateway.alerts.compose) and sent; each row is acknowledged right
+after the server accepted its message, so a dead mail server or a restart only delays mail. Sent once:
 before the ack, the row's idempotency key is appended (fsync'd) to `mail-sent.log` beside the
 outbox, and a row whose key is already there is acknowledged without sending (a crash between
 the server's OK and the ack does not send twice). Failures back off (capped, jittered) and
@@ -25,12 +25,12 @@ from zoneinfo import ZoneInfo
 
 import aiosmtplib
 
-from gateway import mail
-from gateway.alert import Alert
-from gateway.alertconfig import AlertsConfig, SmtpConfig
+from gateway.alerts import compose as mail
+from gateway.alerts.alert import Alert
+from gateway.alerts.config import AlertsConfig, SmtpConfig
 from gateway.errors import Transient
 from gateway.model import Lane, Reading
-from gateway.store import Outbox
+from gateway.outbox.store import Outbox
 from gateway.supervise import Backoff, Health
 
 _KEEP_KEYS = 2000  # idempotency keys remembered; far more than mail sent between restarts

@@ -45,7 +45,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from gateway.rules import KINDS, SEVERITIES, Rule
+from gateway.alerts.rules import KINDS, SEVERITIES, Rule
 from gateway.section import Section
 
 LANGUAGES = ("ja", "en")

@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drivers.base import Decoder
+from gateway.contract import Decoder
 from gateway.errors import DecodeError, Problem
 from gateway.model import Observation, Value
 from gateway.registry import driver_for_protocol, known_protocols
 from gateway.section import Section
 
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "firmware-configs"
+BUILTIN_DIR = Path(__file__).resolve().parents[2] / "firmware-configs"
 SYSTEM_DIR = Path("/etc/gateway/firmware-configs")
 
 

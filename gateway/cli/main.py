@@ -15,8 +15,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from gateway import config as config_mod
+from gateway.config.profiles import ProfileLibrary, default_dirs
 from gateway.errors import ConfigError, DecodeError, Problem
-from gateway.profiles import ProfileLibrary, default_dirs
 from gateway.registry import driver_modules
 
 
@@ -114,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from gateway import status
+    from gateway.cli import status as status
 
     return status.main(args.config)
 
@@ -122,7 +122,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_test_alert(args: argparse.Namespace) -> int:
     import asyncio
 
-    from gateway.alerting import technician_test
+    from gateway.alerts.wiring import technician_test
 
     cfg = _load(args.config)
     if cfg is None:
@@ -131,7 +131,7 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gateway import demo
+    from gateway.demo import field as demo
 
     return demo.main(args)
 

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.actions import Actions
-from gateway.alert import ALERT_QUANTITY, MAIL_QUANTITY, Alert, dumps, mail_key
-from gateway.alertconfig import AlertsConfig
+from gateway.alerts.actions import Actions
+from gateway.alerts.alert import ALERT_QUANTITY, MAIL_QUANTITY, Alert, dumps, mail_key
+from gateway.alerts.config import AlertsConfig
+from gateway.alerts.rules import Cooldown, Event, Rule, RuleState
 from gateway.clock import Clock
 from gateway.model import Lane, Observation, Reading
-from gateway.payload import iso
-from gateway.rules import Cooldown, Event, Rule, RuleState
+from gateway.uplink.payload import iso
 
 _SAVE_DELAY = 0.1  # s; a power cut in this window costs at most one repeated alert
 Stage = Callable[[str, Sequence[Observation], float | None, Lane], Any]

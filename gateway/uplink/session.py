@@ -32,13 +32,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.commands import CommandRouter
-from gateway.config import UplinkConfig
+from gateway.config.loader import UplinkConfig
 from gateway.errors import LinkDown, LinkRefused, Transient
 from gateway.model import Lane, Reading
-from gateway.payload import ENCODERS, Message, Target, command_topics, wire_bytes
-from gateway.store import Outbox
+from gateway.outbox.store import Outbox
 from gateway.supervise import Backoff, Health, supervise
+from gateway.uplink.commands import CommandRouter
+from gateway.uplink.payload import ENCODERS, Message, Target, command_topics, wire_bytes
 
 
 class TokenBucket:

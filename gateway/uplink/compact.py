@@ -1,7 +1,7 @@
 """The compact payload format for metered links: a whole batch across devices as
 zlib-deflated columnar MessagePack on `<prefix>/<gateway>/mp`.
 
-`encode_msgpack` follows the shape of every encoder in gateway.payload; `decode_msgpack`
+`encode_msgpack` follows the shape of every encoder in gateway.uplink.payload; `decode_msgpack`
 reverses it for consumers and tests. Pure functions, no I/O.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 
 from gateway.model import Reading, Value
-from gateway.wire import Message, Target, split
+from gateway.uplink.wire import Message, Target, split
 
 
 def _exponent(values: Sequence[float]) -> int | None:

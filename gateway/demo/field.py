@@ -24,9 +24,9 @@ from typing import Any
 
 from gateway import config as config_mod
 from gateway import logs
-from gateway.broker import LocalBroker
 from gateway.daemon import Control, Daemon
-from gateway.mailsink import MailSink
+from gateway.demo.broker import LocalBroker
+from gateway.demo.mailsink import MailSink
 from gateway.registry import driver_modules
 
 SYNTHETIC_FIELD = """

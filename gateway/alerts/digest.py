@@ -16,10 +16,10 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.alert import MAIL_QUANTITY, Alert, dumps
-from gateway.alertconfig import DigestConfig
+from gateway.alerts.alert import MAIL_QUANTITY, Alert, dumps
+from gateway.alerts.compose import what
+from gateway.alerts.config import DigestConfig
 from gateway.clock import Clock
-from gateway.mail import what
 from gateway.model import Lane, Observation, Reading
 
 Stage = Callable[[str, Sequence[Observation], float | None, Lane], Any]

@@ -15,7 +15,7 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from zoneinfo import ZoneInfo
 
-from gateway.alert import Alert
+from gateway.alerts.alert import Alert
 
 _SEVERITY = {
     "ja": {
@@ -160,7 +160,7 @@ def _num(v: float | None) -> str:
 def digest_text(
     summary: Mapping[str, object], lang: str, tz: ZoneInfo, site: str
 ) -> tuple[str, str]:
-    """(subject, body) of a daily digest; `summary` as built by gateway.digest."""
+    """(subject, body) of a daily digest; `summary` as built by gateway.alerts.digest."""
     t = _TEXT[lang]
     day = str(summary["day"])
     subject = f"{t['digest']} {summary.get('site_name') or site} {day}"

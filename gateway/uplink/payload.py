@@ -11,11 +11,11 @@ readings that share a timestamp, and split so no payload exceeds `max_bytes`.
 - `json` (generic): `<prefix>/<gateway>/<device>`, an array of
   `{"seq","quantity","value","unit","time","synced"}`.
 - `msgpack` (compact, metered links): `<prefix>/<gateway>/mp`, zlib-deflated columnar
-  MessagePack of a whole batch across devices (gateway.compact).
-Alert rows (ALERT lane, quantity `alert`, a JSON object as text: gateway.alert) are embedded
+  MessagePack of a whole batch across devices (gateway.uplink.compact).
+Alert rows (ALERT lane, quantity `alert`, a JSON object as text: gateway.alerts.alert) are embedded
 as objects in both JSON formats; UltraLight and msgpack carry the text as it is.
 No I/O here; the uplink publishes what these return. Message, Target and the size helpers
-live in gateway.wire and are re-exported here for callers.
+live in gateway.uplink.wire and are re-exported here for callers.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.compact import decode_msgpack, encode_msgpack
 from gateway.model import Lane, Reading, Value
-from gateway.wire import Encoder, Message, Target, by_device, iso, split, wire_bytes
+from gateway.uplink.compact import decode_msgpack, encode_msgpack
+from gateway.uplink.wire import Encoder, Message, Target, by_device, iso, split, wire_bytes
 
 __all__ = [
     "ENCODERS",
@@ -71,7 +71,7 @@ def _seqs(groups: Sequence[Sequence[Reading]]) -> tuple[int, ...]:
 
 
 def _structured(r: Reading) -> Any:
-    """An alert row's value is a JSON object in a string (gateway.alert): embed the object
+    """An alert row's value is a JSON object in a string (gateway.alerts.alert): embed the object
     so the platform gets a structured attribute, not a string to parse again."""
     if r.lane == Lane.ALERT and r.quantity == "alert" and isinstance(r.value, str):
         try:

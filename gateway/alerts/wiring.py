@@ -14,18 +14,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from drivers.base import Actuator
-from gateway.actions import Actions
-from gateway.alerts import AlertEngine, Place
+from gateway.alerts.actions import Actions
+from gateway.alerts.digest import Digest
+from gateway.alerts.engine import AlertEngine, Place
+from gateway.alerts.mailer import Mailer
 from gateway.clock import Clock
-from gateway.commands import CommandRouter
-from gateway.config import Config
-from gateway.digest import Digest
-from gateway.mailer import Mailer
+from gateway.config.loader import Config
+from gateway.contract import Actuator
 from gateway.model import Lane
+from gateway.outbox.store import Outbox
 from gateway.pipeline import Pipeline
-from gateway.store import Outbox
 from gateway.supervise import Backoff
+from gateway.uplink.commands import CommandRouter
 
 COMMANDS = ("siren", "alert-test")
 

@@ -21,8 +21,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from drivers.base import Actuator
-from gateway.alertconfig import ActionConfig
+from gateway.alerts.config import ActionConfig
+from gateway.contract import Actuator
 from gateway.errors import GatewayError
 
 QuietHours = tuple[tuple[int, int], tuple[int, int]]

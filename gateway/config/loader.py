@@ -2,7 +2,7 @@
 
 Every problem is reported with its path and the offending value
 (`uplink.port: expected 1..65535, got 70000`); unknown keys get a "did you mean" hint.
-Drivers parse their own bus and device keys (drivers.base); nothing downstream sees a dict.
+Drivers parse their own bus and device keys (gateway.contract); nothing downstream sees a dict.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drivers.base import BusConfig, DeviceConfig
-from gateway import alertconfig
-from gateway.alertconfig import AlertsConfig
+from gateway.alerts import config as alertconfig
+from gateway.alerts.config import AlertsConfig
+from gateway.config.profiles import ProfileLibrary, default_dirs
+from gateway.contract import BusConfig, DeviceConfig
 from gateway.errors import ConfigError, Problem
 from gateway.model import Value
-from gateway.profiles import ProfileLibrary, default_dirs
 from gateway.registry import driver_for_transport, known_transports
 from gateway.section import Section
 

@@ -33,7 +33,9 @@ from typing import Any
 
 import aiosqlite
 
-from gateway.database import (
+from gateway.errors import StoreFull
+from gateway.model import Lane, Reading
+from gateway.outbox.database import (
     INSERT,
     LANES,
     SELECT,
@@ -46,8 +48,6 @@ from gateway.database import (
     seq_of,
     to_row,
 )
-from gateway.errors import StoreFull
-from gateway.model import Lane, Reading
 
 
 @dataclass(frozen=True)

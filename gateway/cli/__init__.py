@@ -1,0 +1,10 @@
+"""The `gateway` command for technicians: run, check, status, decode, sim, scan, test-alert, demo.
+
+Owns: argument parsing and printing (`main`) and the status report (`status`).
+May import anything in the core; it is the outermost layer. Subcommands import what they
+need lazily so `gateway check` does not load the daemon.
+"""
+
+from gateway.cli.main import main
+
+__all__ = ["main"]
