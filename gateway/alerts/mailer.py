@@ -1,14 +1,14 @@
 """The mailer: drains the outbox MAIL lane to an SMTP server (aiosmtplib).
 
 Rows are leased, composed (gateway.alerts.compose) and sent; each row is acknowledged right
-after the server accepted its message, so a dead mail server or a restart only delays mail. Sent once:
-before the ack, the row's idempotency key is appended (fsync'd) to `mail-sent.log` beside the
-outbox, and a row whose key is already there is acknowledged without sending (a crash between
-the server's OK and the ack does not send twice). Failures back off (capped, jittered) and
-are logged on transitions only; a message the server refuses for good (5xx on a recipient or
-the data) is logged and dropped so it cannot block the others. Telemetry never waits for any
-of this: the mailer only touches its own lane. The SMTP password is read from its file at
-connect time and never logged. STARTTLS or implicit TLS, with login when configured.
+after the server accepted its message, so a dead mail server or a restart only delays mail. Sent
+once: before the ack, the row's idempotency key is appended (fsync'd) to `mail-sent.log` beside
+the outbox, and a row whose key is already there is acknowledged without sending (a crash
+between the server's OK and the ack does not send twice). Failures back off (capped, jittered)
+and are logged on transitions only; a message the server refuses for good (5xx on a recipient or
+the data) is logged and dropped so it cannot block the others. Telemetry never waits for any of
+this: the mailer only touches its own lane. The SMTP password is read from its file at connect
+time and never logged. STARTTLS or implicit TLS, with login when configured.
 """
 
 from __future__ import annotations
