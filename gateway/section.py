@@ -68,7 +68,7 @@ class Section:
         return default
 
     # -- typed getters -------------------------------------------------------------------
-    def str(
+    def text(
         self, key: str, default: Any = REQUIRED, *, choices: Sequence[str] | None = None
     ) -> Any:
         value = self._get(key, default)
@@ -86,7 +86,7 @@ class Section:
             return choices[0] if default is REQUIRED else default
         return value
 
-    def int(
+    def integer(
         self, key: str, default: Any = REQUIRED, *, lo: int | None = None, hi: int | None = None
     ) -> Any:
         value = self._get(key, default)
@@ -99,7 +99,7 @@ class Section:
             return default if default is not REQUIRED else (lo or 0)
         return self._check_range(key, value, lo, hi, default)
 
-    def float(
+    def number(
         self,
         key: str,
         default: Any = REQUIRED,
@@ -131,7 +131,7 @@ class Section:
             return lo if lo is not None else hi
         return value
 
-    def bool(self, key: str, default: Any = REQUIRED) -> Any:
+    def flag(self, key: str, default: Any = REQUIRED) -> Any:
         value = self._get(key, default)
         if value is _MISSING:
             return False
@@ -149,7 +149,7 @@ class Section:
             return tuple(default) if default not in (REQUIRED, None) else ()
         return tuple(value)
 
-    def any(self, key: str, default: Any = REQUIRED) -> Any:
+    def value(self, key: str, default: Any = REQUIRED) -> Any:
         value = self._get(key, default)
         return None if value is _MISSING else value
 
@@ -186,8 +186,8 @@ class Section:
 
     def backoff(self, initial: float, maximum: float) -> tuple[float, float]:
         """`reconnect_min` and `reconnect_max` (seconds), checked to be in order."""
-        low = self.float("reconnect_min", initial, lo=0.01, hi=3600.0)
-        high = self.float("reconnect_max", maximum, lo=0.01, hi=86400.0)
+        low = self.number("reconnect_min", initial, lo=0.01, hi=3600.0)
+        high = self.number("reconnect_max", maximum, lo=0.01, hi=86400.0)
         if high < low:
             self.problem("reconnect_max", f"must be >= reconnect_min ({low}), got {high}")
         return low, high

@@ -37,6 +37,10 @@ class Backoff:
     def reset(self) -> None:
         self._failures = 0
 
+    def exhaust(self) -> None:
+        """Jump to the capped delay: retrying sooner will not help (a Permanent error)."""
+        self._failures = 64
+
     @property
     def failures(self) -> int:
         return self._failures
@@ -93,7 +97,7 @@ async def supervise(
             reason = str(exc) or type(exc).__name__
         except Permanent as exc:
             reason = f"{exc} (permanent)"
-            backoff._failures = 64
+            backoff.exhaust()
         if health.up_since is not None and loop.time() - started >= healthy_after:
             backoff.reset()
         health.down(reason)

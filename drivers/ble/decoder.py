@@ -164,7 +164,7 @@ def _bthome_names(doc: Section) -> dict[int, str]:
             table.problem(key, 'expected a known BTHome object id such as "0x45"')
             table.ignore(key)
             continue
-        names[oid] = table.str(key)
+        names[oid] = table.text(key)
     table.finish()
     return names
 
@@ -175,13 +175,13 @@ def _ess_points(doc: Section) -> dict[int, str]:
     if not sections:
         return {uuid: c.quantity for uuid, c in ess.CHARACTERISTICS.items()}
     for p in sections:
-        text = p.str("characteristic")
+        text = p.text("characteristic")
         uuid = _hex_id(text) if text else None
         if text and (uuid is None or uuid not in ess.CHARACTERISTICS):
             known = ", ".join(f"{u:04x}" for u in ess.CHARACTERISTICS)
             p.problem("characteristic", f'unknown ESS characteristic "{text}"; known: {known}')
         default = ess.CHARACTERISTICS[uuid].quantity if uuid in ess.CHARACTERISTICS else ""
-        quantity = p.str("quantity", default)
+        quantity = p.text("quantity", default)
         if uuid is not None:
             points[uuid] = quantity
         p.finish()

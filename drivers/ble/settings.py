@@ -55,24 +55,24 @@ class BleDeviceOptions:
 def parse_bus(s: Section, transport: str) -> BleBusOptions | ReplayOptions:
     if transport == "ble-replay":
         return ReplayOptions(
-            file=s.str("file"),
-            speed=s.float("speed", 1.0, lo=0.0, hi=1e6),
-            loop=s.bool("loop", False),
-            queue_size=s.int("queue_size", 2000, lo=10, hi=1_000_000),
+            file=s.text("file"),
+            speed=s.number("speed", 1.0, lo=0.0, hi=1e6),
+            loop=s.flag("loop", False),
+            queue_size=s.integer("queue_size", 2000, lo=10, hi=1_000_000),
         )
-    adapter = s.str("adapter", "hci0")
+    adapter = s.text("adapter", "hci0")
     if adapter and not _ADAPTER.match(adapter):
         s.problem("adapter", f'expected an adapter name such as "hci0", got "{adapter}"')
     backoff = s.backoff(2.0, 120.0)
     opts = BleBusOptions(
         adapter=adapter,
-        scan_mode=s.str("scan_mode", "passive", choices=SCAN_MODES),
-        silence_timeout=s.float("silence_timeout", 600.0, lo=0.0, hi=86400.0),
+        scan_mode=s.text("scan_mode", "passive", choices=SCAN_MODES),
+        silence_timeout=s.number("silence_timeout", 600.0, lo=0.0, hi=86400.0),
         reconnect_min=backoff[0],
         reconnect_max=backoff[1],
-        connect_timeout=s.float("connect_timeout", 15.0, lo=0.5, hi=120.0),
-        health_interval=s.float("health_interval", 5.0, lo=0.05, hi=3600.0),
-        queue_size=s.int("queue_size", 2000, lo=10, hi=1_000_000),
+        connect_timeout=s.number("connect_timeout", 15.0, lo=0.5, hi=120.0),
+        health_interval=s.number("health_interval", 5.0, lo=0.05, hi=3600.0),
+        queue_size=s.integer("queue_size", 2000, lo=10, hi=1_000_000),
     )
     return opts
 
@@ -94,19 +94,19 @@ def _profile_protocol(name: str) -> str | None:
 
 
 def parse_device(s: Section, transport: str) -> BleDeviceOptions:
-    raw_address = s.str("address")
+    raw_address = s.text("address")
     address = normalise_mac(raw_address) if raw_address else None
     if raw_address and address is None:
         s.problem(
             "address",
             f'expected a Bluetooth address such as "A4:C1:38:0B:5E:6D", got "{raw_address}"',
         )
-    bindkey = s.str("bindkey", "")
+    bindkey = s.text("bindkey", "")
     if bindkey and not _BINDKEY.match(bindkey):
         s.problem(
             "bindkey", f"expected 32 hex digits (a 16-byte key), got {len(bindkey)} characters"
         )
-    gatt = s.str("gatt", "off", choices=GATT_MODES)
+    gatt = s.text("gatt", "off", choices=GATT_MODES)
     if gatt != "off" and transport == "ble-replay":
         s.problem("gatt", 'a replay bus has no radio to connect with; use gatt = "off"')
     elif gatt != "off":
@@ -118,7 +118,7 @@ def parse_device(s: Section, transport: str) -> BleDeviceOptions:
     return BleDeviceOptions(
         address=address or "",
         bindkey=bindkey.lower(),
-        presence_timeout=s.float("presence_timeout", 300.0, lo=1.0, hi=7 * 86400.0),
-        stale_after=s.float("stale_after", 900.0, lo=0.0, hi=7 * 86400.0),
+        presence_timeout=s.number("presence_timeout", 300.0, lo=1.0, hi=7 * 86400.0),
+        stale_after=s.number("stale_after", 900.0, lo=0.0, hi=7 * 86400.0),
         gatt=gatt,
     )

@@ -101,22 +101,22 @@ def rtu_gap(baud: int) -> float:
 def parse_bus(section: Section, transport: str) -> BusOptions:
     tcp = transport == "modbus-tcp"
     if tcp:
-        host = section.str("host")
-        port = str(section.int("port", 502, lo=1, hi=65535))
+        host = section.text("host")
+        port = str(section.integer("port", 502, lo=1, hi=65535))
         baud, parity, stopbits, bytesize = 9600, "N", 1, 8
     else:
         host = ""
-        port = section.str("port")
-        baud = section.int("baud", 9600)
+        port = section.text("port")
+        baud = section.integer("baud", 9600)
         if baud not in BAUDS:
             section.problem("baud", f"expected one of {', '.join(map(str, BAUDS))}; got {baud}")
-        parity = section.str("parity", "N", choices=("N", "E", "O"))
-        stopbits = section.int("stopbits", 1, lo=1, hi=2)
-        bytesize = section.int("bytesize", 8, lo=7, hi=8)
-    timeout = section.float("timeout", 1.0, lo=0.01, hi=60.0)
+        parity = section.text("parity", "N", choices=("N", "E", "O"))
+        stopbits = section.integer("stopbits", 1, lo=1, hi=2)
+        bytesize = section.integer("bytesize", 8, lo=7, hi=8)
+    timeout = section.number("timeout", 1.0, lo=0.01, hi=60.0)
     # After an unanswered request a slow slave may still answer; on a shared RS-485 line that
     # late frame would land on the next unit's answer, so the line is left quiet a while.
-    settle = section.float("settle", 0.0 if tcp else timeout / 2, lo=0.0, hi=60.0)
+    settle = section.number("settle", 0.0 if tcp else timeout / 2, lo=0.0, hi=60.0)
     backoff = section.backoff(1.0, 60.0)
     options = BusOptions(
         transport=transport,
@@ -127,11 +127,11 @@ def parse_bus(section: Section, transport: str) -> BusOptions:
         stopbits=stopbits,
         bytesize=bytesize,
         timeout=timeout,
-        retries=section.int("retries", 1, lo=0, hi=10),
-        gap=section.float("gap", 0.0 if tcp else rtu_gap(baud), lo=0.0, hi=5.0),
+        retries=section.integer("retries", 1, lo=0, hi=10),
+        gap=section.number("gap", 0.0 if tcp else rtu_gap(baud), lo=0.0, hi=5.0),
         settle=settle,
-        jitter=section.float("jitter", 0.1, lo=0.0, hi=0.5),
-        max_gap=section.int("max_gap", 0, lo=0, hi=124),
+        jitter=section.number("jitter", 0.1, lo=0.0, hi=0.5),
+        max_gap=section.integer("max_gap", 0, lo=0, hi=124),
         reconnect_min=backoff[0],
         reconnect_max=backoff[1],
     )
@@ -145,8 +145,8 @@ def parse_device(section: Section, transport: str) -> DeviceOptions:
     if not section.raw.get("profile"):
         section.problem("profile", "a Modbus device needs a profile (its register map)")
     return DeviceOptions(
-        unit=section.int("unit", lo=lo, hi=hi),
-        max_gap=section.int("max_gap", None, lo=0, hi=124),
+        unit=section.integer("unit", lo=lo, hi=hi),
+        max_gap=section.integer("max_gap", None, lo=0, hi=124),
     )
 
 
@@ -155,9 +155,9 @@ def compile_profile(section: Section, protocol: str) -> Any:
 
     head = section.section("profile")
     head.ignore("name", "protocol", "description")
-    head.str("kind", "", choices=("coil", "discrete", "holding", "input"))
-    head.str("byte_order", "big", choices=("big", "little"))
-    head.str("word_order", "big", choices=("big", "little"))
+    head.text("kind", "", choices=("coil", "discrete", "holding", "input"))
+    head.text("byte_order", "big", choices=("big", "little"))
+    head.text("word_order", "big", choices=("big", "little"))
     head.finish()
     points = []
     for s in section.sections("point", required=True):

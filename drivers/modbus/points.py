@@ -116,7 +116,7 @@ def inferred_decimals(*numbers: float) -> int:
 
 
 def _range(s: Section, key: str = "range") -> tuple[float | None, float | None]:
-    value = s.any(key, None)
+    value = s.value(key, None)
     if value is None:
         return None, None
     if (
@@ -132,34 +132,34 @@ def _range(s: Section, key: str = "range") -> tuple[float | None, float | None]:
 
 def parse_point(s: Section, defaults: Section) -> Point:
     kind_default = defaults.raw.get("kind")
-    kind = s.str("kind", kind_default if kind_default in KINDS else REQUIRED_KIND, choices=KINDS)
+    kind = s.text("kind", kind_default if kind_default in KINDS else REQUIRED_KIND, choices=KINDS)
     if kind is REQUIRED_KIND:
         s.problem("kind", "required key is missing (or set [profile] kind)")
         kind = "holding"
-    quantity = s.str("quantity", "")
-    name = s.str("name", quantity)
+    quantity = s.text("quantity", "")
+    name = s.text("name", quantity)
     if not name:
         s.problem("quantity", "required key is missing (a point needs a quantity or a name)")
     default_type = "bool" if kind in BIT_KINDS else "u16"
-    typ = s.str("type", default_type, choices=TYPES)
+    typ = s.text("type", default_type, choices=TYPES)
     if kind in BIT_KINDS and typ != "bool":
         s.problem("type", f'a {kind} is a single bit: use type = "bool", got "{typ}"')
     if kind not in BIT_KINDS and typ == "bool":
         s.problem("type", 'a register needs u16, i16, u32, i32, f32, bit or bits, got "bool"')
-    bit = s.int("bit", 0, lo=0, hi=15)
-    width = s.int("width", 1, lo=1, hi=16)
+    bit = s.integer("bit", 0, lo=0, hi=15)
+    width = s.integer("width", 1, lo=1, hi=16)
     if typ in ("bit", "bits") and not s.has("bit"):
         s.problem("bit", f'type "{typ}" needs the bit number (0 = least significant)')
     if typ == "bits" and bit + width > 16:
         s.problem("width", f"bit {bit} + width {width} does not fit in a 16-bit register")
-    address = s.int("address", lo=0, hi=65535)
+    address = s.integer("address", lo=0, hi=65535)
     if address + WIDTH.get(typ, 1) - 1 > 65535:
         s.problem("address", f"a {typ} at {address} runs past register 65535")
     lo, hi = _range(s)
-    emit = s.bool("emit", True)
+    emit = s.flag("emit", True)
     if emit and not quantity:
         s.problem("quantity", "an emitted point needs a quantity (or set emit = false)")
-    channel = s.int("channel", 0, lo=1, hi=256)
+    channel = s.integer("channel", 0, lo=1, hi=256)
     if s.has("channel") and kind != "coil":
         s.problem("channel", f"only coils drive relay channels, this point is a {kind}")
     return Point(
@@ -170,14 +170,14 @@ def parse_point(s: Section, defaults: Section) -> Point:
         type=typ,
         bit=bit,
         width=1 if typ == "bit" else width,
-        byte_order=s.str("byte_order", defaults.raw.get("byte_order", "big"), choices=ORDERS),
-        word_order=s.str("word_order", defaults.raw.get("word_order", "big"), choices=ORDERS),
-        scale=s.float("scale", 1.0),
-        offset=s.float("offset", 0.0),
-        decimals=s.int("decimals", None, lo=0, hi=9),
-        decimals_from=s.str("decimals_from", ""),
-        unit=s.str("unit", ""),
-        attr=s.str("attr", ""),
+        byte_order=s.text("byte_order", defaults.raw.get("byte_order", "big"), choices=ORDERS),
+        word_order=s.text("word_order", defaults.raw.get("word_order", "big"), choices=ORDERS),
+        scale=s.number("scale", 1.0),
+        offset=s.number("offset", 0.0),
+        decimals=s.integer("decimals", None, lo=0, hi=9),
+        decimals_from=s.text("decimals_from", ""),
+        unit=s.text("unit", ""),
+        attr=s.text("attr", ""),
         lo=lo,
         hi=hi,
         emit=emit,
@@ -189,15 +189,15 @@ def parse_point(s: Section, defaults: Section) -> Point:
 def parse_derived(s: Section) -> Derived:
     lo, hi = _range(s)
     return Derived(
-        quantity=s.str("quantity"),
-        op=s.str("op", choices=OPS),
-        point=s.str("point"),
-        param=s.str("param"),
-        scale=s.float("scale", 1.0),
-        offset=s.float("offset", 0.0),
-        decimals=s.int("decimals", None, lo=0, hi=9),
-        unit=s.str("unit", ""),
-        attr=s.str("attr", ""),
+        quantity=s.text("quantity"),
+        op=s.text("op", choices=OPS),
+        point=s.text("point"),
+        param=s.text("param"),
+        scale=s.number("scale", 1.0),
+        offset=s.number("offset", 0.0),
+        decimals=s.integer("decimals", None, lo=0, hi=9),
+        unit=s.text("unit", ""),
+        attr=s.text("attr", ""),
         lo=lo,
         hi=hi,
         typical=_typical(s),
@@ -210,11 +210,11 @@ def _typical(s: Section) -> tuple[float, float] | None:
 
 
 def parse_trigger(s: Section) -> Trigger:
-    kind = s.str("kind", "holding", choices=("holding", "coil"))
+    kind = s.text("kind", "holding", choices=("holding", "coil"))
     return Trigger(
         kind=kind,
-        address=s.int("address", lo=0, hi=65535),
-        value=s.int("value", lo=0, hi=1 if kind == "coil" else 65535),
+        address=s.integer("address", lo=0, hi=65535),
+        value=s.integer("value", lo=0, hi=1 if kind == "coil" else 65535),
         # URM14 datasheet: wait >= 30 ms after a trigger; cap keeps a typo from stalling a bus.
-        wait=s.float("wait", 0.0, lo=0.0, hi=10.0),
+        wait=s.number("wait", 0.0, lo=0.0, hi=10.0),
     )

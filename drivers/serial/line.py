@@ -151,18 +151,18 @@ def _convert(f: Field, text: str) -> tuple[Value, bool]:
 def compile_line(doc: Section) -> LineDecoder:
     """Build a LineDecoder from a profile file; problems are recorded with their paths."""
     head = doc.section("profile")
-    delimiter = head.str("delimiter", ",")
-    regex = head.str("regex", "")
+    delimiter = head.text("delimiter", ",")
+    regex = head.text("regex", "")
     pattern = None
     if regex:
         try:
             pattern = re.compile(regex)
         except re.error as exc:
             head.problem("regex", f"not a valid regular expression: {exc}")
-    checksum = head.str("checksum", "none", choices=CHECKSUMS)
-    source = head.str("source", "")
-    events = head.bool("events", False)
-    window = head.float("dedup_window", 30.0, lo=0.0, hi=86400.0)
+    checksum = head.text("checksum", "none", choices=CHECKSUMS)
+    source = head.text("source", "")
+    events = head.flag("events", False)
+    window = head.number("dedup_window", 30.0, lo=0.0, hi=86400.0)
     ignore = frozenset(head.strings("dedup_ignore", ("rssi",)))
     head.ignore("name", "protocol", "description")
     head.finish()
@@ -187,18 +187,18 @@ def compile_line(doc: Section) -> LineDecoder:
 
 
 def _field(s: Section) -> Field:
-    kind = s.str("type", "str", choices=TYPES)
+    kind = s.text("type", "str", choices=TYPES)
     mapping = s.mapping("map", str, "a string")
     f = Field(
-        name=s.str("name"),
+        name=s.text("name"),
         type=kind,
-        quantity=s.str("quantity", ""),
-        unit=s.str("unit", ""),
-        scale=s.float("scale", 1.0),
-        offset=s.float("offset", 0.0),
-        minimum=s.float("min", None),
-        maximum=s.float("max", None),
-        match=s.str("match", None),
+        quantity=s.text("quantity", ""),
+        unit=s.text("unit", ""),
+        scale=s.number("scale", 1.0),
+        offset=s.number("offset", 0.0),
+        minimum=s.number("min", None),
+        maximum=s.number("max", None),
+        match=s.text("match", None),
         mapping=mapping,
         skip=frozenset(s.strings("skip", ())),
     )

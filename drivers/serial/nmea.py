@@ -319,7 +319,7 @@ def compile_nmea(doc: Section) -> NmeaDecoder:
             head.problem(
                 f"sentences[{i}]", f'unsupported sentence "{kind}"; known: {", ".join(SUPPORTED)}'
             )
-    require = head.bool("require_checksum", True)
+    require = head.flag("require_checksum", True)
     head.ignore("name", "protocol", "description")
     head.finish()
     rename = doc.mapping("rename", str, "a quantity name")
@@ -327,9 +327,9 @@ def compile_nmea(doc: Section) -> NmeaDecoder:
     for s in doc.sections("xdr"):
         points.append(
             XdrPoint(
-                type=s.str("type", choices=tuple(sorted({k for k, _ in XDR_UNITS}))),
-                name=s.str("name", ""),
-                quantity=s.str("quantity"),
+                type=s.text("type", choices=tuple(sorted({k for k, _ in XDR_UNITS}))),
+                name=s.text("name", ""),
+                quantity=s.text("quantity"),
             )
         )
         s.finish()

@@ -81,15 +81,15 @@ class DeviceOptions:
 
 
 def parse_bus(s: Section) -> BusOptions:
-    port = s.str("port", "")
+    port = s.text("port", "")
     match = None
     if s.has("match"):
         m = s.section("match")
         match = PortMatch(
             vid=_hex4(m, "vid"),
             pid=_hex4(m, "pid"),
-            serial=m.str("serial", ""),
-            usb_path=m.str("usb_path", ""),
+            serial=m.text("serial", ""),
+            usb_path=m.text("usb_path", ""),
         )
         m.finish(MATCH_KEYS)
         if not str(match):
@@ -97,16 +97,16 @@ def parse_bus(s: Section) -> BusOptions:
     if bool(port) == (match is not None):
         s.problem(None, "needs exactly one of `port` (a device path) or `match` (a udev match)")
     settings = PortSettings(
-        baudrate=s.int("baudrate", 4800, lo=50, hi=4_000_000),
-        bytesize=s.int("bytesize", 8, lo=5, hi=8),
-        parity=s.str("parity", "N", choices=PARITIES),
+        baudrate=s.integer("baudrate", 4800, lo=50, hi=4_000_000),
+        bytesize=s.integer("bytesize", 8, lo=5, hi=8),
+        parity=s.text("parity", "N", choices=PARITIES),
         stopbits=_stopbits(s),
-        exclusive=s.bool("exclusive", True),
+        exclusive=s.flag("exclusive", True),
     )
     # NMEA 0183 caps a sentence at 82 characters (sec. 5.3); receivers print longer
     # lines, so the default leaves room while still bounding a run of noise.
-    max_line = s.int("max_line", 512, lo=16, hi=65536)
-    encoding = s.str("encoding", "ascii", choices=ENCODINGS)
+    max_line = s.integer("max_line", 512, lo=16, hi=65536)
+    encoding = s.text("encoding", "ascii", choices=ENCODINGS)
     reconnect_min, reconnect_max = s.backoff(1.0, 60.0)
     return BusOptions(
         port=port,
@@ -120,14 +120,14 @@ def parse_bus(s: Section) -> BusOptions:
 
 
 def _hex4(s: Section, key: str) -> str:
-    value = s.str(key, "")
+    value = s.text(key, "")
     if value and not HEX4.fullmatch(value.lower()):
         s.problem(key, f'expected 4 hex digits as udev shows them (e.g. "0403"), got "{value}"')
     return value.lower()
 
 
 def _stopbits(s: Section) -> float:
-    value = s.float("stopbits", 1.0)
+    value = s.number("stopbits", 1.0)
     if value not in (1.0, 1.5, 2.0):
         s.problem("stopbits", f"expected 1, 1.5 or 2, got {value:g}")
         return 1.0
@@ -143,6 +143,6 @@ def parse_device(s: Section) -> DeviceOptions:
             )
     return DeviceOptions(
         talkers=frozenset(talkers),
-        silence=s.float("silence", 0.0, lo=0.0, hi=86400.0),
-        dedup_window=s.float("dedup_window", None, lo=0.0, hi=86400.0),
+        silence=s.number("silence", 0.0, lo=0.0, hi=86400.0),
+        dedup_window=s.number("dedup_window", None, lo=0.0, hi=86400.0),
     )

@@ -27,24 +27,24 @@ PROTOCOLS: tuple[str, ...] = ()
 
 
 def parse_bus(section: Section, transport: str) -> Any:
-    return {"seed": section.int("seed", 1)}
+    return {"seed": section.integer("seed", 1)}
 
 
 def parse_device(section: Section, transport: str) -> Any:
     points: list[Point] = []
     for p in section.sections("points", required=True):
-        pattern = p.str("pattern", "sine", choices=tuple(PATTERNS))
+        pattern = p.text("pattern", "sine", choices=tuple(PATTERNS))
         points.append(
             Point(
-                quantity=p.str("quantity"),
-                unit=p.str("unit", ""),
+                quantity=p.text("quantity"),
+                unit=p.text("unit", ""),
                 pattern=pattern,
-                low=p.float("low", 0.0),
-                high=p.float("high", 1.0),
-                period=p.float("period", 3600.0, lo=0.001),
-                values=tuple(p.any("values", ()) or ()),
-                every=p.int("every", 1, lo=1),
-                decimals=p.int("decimals", 2, lo=0, hi=9),
+                low=p.number("low", 0.0),
+                high=p.number("high", 1.0),
+                period=p.number("period", 3600.0, lo=0.001),
+                values=tuple(p.value("values", ()) or ()),
+                every=p.integer("every", 1, lo=1),
+                decimals=p.integer("decimals", 2, lo=0, hi=9),
             )
         )
         if pattern == "cycle" and not p.raw.get("values"):
@@ -52,8 +52,8 @@ def parse_device(section: Section, transport: str) -> Any:
         p.finish()
     return {
         "points": tuple(points),
-        "replicas": section.int("replicas", 1, lo=1, hi=100_000),
-        "count": section.int("count", 0, lo=0),
+        "replicas": section.integer("replicas", 1, lo=1, hi=100_000),
+        "count": section.integer("count", 0, lo=0),
     }
 
 

@@ -113,7 +113,7 @@ class AlertsConfig:
 
 
 def _hhmm(s: Section, key: str, default: str | None) -> tuple[int, int]:
-    text = s.str(key, default) if default is not None else s.str(key)
+    text = s.text(key, default) if default is not None else s.text(key)
     m = _HHMM.match(text or "")
     if not m:
         s.problem(key, f'expected a local time "HH:MM", got "{text}"')
@@ -127,7 +127,7 @@ def parse(s: Section, device_ids: set[str]) -> AlertsConfig:
     g_all = s.section("groups")
     for name in list(g_all.raw):
         g = g_all.section(name)
-        groups[name] = Group(name, g.strings("to"), g.str("language", "ja", choices=LANGUAGES))
+        groups[name] = Group(name, g.strings("to"), g.text("language", "ja", choices=LANGUAGES))
         if not groups[name].to:
             g.problem("to", "a recipient group needs at least one address")
         g.finish()
@@ -136,18 +136,18 @@ def parse(s: Section, device_ids: set[str]) -> AlertsConfig:
     smtp = None
     if s.has("smtp"):
         m = s.section("smtp")
-        security = m.str("security", "starttls", choices=SECURITY)
+        security = m.text("security", "starttls", choices=SECURITY)
         smtp = SmtpConfig(
-            host=m.str("host"),
-            port=m.int("port", 465 if security == "tls" else 587, lo=1, hi=65535),
+            host=m.text("host"),
+            port=m.integer("port", 465 if security == "tls" else 587, lo=1, hi=65535),
             security=security,
-            username=m.str("username", ""),
-            password_file=m.str("password_file", ""),
-            sender=m.str("from"),
-            ca_file=m.str("ca_file", ""),
-            timeout=m.float("timeout", 30.0, lo=1, hi=600),
-            retry_min=m.float("retry_min", 10.0, lo=0.01, hi=3600),
-            retry_max=m.float("retry_max", 600.0, lo=0.01, hi=86400),
+            username=m.text("username", ""),
+            password_file=m.text("password_file", ""),
+            sender=m.text("from"),
+            ca_file=m.text("ca_file", ""),
+            timeout=m.number("timeout", 30.0, lo=1, hi=600),
+            retry_min=m.number("retry_min", 10.0, lo=0.01, hi=3600),
+            retry_max=m.number("retry_max", 600.0, lo=0.01, hi=86400),
         )
         if smtp.password_file and not smtp.username:
             m.problem("username", "password_file is set but username is missing")
@@ -157,7 +157,7 @@ def parse(s: Section, device_ids: set[str]) -> AlertsConfig:
     a_all = s.section("actions")
     for name in list(a_all.raw):
         a = a_all.section(name)
-        pattern = a.any("pattern", [])
+        pattern = a.value("pattern", [])
         if not isinstance(pattern, list) or not all(
             isinstance(x, int | float) and not isinstance(x, bool) and x > 0 for x in pattern
         ):
@@ -165,11 +165,11 @@ def parse(s: Section, device_ids: set[str]) -> AlertsConfig:
             pattern = []
         action = ActionConfig(
             name,
-            device=a.str("device"),
-            channel=a.int("channel", 1, lo=1, hi=65536),
-            seconds=a.float("seconds", 30.0, lo=0.1, hi=86400),
+            device=a.text("device"),
+            channel=a.integer("channel", 1, lo=1, hi=65536),
+            seconds=a.number("seconds", 30.0, lo=0.1, hi=86400),
             pattern=tuple(float(x) for x in pattern),
-            at_night=a.str("at_night", "run", choices=("run", "skip")),
+            at_night=a.text("at_night", "run", choices=("run", "skip")),
         )
         if action.device and action.device not in device_ids:
             a.problem("device", f'no configured device "{action.device}"')
@@ -211,54 +211,54 @@ def parse(s: Section, device_ids: set[str]) -> AlertsConfig:
         actions=actions,
         quiet_hours=quiet,
         digest=digest,
-        map_zoom=s.int("map_zoom", 16, lo=1, hi=18),
+        map_zoom=s.integer("map_zoom", 16, lo=1, hi=18),
     )
     s.finish()
     return cfg
 
 
 def _rule(r: Section, groups: dict[str, Group], actions: dict[str, ActionConfig]) -> Rule:
-    kind = r.str("kind", choices=KINDS)
+    kind = r.text("kind", choices=KINDS)
     default_q = "battery" if kind == "battery" else ""
-    quantity = r.str("quantity", default_q) if kind != "stale" else r.str("quantity", "")
+    quantity = r.text("quantity", default_q) if kind != "stale" else r.text("quantity", "")
     if kind in ("threshold", "event", "rate") and not quantity:
         r.problem("quantity", f"a {kind} rule needs the quantity it watches")
-    above = r.float("above", None) if kind == "threshold" else None
-    below = r.float("below", None) if kind in ("threshold", "battery") else None
+    above = r.number("above", None) if kind == "threshold" else None
+    below = r.number("below", None) if kind in ("threshold", "battery") else None
     if kind == "threshold" and (above is None) == (below is None):
         r.problem(None, "a threshold rule needs exactly one of `above` or `below`")
     if kind == "battery" and below is None:
         r.problem("below", "a battery rule needs `below` (in the battery's unit, V or %)")
-    equals = r.any("equals", None) if kind == "event" else None
+    equals = r.value("equals", None) if kind == "event" else None
     if kind == "event" and not isinstance(equals, str | bool | int | float):
         r.problem("equals", "an event rule needs `equals` (a string, number or boolean)")
-    silent = r.float("minutes", 0.0, lo=0.1) * 60 if kind == "stale" else 0.0
+    silent = r.number("minutes", 0.0, lo=0.1) * 60 if kind == "stale" else 0.0
     if kind == "stale" and not silent:
         r.problem("minutes", "a stale rule needs `minutes` of silence")
-    per_minute = r.float("per_minute", 0.0) if kind == "rate" else 0.0
+    per_minute = r.number("per_minute", 0.0) if kind == "rate" else 0.0
     if kind == "rate" and per_minute == 0:
         r.problem("per_minute", "a rate rule needs a non-zero `per_minute` (negative = falling)")
     rule = Rule(
-        name=r.str("name"),
+        name=r.text("name"),
         kind=kind,
         quantity=quantity,
         devices=r.strings("devices", ()),
         above=above,
         below=below,
-        hysteresis=r.float("hysteresis", 0.0, lo=0) if kind in ("threshold", "battery") else 0.0,
-        hold=r.float("hold", 0.0, lo=0) if kind in ("threshold", "battery") else 0.0,
+        hysteresis=r.number("hysteresis", 0.0, lo=0) if kind in ("threshold", "battery") else 0.0,
+        hold=r.number("hold", 0.0, lo=0) if kind in ("threshold", "battery") else 0.0,
         equals=equals,
         silent=silent,
         per_minute=per_minute,
-        window=r.float("window", 600.0, lo=1) if kind == "rate" else 600.0,
-        severity=r.str("severity", "medium", choices=SEVERITIES),
-        category=r.str("category", "agriculture"),
-        subcategory=r.str("subcategory", _SUBCATEGORY.get(quantity, "")),
+        window=r.number("window", 600.0, lo=1) if kind == "rate" else 600.0,
+        severity=r.text("severity", "medium", choices=SEVERITIES),
+        category=r.text("category", "agriculture"),
+        subcategory=r.text("subcategory", _SUBCATEGORY.get(quantity, "")),
         groups=r.strings("groups", ()),
         actions=r.strings("actions", ()),
-        cooldown=r.float("cooldown", 600.0, lo=0),
-        notify_clear=r.bool("notify_clear", kind != "event"),
-        description=r.str("description", ""),
+        cooldown=r.number("cooldown", 600.0, lo=0),
+        notify_clear=r.flag("notify_clear", kind != "event"),
+        description=r.text("description", ""),
     )
     for g in rule.groups:
         if g not in groups:

@@ -139,13 +139,13 @@ def _unique(names: list[str], what: str, problems: list[Problem]) -> None:
 
 def _site(s: Section) -> SiteConfig:
     site = SiteConfig(
-        id=s.str("id"),
-        name=s.str("name", ""),
-        latitude=s.float("latitude", None, lo=-90, hi=90),
-        longitude=s.float("longitude", None, lo=-180, hi=180),
-        timezone=s.str("timezone", "Asia/Tokyo"),
+        id=s.text("id"),
+        name=s.text("name", ""),
+        latitude=s.number("latitude", None, lo=-90, hi=90),
+        longitude=s.number("longitude", None, lo=-180, hi=180),
+        timezone=s.text("timezone", "Asia/Tokyo"),
         profile_dirs=s.strings("profile_dirs", ()),
-        trust_clock=s.bool("trust_clock", False),
+        trust_clock=s.flag("trust_clock", False),
     )
     if site.id and not _is_topic_safe(site.id):
         s.problem("id", f"must not contain '/', '+', '#' or spaces, got \"{site.id}\"")
@@ -159,33 +159,33 @@ def _is_topic_safe(name: str) -> bool:
 
 def _uplink(s: Section, site: SiteConfig) -> UplinkConfig:
     tls_s = s.section("tls")
-    tls = TlsConfig(ca=tls_s.str("ca", ""), cert=tls_s.str("cert", ""), key=tls_s.str("key", ""))
+    tls = TlsConfig(ca=tls_s.text("ca", ""), cert=tls_s.text("cert", ""), key=tls_s.text("key", ""))
     if tls.cert and not tls.key:
         tls_s.problem("key", "a client certificate needs its key")
     tls_s.finish()
     reconnect_min, reconnect_max = s.backoff(5.0, 300.0)
     cfg = UplinkConfig(
-        host=s.str("host", "127.0.0.1"),
-        port=s.int("port", 8883 if tls.enabled else 1883, lo=1, hi=65535),
-        client_id=s.str("client_id", "") or f"gateway-{site.id}",
-        keepalive=s.int("keepalive", 600, lo=10, hi=65535),
-        qos=s.int("qos", 1, lo=0, hi=1),
-        format=s.str("format", "fiware-json", choices=FORMATS),
-        apikey=s.str("apikey", "gateway"),
-        topic_prefix=s.str("topic_prefix", "gateway"),
-        status_topic=s.str("status_topic", "") or f"gateway/{site.id}/status",
-        username=s.str("username", ""),
-        password_file=s.str("password_file", ""),
+        host=s.text("host", "127.0.0.1"),
+        port=s.integer("port", 8883 if tls.enabled else 1883, lo=1, hi=65535),
+        client_id=s.text("client_id", "") or f"gateway-{site.id}",
+        keepalive=s.integer("keepalive", 600, lo=10, hi=65535),
+        qos=s.integer("qos", 1, lo=0, hi=1),
+        format=s.text("format", "fiware-json", choices=FORMATS),
+        apikey=s.text("apikey", "gateway"),
+        topic_prefix=s.text("topic_prefix", "gateway"),
+        status_topic=s.text("status_topic", "") or f"gateway/{site.id}/status",
+        username=s.text("username", ""),
+        password_file=s.text("password_file", ""),
         tls=tls,
-        batch_window=s.float("batch_window", 60.0, lo=0, hi=86400),
-        batch_max_readings=s.int("batch_max_readings", 1000, lo=1, hi=100_000),
-        max_payload_bytes=s.int("max_payload_bytes", 65536, lo=256, hi=256 * 1024 * 1024),
-        rate_limit=s.int("rate_limit", 0, lo=0),
-        inflight=s.int("inflight", 20, lo=1, hi=65535),
+        batch_window=s.number("batch_window", 60.0, lo=0, hi=86400),
+        batch_max_readings=s.integer("batch_max_readings", 1000, lo=1, hi=100_000),
+        max_payload_bytes=s.integer("max_payload_bytes", 65536, lo=256, hi=256 * 1024 * 1024),
+        rate_limit=s.integer("rate_limit", 0, lo=0),
+        inflight=s.integer("inflight", 20, lo=1, hi=65535),
         reconnect_min=reconnect_min,
         reconnect_max=reconnect_max,
         commands=s.strings("commands", BUILTIN_COMMANDS),
-        enabled=s.bool("enabled", True),
+        enabled=s.flag("enabled", True),
     )
     if cfg.password_file and not cfg.username:
         s.problem("username", "password_file is set but username is missing")
@@ -195,12 +195,12 @@ def _uplink(s: Section, site: SiteConfig) -> UplinkConfig:
 
 def _store(s: Section) -> StoreConfig:
     cfg = StoreConfig(
-        path=s.str("path", StoreConfig.path),
-        sync=s.str("sync", "full", choices=("full", "normal")),
-        max_rows=s.int("max_rows", StoreConfig.max_rows, lo=100),
-        max_bytes=s.int("max_bytes", StoreConfig.max_bytes, lo=64 * 1024),
-        drop_policy=s.str("drop_policy", "oldest-telemetry", choices=DROP_POLICIES),
-        memory_rows=s.int("memory_rows", StoreConfig.memory_rows, lo=100),
+        path=s.text("path", StoreConfig.path),
+        sync=s.text("sync", "full", choices=("full", "normal")),
+        max_rows=s.integer("max_rows", StoreConfig.max_rows, lo=100),
+        max_bytes=s.integer("max_bytes", StoreConfig.max_bytes, lo=64 * 1024),
+        drop_policy=s.text("drop_policy", "oldest-telemetry", choices=DROP_POLICIES),
+        memory_rows=s.integer("memory_rows", StoreConfig.memory_rows, lo=100),
     )
     s.finish()
     return cfg
@@ -213,8 +213,8 @@ def _param(v: Any) -> Value:
 
 
 def _bus(s: Section, library: ProfileLibrary) -> BusConfig:
-    name = s.str("name")
-    transport = s.str("transport")
+    name = s.text("name")
+    transport = s.text("transport")
     driver = driver_for_transport(transport) if transport else None
     if transport and driver is None:
         s.problem(
@@ -225,12 +225,12 @@ def _bus(s: Section, library: ProfileLibrary) -> BusConfig:
     devices = []
     for d in s.sections("devices"):
         device = DeviceConfig(
-            id=d.str("id"),
-            profile=d.str("profile", ""),
-            name=d.str("name", ""),
-            latitude=d.float("latitude", None, lo=-90, hi=90),
-            longitude=d.float("longitude", None, lo=-180, hi=180),
-            interval=d.float("interval", 60.0, lo=0.0),
+            id=d.text("id"),
+            profile=d.text("profile", ""),
+            name=d.text("name", ""),
+            latitude=d.number("latitude", None, lo=-90, hi=90),
+            longitude=d.number("longitude", None, lo=-180, hi=180),
+            interval=d.number("interval", 60.0, lo=0.0),
             params=d.mapping("params", _param, "a number, string or boolean"),
             attributes=d.mapping("attributes", str, "a string"),
             options=driver.parse_device(d, transport) if driver else None,

@@ -94,9 +94,9 @@ def load_profile(path: Path, problems: list[Problem]) -> Profile | None:
     before = len(problems)
     doc = Section(raw, where, problems)
     head = doc.section("profile", required=True)
-    name = head.str("name", path.stem)
-    protocol = head.str("protocol")
-    description = head.str("description", "")
+    name = head.text("name", path.stem)
+    protocol = head.text("protocol")
+    description = head.text("description", "")
     head.ignore(*head.raw.keys())  # the driver reads its own [profile] keys
     driver = driver_for_protocol(protocol) if protocol else None
     if protocol and driver is None:
@@ -122,22 +122,22 @@ def load_profile(path: Path, problems: list[Problem]) -> Profile | None:
 def _observation(item: Any, path: str, problems: list[Problem]) -> Observation:
     s = Section(item, path, problems)
     obs = Observation(
-        quantity=s.str("quantity"),
-        value=s.any("value"),
-        unit=s.str("unit", ""),
-        source=s.str("source", None),
-        plausible=s.bool("plausible", True),
+        quantity=s.text("quantity"),
+        value=s.value("value"),
+        unit=s.text("unit", ""),
+        source=s.text("source", None),
+        plausible=s.flag("plausible", True),
     )
     s.finish()
     return obs
 
 
 def _parse_example(s: Section) -> Example:
-    text = s.str("input")
+    text = s.text("input")
     params = s.mapping("params", _param_value, "a number, string or boolean")
     readings = None
     if s.has("readings"):
-        items = s.any("readings")
+        items = s.value("readings")
         if not isinstance(items, list):
             s.problem("readings", "expected an array of tables")
             items = []
@@ -145,7 +145,7 @@ def _parse_example(s: Section) -> Example:
             _observation(item, f"{s.at('readings')}[{i}]", s.problems)
             for i, item in enumerate(items)
         )
-    error = s.str("error", None)
+    error = s.text("error", None)
     if (readings is None) == (error is None):
         s.problem(None, "an example needs exactly one of `readings` or `error`")
     s.finish()
