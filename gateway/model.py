@@ -33,6 +33,8 @@ relay               ""      coil state of a relay channel
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -52,7 +54,8 @@ class Observation:
     """What a pure decoder returns: one quantity's value, without time or sequence.
 
     `source` names a sub-device behind one configured device (a trap id behind one receiver,
-    an advertiser's MAC); None when the configured device is the source itself.
+    an advertiser's MAC), exactly as it came off the wire; None when the configured device is
+    the source itself. The pipeline files it under `sub_device_key(device, source)`.
     `plausible` is False when the value lies outside the profile's plausibility range.
     """
 
@@ -68,8 +71,12 @@ class Reading:
     """One stamped value on its way to the platform.
 
     seq: gateway-unique and strictly increasing across restarts (the platform de-duplicates
-    on it). ts: seconds since the Unix epoch, UTC. synced: False while the system clock was
-    not known to be synchronised when the value was stamped.
+    on it). device: the key the reading is filed and published under: a configured device id,
+    or for a sub-device the key `sub_device_key` built. ts: seconds since the Unix epoch, UTC.
+    synced: False while the system clock was not known to be synchronised when the value was
+    stamped. lane: the outbox lane. parent: the configured device a sub-device sits behind
+    (receiver `traps` for trap 12, filed as `traps-12`); None for a configured device itself.
+    Consumers use `parent` (and `sub`) instead of taking `device` apart.
     """
 
     seq: int
@@ -80,3 +87,32 @@ class Reading:
     ts: float
     synced: bool = True
     lane: Lane = Lane.TELEMETRY
+    parent: str | None = None
+
+    @property
+    def sub(self) -> str | None:
+        """The sub-device's own id (`12` of `traps-12`), None for a configured device."""
+        return None if self.parent is None else self.device[len(self.parent) + 1 :]
+
+
+# What may stand in a device key: it becomes an MQTT topic level and a FIWARE entity id, so
+# `/`, `+`, `#`, spaces (and anything else outside this set) are replaced.
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
+
+
+def sub_device_key(device: str, source: str) -> str:
+    """The one place a sub-device's key is built: `<device>-<source>` (trap 12 behind receiver
+    `traps` is `traps-12`). `source` comes off the wire, so every character that could break a
+    topic or an entity id becomes `_`; `device` is a configured id, already checked."""
+    return f"{device}-{_UNSAFE.sub('_', source)}"
+
+
+def typed_sub_device(key: str, devices: Iterable[str]) -> tuple[str, str] | None:
+    """(configured device, sub-device id) for a key a person typed (`gateway test-alert
+    --device traps-4`, the `alert-test` command), or None when no configured device can have
+    built it. The data path never needs this: a Reading carries its `parent`."""
+    best = max((d for d in devices if key.startswith(d + "-")), key=len, default=None)
+    if best is None:
+        return None
+    sub = key[len(best) + 1 :]
+    return (best, sub) if sub and sub_device_key(best, sub) == key else None

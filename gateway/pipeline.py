@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -21,21 +20,11 @@ from typing import Any
 import structlog
 
 from gateway.clock import Clock, SystemClock
-from gateway.model import Lane, Observation, Reading
+from gateway.model import Lane, Observation, Reading, sub_device_key
 from gateway.outbox.store import Outbox
 
 Observer = Callable[[Sequence[Reading]], None]
 StateObserver = Callable[[str, bool, str], None]
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
-
-
-def device_key(device: str, source: str | None) -> str:
-    """The key readings are filed under: `<device>-<source>` for a sub-device (trap 12 behind
-    receiver `traps` is `traps-12`), else the configured device id. A source comes off the
-    wire, so anything that could break an MQTT topic (`/`, `+`, `#`, spaces) becomes `_`."""
-    return device if source is None else f"{device}-{_UNSAFE.sub('_', source)}"
 
 
 def _finite(value: object) -> bool:
@@ -124,7 +113,7 @@ class Pipeline:
                 if not (o.plausible and _finite(o.value)):
                     self.log.warning(
                         "implausible value not forwarded",
-                        device=device_key(device, o.source),
+                        device=device if o.source is None else sub_device_key(device, o.source),
                         quantity=o.quantity,
                         value=o.value,
                     )
@@ -136,15 +125,18 @@ class Pipeline:
             self._clock_changed(synced)
         seqs = self.outbox.allocate(len(kept))
         readings = [
-            Reading(
+            Reading(seq, device, o.quantity, o.value, o.unit, when, synced, lane)
+            if o.source is None
+            else Reading(
                 seq,
-                device if o.source is None else device_key(device, o.source),
+                sub_device_key(device, o.source),
                 o.quantity,
                 o.value,
                 o.unit,
                 when,
                 synced,
                 lane,
+                device,
             )
             for seq, o in zip(seqs, kept, strict=True)
         ]

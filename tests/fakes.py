@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gateway.model import Observation
+from gateway.model import Observation, sub_device_key
 
 
 @dataclass
@@ -14,6 +14,10 @@ class Emitted:
     device: str
     observations: tuple[Observation, ...]
     ts: float | None
+
+
+def _key(device: str, o: Observation) -> str:
+    return device if o.source is None else sub_device_key(device, o.source)
 
 
 @dataclass
@@ -40,13 +44,20 @@ class RecordingSink:
         self.states.append((device, available, reason))
 
     def values(self, device: str, quantity: str) -> list[object]:
+        """Values of `quantity` filed under the device key `device`; a sub-device's key is
+        built as the pipeline builds it (`traps` + source `17` -> `traps-17`)."""
         return [
             o.value
             for e in self.emitted
-            if e.device == device
             for o in e.observations
-            if o.quantity == quantity
+            if o.quantity == quantity and _key(e.device, o) == device
         ]
+
+    def parents(self, device: str) -> set[str]:
+        """The configured devices that emitted readings filed under the key `device`."""
+        return {
+            e.device for e in self.emitted for o in e.observations if _key(e.device, o) == device
+        }
 
     async def wait_for(self, predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
         """Wait until predicate(self) holds; fails the test with TimeoutError otherwise."""

@@ -140,8 +140,10 @@ def _engine(cfg: AlertsConfig, staged: list, clock: FixedClock) -> AlertEngine:
     )
 
 
-def _reading(seq: int, device: str, q: str, v: object, ts: float) -> Reading:
-    return Reading(seq, device, q, v, "", ts)  # type: ignore[arg-type]
+def _reading(
+    seq: int, device: str, q: str, v: object, ts: float, parent: str | None = None
+) -> Reading:
+    return Reading(seq, device, q, v, "", ts, parent=parent)  # type: ignore[arg-type]
 
 
 def test_engine_routes_readings_and_folds_mail_but_not_siren():
@@ -150,9 +152,9 @@ def test_engine_routes_readings_and_folds_mail_but_not_siren():
     staged: list = []
     engine = _engine(cfg, staged, clock)
     t = clock.t
-    engine.observe([_reading(1, "traps-7", "trap_state", "triggered", t)])
-    engine.observe([_reading(2, "traps-7", "trap_state", "set", t + 60)])
-    engine.observe([_reading(3, "traps-7", "trap_state", "triggered", t + 120)])
+    engine.observe([_reading(1, "traps-7", "trap_state", "triggered", t, "traps")])
+    engine.observe([_reading(2, "traps-7", "trap_state", "set", t + 60, "traps")])
+    engine.observe([_reading(3, "traps-7", "trap_state", "triggered", t + 120, "traps")])
     # Our own alert/mail rows coming back through the pipeline are ignored.
     engine.observe([Reading(4, "traps-7", "trap_state", "triggered", "", t, lane=Lane.ALERT)])
     lanes = [lane for _d, _q, lane in staged]
@@ -160,7 +162,10 @@ def test_engine_routes_readings_and_folds_mail_but_not_siren():
     # second trigger within the cooldown is folded (no rows at all).
     assert lanes == [Lane.ALERT, Lane.MAIL, Lane.ALERT]
     assert staged[1][1] == ["mail", "mail"]
+    # Trap 7's readings name receiver `traps` as their parent: the alert is placed there.
     assert engine.place("traps-7") == (Place("Receiver", 36.1, 137.9), "7")
+    # A key no reading introduced is not taken apart by its prefix: it is placed at the site.
+    assert engine.place("traps-8")[1] is None
     assert engine.place("unknown")[0].latitude == 35.0  # falls back to the site position
 
 
@@ -263,3 +268,17 @@ def test_a_restart_with_the_trap_still_triggered_neither_sounds_nor_mails_again(
     third: list = []
     engine(third).observe([_reading(4, "traps-7", "trap_state", "triggered", clock.t + 90)])
     assert [lane for _d, lane in third] == [Lane.ALERT, Lane.MAIL]
+
+
+def test_a_typed_sub_device_key_resolves_only_to_what_the_pipeline_could_have_built():
+    from gateway.model import sub_device_key, typed_sub_device
+
+    devices = ["traps", "traps-north", "paddy"]
+    assert typed_sub_device("traps-12", devices) == ("traps", "12")
+    # The longest configured id wins: trap 3 behind `traps-north`, not `north-3` behind `traps`.
+    assert typed_sub_device("traps-north-3", devices) == ("traps-north", "3")
+    assert typed_sub_device(sub_device_key("traps", "a b/#"), devices) == ("traps", "a_b__")
+    assert typed_sub_device("traps", devices) is None  # a configured device, no sub-device
+    assert typed_sub_device("traps-", devices) is None
+    assert typed_sub_device("traps-a b", devices) is None  # not a key the pipeline builds
+    assert typed_sub_device("orchard-1", devices) is None

@@ -194,12 +194,23 @@ def test_iso_format_and_wire_bytes():
 
 
 def test_sub_devices_inherit_their_receivers_attribute_names():
-    target = T("k", "gw", attributes={("traps", "voltage"): "bat", ("traps-2", "rssi"): "sig"})
+    target = T(
+        "k",
+        "gw",
+        attributes={
+            ("traps", "voltage"): "bat",
+            ("traps-2", "rssi"): "sig",
+            ("paddy", "voltage"): "pv",
+        },
+    )
     rs = [
-        Reading(1, "traps-17", "voltage", 3.1, "V", T0),
-        Reading(2, "traps-17", "rssi", -80, "dBm", T0),
-        Reading(3, "traps-2", "rssi", -70, "dBm", T0),
+        Reading(1, "traps-17", "voltage", 3.1, "V", T0, parent="traps"),
+        Reading(2, "traps-17", "rssi", -80, "dBm", T0, parent="traps"),
+        Reading(3, "traps-2", "rssi", -70, "dBm", T0, parent="traps"),
         Reading(4, "trapsx", "voltage", 3.0, "V", T0),
+        # A configured device whose id merely starts with another's id and a dash is no
+        # sub-device of it: it keeps its own names (identity is explicit, not a prefix).
+        Reading(5, "paddy-2", "voltage", 3.3, "V", T0),
     ]
     payloads = {m.topic: json.loads(m.payload) for m in encode_fiware_json(rs, target, 65536)}
     assert payloads["/json/k/traps-17/attrs"] == {
@@ -209,3 +220,4 @@ def test_sub_devices_inherit_their_receivers_attribute_names():
     }
     assert payloads["/json/k/traps-2/attrs"]["sig"] == -70
     assert "voltage" in payloads["/json/k/trapsx/attrs"]
+    assert "voltage" in payloads["/json/k/paddy-2/attrs"]

@@ -312,9 +312,11 @@ def test_trap_resends_are_dropped_ignoring_rssi_and_keys_are_per_trap() -> None:
     stream.accept(trap_line("17", "TRIG", 3012, -91), 1.0, batch)  # resend, other rssi
     stream.accept(trap_line("18", "TRIG", 3012, -87), 1.0, batch)  # another trap
     stream.accept(trap_line("17", "SET", 3012, -87), 2.0, batch)  # a new state
-    assert sorted(batch) == ["rx-17", "rx-18"]
-    assert [o.value for o in batch["rx-17"] if o.quantity == "trap_state"] == ["triggered", "set"]
-    assert all(o.source is None for o in batch["rx-17"])
+    # Emitted by the receiver, each observation naming its trap (the pipeline builds the key).
+    assert sorted(batch) == ["rx"]
+    trap17 = [o.value for o in batch["rx"] if o.source == "17" and o.quantity == "trap_state"]
+    assert trap17 == ["triggered", "set"]
+    assert {o.source for o in batch["rx"]} == {"17", "18"}
     assert stream.duplicates == 1
 
 
@@ -323,4 +325,4 @@ def test_dedup_window_zero_from_the_device_disables_dedup() -> None:
     batch: dict[str, list[Observation]] = {}
     for t in (0.0, 0.1):
         stream.accept(trap_line("17", "TRIG"), t, batch)
-    assert [o.value for o in batch["rx-17"] if o.quantity == "trap_state"] == ["triggered"] * 2
+    assert [o.value for o in batch["rx"] if o.quantity == "trap_state"] == ["triggered"] * 2

@@ -267,7 +267,37 @@ async def test_pipeline_sanitises_sources_and_refuses_non_finite_values(tmp_path
         assert [(r.device, r.quantity, r.value, r.ts, r.synced) for r in rows] == [
             ("traps-7____x", "trap_state", "triggered", 1.8e9, False)
         ]
+        # The sub-device's receiver is carried explicitly and survives the file.
+        assert [(r.parent, r.sub) for r in rows] == [("traps", "7____x")]
         assert pipe.implausible == 2
+
+
+async def test_a_file_from_before_sub_device_parents_gets_the_column(tmp_path):
+    """An outbox written by the previous schema (no `parent` column) opens, keeps its rows
+    (without a parent) and takes new sub-device rows with theirs."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE outbox(seq INTEGER PRIMARY KEY, lane INTEGER NOT NULL, device TEXT NOT NULL,"
+        " quantity TEXT NOT NULL, value, unit TEXT NOT NULL, ts REAL NOT NULL,"
+        " flags INTEGER NOT NULL, size INTEGER NOT NULL);"
+        "CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+        "INSERT INTO outbox VALUES (1, 2, 'traps-7', 'rssi', -80, 'dBm', 1.8e9, 1, 60);"
+        "INSERT INTO meta VALUES ('seq_hwm', 1);"
+    )
+    db.commit()
+    db.close()
+    async with Outbox.open(path) as ob:
+        (seq,) = ob.allocate(1)
+        assert seq == 2
+        await ob.append([Reading(seq, "traps-8", "rssi", -70, "dBm", 1.8e9, parent="traps")])
+        rows = await ob.peek()
+    assert [(r.seq, r.device, r.parent) for r in rows] == [
+        (1, "traps-7", None),
+        (2, "traps-8", "traps"),
+    ]
 
 
 async def test_stamps_taken_before_ntp_are_corrected_when_the_clock_syncs(tmp_path):

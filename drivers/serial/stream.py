@@ -16,7 +16,6 @@ Decode errors propagate to the bus, which counts them. No I/O, no clock of its o
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 
 from drivers.serial.events import Deduplicator, Sampler
 from drivers.serial.options import DeviceOptions
@@ -24,11 +23,6 @@ from gateway.contract import DeviceConfig
 from gateway.model import Observation
 
 Batch = dict[str, list[Observation]]
-
-
-def device_key(device_id: str, source: str | None) -> str:
-    """The device key a sub-device's readings are emitted under (documented for alert rules)."""
-    return device_id if source is None else f"{device_id}-{source}"
 
 
 class DeviceStream:
@@ -86,9 +80,9 @@ class DeviceStream:
                 )
                 if not self.dedup.admit((source, content), now):
                     continue
-            if source is not None:
-                group = [replace(o, source=None) for o in group]
-            batch.setdefault(device_key(self.device.id, source), []).extend(group)
+            # Sub-device observations keep their `source`: the pipeline builds (and
+            # sanitises) the sub-device key and records the receiver as its parent.
+            batch.setdefault(self.device.id, []).extend(group)
 
     @property
     def duplicates(self) -> int:

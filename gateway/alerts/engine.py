@@ -29,10 +29,11 @@ from gateway.alerts.alert import ALERT_QUANTITY, MAIL_QUANTITY, Alert, dumps, ma
 from gateway.alerts.config import AlertsConfig
 from gateway.alerts.rules import Cooldown, Event, Rule, RuleState
 from gateway.clock import Clock
-from gateway.model import Lane, Observation, Reading
+from gateway.model import Lane, Observation, Reading, typed_sub_device
 from gateway.uplink.payload import iso
 
 _SAVE_DELAY = 0.1  # s; a power cut in this window costs at most one repeated alert
+_MAX_SUBS = 10_000  # sub-device keys remembered (trap ids behind receivers)
 Stage = Callable[[str, Sequence[Observation], float | None, Lane], Any]
 
 
@@ -61,6 +62,7 @@ class AlertEngine:
     ) -> None:
         self.cfg = cfg
         self.places = dict(places)
+        self._subs: dict[str, tuple[str, str]] = {}  # sub-device key -> (parent, sub id)
         self.stage = stage
         self.clock = clock
         self.log = log
@@ -147,6 +149,8 @@ class AlertEngine:
         for r in readings:
             if r.lane != Lane.TELEMETRY:
                 continue  # our own alert and mail rows
+            if r.parent is not None and r.device not in self._subs:
+                self._learn(r.device, r.parent, r.sub or "")
             for rule in self._by_quantity.get(r.quantity, ()):
                 if self._matches(rule, r.device):
                     self._handle(rule, self._state(rule, r.device).feed(r.ts, r.value))
@@ -219,16 +223,22 @@ class AlertEngine:
         for name in rule.actions:
             self.actions.trigger(name)
 
+    def _learn(self, key: str, parent: str, sub: str) -> None:
+        """Remember which configured device a sub-device key sits behind (from its readings).
+        Sub-device ids come off the radio: the table is bounded, the oldest entry goes."""
+        if len(self._subs) >= _MAX_SUBS:
+            del self._subs[next(iter(self._subs))]
+        self._subs[key] = (parent, sub)
+
     def place(self, device: str) -> tuple[Place, str | None]:
-        """The configured device behind a device key, and the sub-device (trap number)."""
+        """The configured device behind a device key, and the sub-device (trap number): a
+        configured device is its own place; a sub-device's parent is known from its readings
+        (`Reading.parent`); anything else is placed at the site."""
         if device in self.places:
             return self.places[device], None
-        best = ""
-        for base in self.places:
-            if device.startswith(base + "-") and len(base) > len(best):
-                best = base
-        if best:
-            return self.places[best], device[len(best) + 1 :]
+        known = self._subs.get(device)
+        if known is not None and known[0] in self.places:
+            return self.places[known[0]], known[1]
         return Place(device, self.site.latitude, self.site.longitude), None
 
     def alert(self, rule: Rule, event: Event, *, test: bool = False) -> Alert:
@@ -297,6 +307,10 @@ class AlertEngine:
         if device is None:
             plain = [d for d in rule.devices if not any(c in d for c in "*?[")]
             device = plain[0] if plain else next(iter(self.places), "test")
+        elif device not in self.places and device not in self._subs:
+            typed = typed_sub_device(device, self.places)
+            if typed is not None:
+                self._learn(device, *typed)
         value = rule.equals if rule.kind == "event" else None
         event = Event("alert", rule.name, device, value, self.clock.now())
         alert = self.alert(rule, event, test=True)

@@ -2,7 +2,7 @@
 
 `connect` opens a file in WAL mode and verifies it (raising sqlite3.DatabaseError when it is
 not a sound database); `quarantine` moves a bad one aside. Row helpers map a Reading to the
-nine columns of the `outbox` table and back. No queue logic here: that is gateway.outbox.store.
+ten columns of the `outbox` table and back. No queue logic here: that is gateway.outbox.store.
 """
 
 from __future__ import annotations
@@ -27,15 +27,24 @@ CREATE TABLE IF NOT EXISTS outbox(
     unit TEXT NOT NULL,
     ts REAL NOT NULL,
     flags INTEGER NOT NULL,
-    size INTEGER NOT NULL
+    size INTEGER NOT NULL,
+    parent TEXT  -- the configured device behind a sub-device's key; NULL for most rows
 );
 -- Alerts and mail are few: a partial index finds them without costing telemetry inserts
 -- anything; telemetry (lane 2) is scanned in rowid order, which is seq order.
 CREATE INDEX IF NOT EXISTS outbox_urgent ON outbox(lane, seq) WHERE lane != 2;
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
-INSERT = "INSERT INTO outbox VALUES (?,?,?,?,?,?,?,?,?)"
-SELECT = "SELECT seq, lane, device, quantity, value, unit, ts, flags FROM outbox"
+# Columns named: `parent` is last in a migrated file's table but sits before `size` in a row
+# tuple, whose last item the store sums as the row's bytes.
+INSERT = (
+    "INSERT INTO outbox(seq, lane, device, quantity, value, unit, ts, flags, parent, size) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+SELECT = "SELECT seq, lane, device, quantity, value, unit, ts, flags, parent FROM outbox"
+# Files written before sub-devices carried their parent get the column on open; their old
+# rows keep NULL (a sub-device row among them is published without its receiver's names).
+_ADD_PARENT = "ALTER TABLE outbox ADD COLUMN parent TEXT"
 _SYNCED, _BOOL = 1, 2
 # Per-row overhead (record header, rowid, index entry) on top of the text and value bytes;
 # measured on SQLite 3.40 with 1M small rows: ~38 B/row beyond the payload.
@@ -51,7 +60,11 @@ LANES = tuple(Lane)  # index -> Lane without the Enum call per row
 def row_size(r: Reading) -> int:
     v = r.value
     vsize = len(v.encode()) if isinstance(v, str) else 8
-    return _ROW_OVERHEAD + len(r.device) + len(r.quantity) + len(r.unit) + vsize
+    return _ROW_OVERHEAD + len(r.device) + len(r.quantity) + len(r.unit) + vsize + _extra(r)
+
+
+def _extra(r: Reading) -> int:
+    return 0 if r.parent is None else len(r.parent)
 
 
 def to_row(r: Reading) -> tuple[Any, ...]:
@@ -62,15 +75,17 @@ def to_row(r: Reading) -> tuple[Any, ...]:
         flags, vsize = (_BOOL if v is True or v is False else 0), 8
     if r.synced:
         flags |= _SYNCED
-    size = _ROW_OVERHEAD + len(r.device) + len(r.quantity) + len(r.unit) + vsize
-    return (r.seq, r.lane.value, r.device, r.quantity, v, r.unit, r.ts, flags, size)
+    size = _ROW_OVERHEAD + len(r.device) + len(r.quantity) + len(r.unit) + vsize + _extra(r)
+    return (r.seq, r.lane.value, r.device, r.quantity, v, r.unit, r.ts, flags, r.parent, size)
 
 
 def from_row(row: tuple[Any, ...]) -> Reading:
-    seq, lane, device, quantity, value, unit, ts, flags = row
+    seq, lane, device, quantity, value, unit, ts, flags, parent = row
     if flags & _BOOL:
         value = value == 1
-    return Reading(seq, device, quantity, value, unit, ts, flags & _SYNCED == 1, LANES[lane])
+    return Reading(
+        seq, device, quantity, value, unit, ts, flags & _SYNCED == 1, LANES[lane], parent
+    )
 
 
 def seq_of(r: Reading) -> int:
@@ -113,6 +128,10 @@ async def connect(path: Path, sync: str) -> aiosqlite.Connection:
         if [tuple(r) for r in result] != [("ok",)]:
             raise sqlite3.DatabaseError(f"quick_check: {result[:3]}")
         await db.executescript(SCHEMA)
+        async with db.execute("PRAGMA table_info(outbox)") as cur:
+            columns = {row[1] for row in await cur.fetchall()}
+        if "parent" not in columns:
+            await db.execute(_ADD_PARENT)
     except BaseException:
         await db.close()
         raise

@@ -43,7 +43,7 @@ def _encode_msgpack_body(readings: Sequence[Reading], target: Target) -> bytes:
     numeric: dict[int, list[float]] = {}
     for r in readings:
         devices.setdefault(r.device, len(devices))
-        qi = names.setdefault(target.attr(r.device, r.quantity), len(names))
+        qi = names.setdefault(target.attr(r.device, r.quantity, r.parent), len(names))
         if qi == len(units):
             units.append(r.unit)
         if isinstance(r.value, int | float) and not isinstance(r.value, bool):
@@ -59,7 +59,7 @@ def _encode_msgpack_body(readings: Sequence[Reading], target: Target) -> bytes:
     last_v: dict[tuple[int, int], int] = {}
     for i, r in enumerate(readings):
         d = devices[r.device]
-        q = names[target.attr(r.device, r.quantity)]
+        q = names[target.attr(r.device, r.quantity, r.parent)]
         di.append(d)
         qi_col.append(q)
         ds.append(r.seq - last_seq)

@@ -63,7 +63,8 @@ def _time_groups(readings: Sequence[Reading], target: Target) -> list[list[Readi
 
 def _names(device: str, readings: Sequence[Reading], target: Target) -> dict[str, str]:
     """quantity -> attribute name for one device's readings (looked up once per quantity)."""
-    return {q: target.attr(device, q) for q in {r.quantity for r in readings}}
+    parent = readings[0].parent if readings else None  # one device key, one parent
+    return {q: target.attr(device, q, parent) for q in {r.quantity for r in readings}}
 
 
 def _seqs(groups: Sequence[Sequence[Reading]]) -> tuple[int, ...]:

@@ -33,23 +33,18 @@ class Target:
         default_factory=dict, init=False, repr=False, compare=False
     )
 
-    def attr(self, device: str, quantity: str) -> str:
-        """The configured name; a sub-device (`traps-17` behind receiver `traps`) inherits
-        its receiver's names; else the quantity itself."""
+    def attr(self, device: str, quantity: str, parent: str | None = None) -> str:
+        """The configured name; a sub-device (`traps-17` behind receiver `traps`, given as
+        `parent`) inherits its receiver's names; else the quantity itself."""
         key = (device, quantity)
         name = self._resolved.get(key)
         if name is None:
             name = self.attributes.get(key)
+            if name is None and parent is not None:
+                name = self.attributes.get((parent, quantity))
             if name is None:
-                name = next(
-                    (
-                        parent_name
-                        for (parent, q), parent_name in self.attributes.items()
-                        if q == quantity and device.startswith(parent + "-")
-                    ),
-                    quantity,
-                )
-            self._resolved[key] = name  # misses too: the scan runs once per name
+                name = quantity
+            self._resolved[key] = name  # misses too: resolved once per (device, quantity)
         return name
 
 
