@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -28,6 +29,30 @@ def _exponent(values: Sequence[float]) -> int | None:
     return None
 
 
+@dataclass
+class _Tables:
+    """Name tables of one batch: device and attribute indices, units, decimal exponents."""
+
+    devices: dict[str, int] = field(default_factory=dict)
+    names: dict[str, int] = field(default_factory=dict)
+    units: list[str] = field(default_factory=list)
+    exps: list[int | None] = field(default_factory=list)
+
+
+def _tables(readings: Sequence[Reading], target: Target) -> _Tables:
+    tables = _Tables()
+    numeric: dict[int, list[float]] = {}
+    for r in readings:
+        tables.devices.setdefault(r.device, len(tables.devices))
+        qi = tables.names.setdefault(target.attr(r.device, r.quantity, r.parent), len(tables.names))
+        if qi == len(tables.units):
+            tables.units.append(r.unit)
+        if isinstance(r.value, int | float) and not isinstance(r.value, bool):
+            numeric.setdefault(qi, []).append(float(r.value))
+    tables.exps = [(_exponent(numeric[q]) if q in numeric else 0) for q in range(len(tables.names))]
+    return tables
+
+
 def _encode_msgpack_body(readings: Sequence[Reading], target: Target) -> bytes:
     """Columnar layout (all integers small after deltas, so deflate shrinks it further):
 
@@ -37,36 +62,42 @@ def _encode_msgpack_body(readings: Sequence[Reading], target: Target) -> bytes:
     v: per-row value as the delta from the previous value of the same (device, quantity),
     scaled by 10**e; x: {row: value} for values that are not numbers; ns: rows not synced.
     """
-    devices: dict[str, int] = {}
-    names: dict[str, int] = {}
-    units: list[str] = []
-    numeric: dict[int, list[float]] = {}
-    for r in readings:
-        devices.setdefault(r.device, len(devices))
-        qi = names.setdefault(target.attr(r.device, r.quantity, r.parent), len(names))
-        if qi == len(units):
-            units.append(r.unit)
-        if isinstance(r.value, int | float) and not isinstance(r.value, bool):
-            numeric.setdefault(qi, []).append(float(r.value))
-    exps = [(_exponent(numeric[q]) if q in numeric else 0) for q in range(len(names))]
-    whole_seconds = all(float(r.ts).is_integer() for r in readings)
-    tr = 1 if whole_seconds else 1000
+    tables = _tables(readings, target)
+    tr = 1 if all(float(r.ts).is_integer() for r in readings) else 1000
     s0, t0 = readings[0].seq, round(readings[0].ts * tr)
+    body: dict[str, Any] = {
+        "g": target.gateway_id,
+        "d": list(tables.devices),
+        "q": list(tables.names),
+        "u": tables.units,
+        "e": [0 if e is None else e for e in tables.exps],
+        "s0": s0,
+        "t0": t0,
+        "tr": tr,
+    }
+    body.update(_columns(readings, target, tables, s0, t0, tr))
+    return zlib.compress(msgpack.packb(body, use_bin_type=True), 9)
+
+
+def _columns(
+    readings: Sequence[Reading], target: Target, tables: _Tables, s0: int, t0: int, tr: int
+) -> dict[str, Any]:
+    """The per-row columns di, qi, ds, dt, v, and x / ns when any row needs them."""
     di, qi_col, ds, dt, vs = [], [], [], [], []
     extra: dict[int, Value] = {}
     unsynced = []
     last_seq, last_t = s0, t0
     last_v: dict[tuple[int, int], int] = {}
     for i, r in enumerate(readings):
-        d = devices[r.device]
-        q = names[target.attr(r.device, r.quantity, r.parent)]
+        d = tables.devices[r.device]
+        q = tables.names[target.attr(r.device, r.quantity, r.parent)]
         di.append(d)
         qi_col.append(q)
         ds.append(r.seq - last_seq)
         t = round(r.ts * tr)
         dt.append(t - last_t)
         last_seq, last_t = r.seq, t
-        e = exps[q]
+        e = tables.exps[q]
         if (
             isinstance(r.value, bool)
             or not isinstance(r.value, int | float)
@@ -81,26 +112,12 @@ def _encode_msgpack_body(readings: Sequence[Reading], target: Target) -> bytes:
             last_v[(d, q)] = scaled
         if not r.synced:
             unsynced.append(i)
-    body = {
-        "g": target.gateway_id,
-        "d": list(devices),
-        "q": list(names),
-        "u": units,
-        "e": [0 if e is None else e for e in exps],
-        "s0": s0,
-        "t0": t0,
-        "tr": tr,
-        "di": di,
-        "qi": qi_col,
-        "ds": ds,
-        "dt": dt,
-        "v": vs,
-    }
+    columns: dict[str, Any] = {"di": di, "qi": qi_col, "ds": ds, "dt": dt, "v": vs}
     if extra:
-        body["x"] = extra
+        columns["x"] = extra
     if unsynced:
-        body["ns"] = unsynced
-    return zlib.compress(msgpack.packb(body, use_bin_type=True), 9)
+        columns["ns"] = unsynced
+    return columns
 
 
 def encode_msgpack(readings: Sequence[Reading], target: Target, max_bytes: int) -> list[Message]:
