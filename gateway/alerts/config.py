@@ -191,9 +191,10 @@ def parse(s: Section, device_ids: set[str]) -> AlertsConfig:
             groups=d.strings("groups"),
             quantities=d.strings("quantities", DigestConfig.quantities),
         )
-        for g in digest.groups:
-            if g not in groups:
-                d.problem("groups", f'unknown recipient group "{g}"; known: {", ".join(groups)}')
+        for wanted in digest.groups:
+            if wanted not in groups:
+                known = ", ".join(groups)
+                d.problem("groups", f'unknown recipient group "{wanted}"; known: {known}')
         d.finish()
 
     rules = tuple(_rule(r, groups, actions) for r in s.sections("rules"))
