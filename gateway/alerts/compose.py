@@ -12,7 +12,7 @@ no I/O, no clock, no logging, no idea whether a mail was sent before (that is th
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
@@ -20,7 +20,7 @@ from email.utils import formatdate
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.alerts.alert import Alert
+from gateway.alerts.alert import Alert, Summary
 from gateway.alerts.config import AlertsConfig
 from gateway.model import Reading
 
@@ -164,18 +164,14 @@ def _num(v: float | None) -> str:
     return "-" if v is None else f"{v:g}"
 
 
-def digest_text(
-    summary: Mapping[str, object], lang: str, tz: ZoneInfo, site: str
-) -> tuple[str, str]:
+def digest_text(summary: Summary, lang: str, tz: ZoneInfo, site: str) -> tuple[str, str]:
     """(subject, body) of a daily digest; `summary` as built by gateway.alerts.digest."""
     t = _TEXT[lang]
-    day = str(summary["day"])
-    subject = f"{t['digest']} {summary.get('site_name') or site} {day}"
+    subject = f"{t['digest']} {summary.get('site_name') or site} {summary['day']}"
     lines = [subject, ""]
-    devices: Mapping[str, Mapping[str, object]] = summary["devices"]  # type: ignore[assignment]
-    for key, info in devices.items():
+    for key, info in summary["devices"].items():
         lines.append(f"■ {info.get('name') or key}")
-        stats: Mapping[str, Mapping[str, float]] = info["stats"]  # type: ignore[assignment]
+        stats = info["stats"]
         if not stats:
             lines.append(f"  {t['nodata']}")
         for q, s in stats.items():
@@ -186,13 +182,13 @@ def digest_text(
                 f"({t['min']} {_num(s['min'])} / {t['max']} {_num(s['max'])})"
             )
     lines += ["", f"{t['alerts']}:"]
-    alerts: Sequence[Mapping[str, object]] = summary["alerts"]  # type: ignore[assignment]
-    if not alerts:
+    if not summary["alerts"]:
         lines.append(f"  {t['none']}")
-    for a in alerts:
-        when = _local(float(a["ts"]), tz, "%H:%M")  # type: ignore[arg-type]
+    for a in summary["alerts"]:
+        when = _local(float(a["ts"]), tz, "%H:%M")
         trap = f" #{a['trap']}" if a.get("trap") else ""
-        lines.append(f"  {when} {a['what_' + lang]} {a['device_name']}{trap}")
+        text = a["what_ja"] if lang == "ja" else a["what_en"]
+        lines.append(f"  {when} {text} {a['device_name']}{trap}")
     lines += ["", "--", t["footer"].format(site=site)]
     return subject, "\n".join(lines) + "\n"
 
