@@ -43,6 +43,18 @@ def site_title(cfg: Config) -> str:
     return cfg.site.name or cfg.site.id
 
 
+def _actions(cfg: Config, live: Mapping[str, Actuator], clock: Clock, log: Any) -> Actions:
+    a = cfg.alerts
+    return Actions(
+        a.actions,
+        live,
+        quiet=a.quiet_hours,
+        timezone=cfg.site.timezone,
+        wall=clock.now,
+        log=log.bind(component="actions"),
+    )
+
+
 class Alerting:
     """The alert side of one daemon: build it, register `commands`, run `run()`."""
 
@@ -57,21 +69,12 @@ class Alerting:
         log: Any,
         mail_backoff: Backoff | None = None,
     ) -> None:
+        """`actuators`: the buses' relay modules by device id, or a sequence of such tables
+        (each buses' own), read live: a module registered later is still found."""
         a = cfg.alerts
         self.pipe = pipe
         live = ChainMap(*actuators) if isinstance(actuators, Sequence) else actuators
-        self.actions = (
-            Actions(
-                a.actions,
-                live,
-                quiet=a.quiet_hours,
-                timezone=cfg.site.timezone,
-                wall=clock.now,
-                log=log.bind(component="actions"),
-            )
-            if a.actions
-            else None
-        )
+        self.actions = _actions(cfg, live, clock, log) if a.actions else None
         self.engine = AlertEngine(
             a,
             places(cfg),
