@@ -143,7 +143,8 @@ class Daemon:
                     clock=self.clock,
                     log=self.log,
                 )
-                self.alerting.register(router)
+                for name, handler in self.alerting.commands.items():
+                    router.register(name, handler)
             uplink = Uplink(
                 cfg.uplink,
                 cfg.site.id,

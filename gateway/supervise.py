@@ -1,11 +1,15 @@
 """The one retry loop: capped exponential backoff with jitter, logged on transitions only.
 
-A component (a bus, the uplink, the mailer) hands `supervise` an `attempt` coroutine function
-that connects, serves and returns or raises when the connection ends. `Transient` errors are
-retried after a backoff delay that grows 2x per failure up to a cap, is jittered so a field of
-boxes does not reconnect in lock-step, and resets after the attempt stayed up for a healthy
-period. A `wake` event (udev hotplug, an alert that needs the link) cuts the wait short.
+Two shapes of the same loop. A long-lived component (a bus, the uplink) hands `supervise` an
+`attempt` coroutine function that connects, serves and returns or raises when the connection
+ends; it runs until cancelled. A piece of work that is done once it succeeds (a batch of mail,
+a relay write) hands `retry` an attempt that it runs until one returns, and gets its result.
+`Transient` errors are retried after a backoff delay that grows 2x per failure up to a cap, is
+jittered so a field of boxes does not reconnect in lock-step, and resets after a healthy
+period (`supervise`) or a success (`retry`). A `Permanent` error is retried at the cap only. A
+`wake` event (udev hotplug, an alert that needs the link, a new relay state) cuts the wait short.
 Anything that is not a GatewayError is a bug and escapes (the process exits, systemd restarts).
+This module logs only through the `Health` it is given and knows nothing of what it retries.
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from gateway.errors import Permanent, Transient
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -30,7 +37,7 @@ class Backoff:
     _failures: int = 0
 
     def next_delay(self) -> float:
-        base = min(self.maximum, self.initial * (2 ** min(self._failures, 30)))
+        base = min(self.maximum, self.initial * (2.0 ** min(self._failures, 30)))
         self._failures += 1
         return max(0.0, base * (1 + self.rng.uniform(-self.jitter, self.jitter)))
 
@@ -49,7 +56,8 @@ class Backoff:
 class Health:
     """Up/down state of one supervised thing; logs only when the state changes."""
 
-    def __init__(self, log: object, what: str) -> None:
+    def __init__(self, log: Any, what: str) -> None:
+        # Any: a structlog logger (untyped) or a driver's quiet stand-in with info/warning.
         self.log = log
         self.what = what
         self.up_since: float | None = None
@@ -60,13 +68,13 @@ class Health:
         if self.up_since is None:
             self.up_since = asyncio.get_running_loop().time()
             if self.down_reason is not None:
-                self.log.info(f"{self.what} recovered", **context)  # type: ignore[attr-defined]
+                self.log.info(f"{self.what} recovered", **context)
                 self.transitions += 1
             self.down_reason = None
 
     def down(self, reason: str, **context: object) -> None:
         if self.down_reason is None:
-            self.log.warning(f"{self.what} down", reason=reason, **context)  # type: ignore[attr-defined]
+            self.log.warning(f"{self.what} down", reason=reason, **context)
             self.transitions += 1
         self.down_reason = reason
         self.up_since = None
@@ -101,10 +109,47 @@ async def supervise(
         if health.up_since is not None and loop.time() - started >= healthy_after:
             backoff.reset()
         health.down(reason)
-        delay = backoff.next_delay()
-        if wake is None:
-            await asyncio.sleep(delay)
-            continue
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):  # not wait_for: 3.11 may lose a cancel
-                await wake.wait()
+        await _pause(backoff.next_delay(), wake)
+
+
+async def retry(
+    attempt: Callable[[], Awaitable[T]],
+    backoff: Backoff,
+    *,
+    health: Health | None = None,
+    wake: asyncio.Event | None = None,
+) -> T:
+    """Run `attempt()` until one call returns, and return what it returned.
+
+    A Transient failure marks `health` down (logged once per outage) and is retried after
+    `backoff.next_delay()`; a Permanent one likewise, at the maximum delay. `wake` cuts a
+    wait short; it is cleared before each attempt, so a wake during an attempt is not lost.
+    A success resets `backoff`; `attempt` marks `health` up itself once it reached its peer
+    (a success that needed no peer says nothing about it). Anything else escapes at once.
+    """
+    while True:
+        if wake is not None:
+            wake.clear()
+        try:
+            result = await attempt()
+        except Transient as exc:
+            reason = str(exc) or type(exc).__name__
+        except Permanent as exc:
+            reason = f"{exc or type(exc).__name__} (permanent)"
+            backoff.exhaust()
+        else:
+            backoff.reset()
+            return result
+        if health is not None:
+            health.down(reason)
+        await _pause(backoff.next_delay(), wake)
+
+
+async def _pause(delay: float, wake: asyncio.Event | None) -> None:
+    """Sleep `delay` seconds, or less when `wake` is set."""
+    if wake is None:
+        await asyncio.sleep(delay)
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(delay):  # not wait_for: 3.11 may lose a cancel
+            await wake.wait()

@@ -132,3 +132,54 @@ async def test_quiet_hours_skip_the_siren_but_not_the_flash():
 def test_quiet_hours_span_midnight(hhmm, quiet, expected):
     ts = datetime(2026, 6, 1, *hhmm, tzinfo=JST).timestamp()
     assert in_quiet_hours(quiet, ts, JST) is expected
+
+
+class CountingRelay(FakeRelay):
+    """A FakeRelay that also counts the writes it did not confirm."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__(fail=fail)
+        self.failed = 0
+
+    async def switch(self, channel: int, on: bool) -> None:
+        if self.fail:
+            self.failed += 1
+        await super().switch(channel, on)
+
+
+async def test_unconfirmed_writes_back_off_and_are_logged_once_per_outage():
+    relay = CountingRelay(fail=True)
+    a = actions(relay)
+    a.channels.pop("flash")  # one channel: its failures alone are counted
+    with structlog.testing.capture_logs() as logs:
+        async with running(a):
+            await asyncio.sleep(0.5)
+            # Backoff 0.02 s doubling to the 5 s cap: about 5 tries in 0.5 s, not 25.
+            assert 3 <= relay.failed <= 8
+            relay.fail = False
+            a.trigger("siren")  # a new wanted state cuts the backoff short
+            await until(lambda: relay.state(1) is True, timeout=1.0)
+    events = [(e["event"], e.get("action")) for e in logs if e["event"].startswith("relay ")]
+    assert events[:2] == [("relay down", "siren"), ("relay recovered", "siren")]
+    assert events.count(("relay down", "siren")) == 1
+
+
+async def test_a_missing_relay_module_is_a_permanent_problem_retried_at_the_cap():
+    relay = FakeRelay()
+    live: dict[str, FakeRelay] = {}
+    a = Actions(
+        {"siren": ActionConfig("siren", "relay-1", 1, seconds=0.3)},
+        live,
+        wall=lambda: NOON,
+        log=structlog.get_logger(),
+        retry=0.01,
+        retry_max=0.2,
+    )
+    with structlog.testing.capture_logs() as logs:
+        async with running(a):
+            await asyncio.sleep(0.05)
+            live["relay-1"] = relay  # the module turns up (a demo swaps actuators like this)
+            await until(lambda: relay.state(1) is False, timeout=2.0)
+    down = [e for e in logs if e["event"] == "relay down"]
+    assert len(down) == 1 and "(permanent)" in down[0]["reason"]
+    assert 'no relay module "relay-1"' in down[0]["reason"]

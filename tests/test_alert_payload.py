@@ -53,3 +53,12 @@ def test_generic_json_alert_is_an_object_and_telemetry_is_untouched():
     assert json.loads(msg.payload)[0]["value"] == '{"a":1}'
     (msg,) = encode_fiware_json([text], TARGET, 65536)
     assert json.loads(msg.payload)["alert"] == '{"a":1}'
+
+
+def test_alert_stamp_is_the_uplink_timestamp_form():
+    from gateway.alerts.alert import issued
+
+    for ts in (0.0, 1_780_290_000.0, 1_780_290_000.5, 1_780_290_000.0004, 1_780_290_059.9996,
+               1_709_164_800.123, 4_102_444_799.999):  # fmt: skip
+        assert issued(ts) == iso(ts), ts
+    assert issued(1_780_290_000.25) == "2026-06-01T05:00:00.250Z"

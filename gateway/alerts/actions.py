@@ -4,9 +4,11 @@ Each configured action owns one relay channel (an Actuator from a bus: Modbus co
 GPIO later through the same `switch(channel, on)`), and one task reconciles the channel's
 wanted state with the last confirmed write: on for `seconds` (or a commanded duration), with
 an optional on/off `pattern`, then off. The task starts by wanting the rest state (off) and
-retries until the actuator confirms it, so a relay left on by a crash or a restart in the
-middle of a siren is switched off as soon as the bus answers. During quiet hours (site local
-time) an action with `at_night = "skip"` does not run; the flash still does.
+retries until the actuator confirms it (`gateway.supervise.retry`: capped, jittered backoff,
+cut short when the wanted state changes; logged once per outage), so a relay left on by a
+crash or a restart in the middle of a siren is switched off as soon as the bus answers.
+During quiet hours (site local time) an action with `at_night = "skip"` does not run; the
+flash still does.
 `trigger` never waits: it is called from the pipeline's observer (the alert engine) and only
 sets a deadline and wakes the channel task. Nothing here touches the outbox or the uplink.
 """
@@ -23,7 +25,8 @@ from zoneinfo import ZoneInfo
 
 from gateway.alerts.config import ActionConfig
 from gateway.contract import Actuator
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, Permanent
+from gateway.supervise import Backoff, Health, retry
 
 QuietHours = tuple[tuple[int, int], tuple[int, int]]
 
@@ -44,13 +47,14 @@ def in_quiet_hours(quiet: QuietHours | None, ts: float, tz: ZoneInfo) -> bool:
 class Channel:
     """One action's relay channel: wanted state over time and the last confirmed write."""
 
-    def __init__(self, cfg: ActionConfig) -> None:
+    def __init__(self, cfg: ActionConfig, backoff: Backoff, health: Health) -> None:
         self.cfg = cfg
         self.until = -math.inf  # loop time the action ends
         self.started = 0.0
         self.confirmed: bool | None = None  # unknown at start: the rest state gets written
         self.wake = asyncio.Event()
-        self.problem: str | None = None
+        self.backoff = backoff  # between unconfirmed writes
+        self.health = health  # the relay module as this channel sees it
 
     def wanted(self, now: float) -> bool:
         if now >= self.until:
@@ -94,14 +98,23 @@ class Actions:
         wall: Callable[[], float],
         log: Any,
         retry: float = 1.0,
+        retry_max: float = 5.0,
     ) -> None:
-        self.channels = {name: Channel(cfg) for name, cfg in actions.items()}
+        """`retry` is the first delay after an unconfirmed write, growing to `retry_max`: a
+        relay bus is local and cheap to ask, and a siren stuck on must not wait long."""
+        self.channels = {
+            name: Channel(
+                cfg,
+                Backoff(retry, max(retry, retry_max)),
+                Health(log.bind(action=name), "relay"),
+            )
+            for name, cfg in actions.items()
+        }
         self.actuators = actuators
         self.quiet = quiet
         self.tz = ZoneInfo(timezone)
         self.wall = wall
         self.log = log
-        self.retry = retry
         self.switched = 0
 
     def trigger(self, name: str, seconds: float | None = None, *, force: bool = False) -> bool:
@@ -136,22 +149,17 @@ class Actions:
 
     async def _drive(self, name: str, channel: Channel) -> None:
         loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
         cfg = channel.cfg
         try:
             while True:
-                if task is not None and task.cancelling():
-                    # An actuator's 3.11 wait_for may have swallowed our cancel while its
-                    # write completed: honour it here instead of waiting forever.
-                    raise asyncio.CancelledError
-                channel.wake.clear()
+                await retry(
+                    lambda: self._reconcile(name, channel),
+                    channel.backoff,
+                    health=channel.health,
+                    wake=channel.wake,  # a trigger or stop during the wait: try the new state
+                )
                 now = loop.time()
-                want = channel.wanted(now)
                 wait = channel.next_change(now) - now
-                if want != channel.confirmed:
-                    if await self._switch(name, channel, want):
-                        continue  # time passed during the write: re-evaluate at once
-                    wait = min(wait, self.retry)
                 # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that
                 # arrives as the event is set, and the daemon's stop would wait forever.
                 with contextlib.suppress(TimeoutError):
@@ -165,22 +173,31 @@ class Actions:
                     with contextlib.suppress(GatewayError, ValueError, TimeoutError):
                         await asyncio.wait_for(actuator.switch(cfg.channel, False), 1.0)
 
-    async def _switch(self, name: str, channel: Channel, on: bool) -> bool:
+    async def _reconcile(self, name: str, channel: Channel) -> None:
+        """Write until the confirmed state is the wanted one (time passes during a write).
+        Raises Transient when the relay did not confirm, Permanent when it cannot."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        while True:
+            if task is not None and task.cancelling():
+                # An actuator's 3.11 wait_for may have swallowed our cancel while its
+                # write completed: honour it here instead of waiting forever.
+                raise asyncio.CancelledError
+            want = channel.wanted(loop.time())
+            if want == channel.confirmed:
+                return
+            await self._switch(name, channel, want)
+
+    async def _switch(self, name: str, channel: Channel, on: bool) -> None:
         cfg = channel.cfg
         actuator = self.actuators.get(cfg.device)
+        if actuator is None:
+            raise Permanent(f'no relay module "{cfg.device}" on any bus')
         try:
-            if actuator is None:
-                raise LookupError(f'no relay module "{cfg.device}" on any bus')
             await actuator.switch(cfg.channel, on)
-        except (GatewayError, ValueError, LookupError) as exc:
-            if channel.problem is None:
-                self.log.warning("relay switch failed", action=name, on=on, error=str(exc))
-            channel.problem = str(exc)
-            return False
-        if channel.problem is not None:
-            self.log.info("relay switching again", action=name)
-            channel.problem = None
+        except ValueError as exc:  # the module has no such channel
+            raise Permanent(str(exc)) from None
+        channel.health.up(device=cfg.device)
         channel.confirmed = on
         self.switched += 1
         self.log.debug("relay switched", action=name, device=cfg.device, channel=cfg.channel, on=on)
-        return True

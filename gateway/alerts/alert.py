@@ -4,17 +4,21 @@ An `Alert` is a rule event enriched with where and what: device name, trap numbe
 coordinates, severity and the Smart Data Models `Alert` category. It rides the outbox as
 Readings whose value is a compact JSON object (a string, so the store and every encoder carry
 it unchanged):
-- ALERT lane: quantity `alert`, the SDM-shaped object (`to_sdm`); payload.py embeds it as an
-  object in the JSON formats.
+- ALERT lane: quantity `alert`, the SDM-shaped object (`to_sdm`, stamped by `issued`); the
+  uplink's payload formats embed it as an object in the JSON formats.
 - MAIL lane: quantity `mail`, `{"kind": "alert", "group": ..., "key": ..., "alert": {...}}`
-  one row per recipient group; `key` makes delivery idempotent.
+  one row per recipient group; `key` makes delivery idempotent. A daily digest row has
+  `"kind": "digest"` and a `Summary` instead of the alert.
 No I/O here.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any, TypedDict
 
 from gateway.model import Value
 
@@ -46,8 +50,9 @@ class Alert:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, object]) -> Alert:
-        return cls(**d)  # type: ignore[arg-type]
+    def from_dict(cls, d: Mapping[str, Any]) -> Alert:
+        """From `to_dict`'s output after a JSON round trip (a mail row)."""
+        return cls(**d)
 
     def to_sdm(self, iso: str) -> dict[str, object]:
         """Fields after the Smart Data Models `Alert` (dataModel.Alert): category,
@@ -72,6 +77,51 @@ class Alert:
         if self.test:
             out["test"] = True
         return out
+
+
+class QuantityDay(TypedDict):
+    """A digest's figures for one quantity of one device since the last digest."""
+
+    latest: float
+    min: float
+    max: float
+    unit: str
+
+
+class DeviceDay(TypedDict):
+    name: str
+    stats: dict[str, QuantityDay]
+
+
+class AlertLine(TypedDict):
+    """An alert as the digest lists it (its text in both languages: groups differ)."""
+
+    ts: float
+    rule: str
+    device: str
+    device_name: str
+    trap: str | None
+    what_ja: str
+    what_en: str
+    severity: str
+    test: bool
+
+
+class Summary(TypedDict):
+    """The body of a digest mail row: what gateway.alerts.compose turns into text."""
+
+    day: str  # site-local YYYY-MM-DD the digest is sent on
+    site_name: str
+    devices: dict[str, DeviceDay]
+    alerts: list[AlertLine]
+
+
+def issued(ts: float) -> str:
+    """`dateIssued`: ISO 8601 UTC with a `Z`, milliseconds only when the time has a fraction
+    (the form of every timestamp the uplink sends; alerts are rare, so no caching here)."""
+    secs, ms = divmod(round(ts * 1000), 1000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    return f"{stamp}.{ms:03d}Z" if ms else f"{stamp}Z"
 
 
 def dumps(obj: object) -> str:

@@ -4,18 +4,25 @@ recipient group, as UTF-8 MIME (the subject RFC 2047-encoded by the email packag
 The subject is short with the essentials first (what, which device and trap, local time) so
 it reads on a phone's lock screen; map links stand on their own lines so mail clients make
 them clickable: GSI (maps.gsi.go.jp, what Japanese farmers know) and OpenStreetMap.
-Pure functions of their inputs; no I/O, no clock.
+`Composer` turns a MAIL-lane row (as queued by the engine and the digest) into a `Mail` ready
+for SMTP; the mailer sends it, `gateway test-alert` shows it. Pure functions of their inputs:
+no I/O, no clock, no logging, no idea whether a mail was sent before (that is the mailer's).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.alerts.alert import Alert
+from gateway.alerts.alert import Alert, Summary
+from gateway.alerts.config import AlertsConfig
+from gateway.model import Reading
 
 _SEVERITY = {
     "ja": {
@@ -157,18 +164,14 @@ def _num(v: float | None) -> str:
     return "-" if v is None else f"{v:g}"
 
 
-def digest_text(
-    summary: Mapping[str, object], lang: str, tz: ZoneInfo, site: str
-) -> tuple[str, str]:
+def digest_text(summary: Summary, lang: str, tz: ZoneInfo, site: str) -> tuple[str, str]:
     """(subject, body) of a daily digest; `summary` as built by gateway.alerts.digest."""
     t = _TEXT[lang]
-    day = str(summary["day"])
-    subject = f"{t['digest']} {summary.get('site_name') or site} {day}"
+    subject = f"{t['digest']} {summary.get('site_name') or site} {summary['day']}"
     lines = [subject, ""]
-    devices: Mapping[str, Mapping[str, object]] = summary["devices"]  # type: ignore[assignment]
-    for key, info in devices.items():
+    for key, info in summary["devices"].items():
         lines.append(f"■ {info.get('name') or key}")
-        stats: Mapping[str, Mapping[str, float]] = info["stats"]  # type: ignore[assignment]
+        stats = info["stats"]
         if not stats:
             lines.append(f"  {t['nodata']}")
         for q, s in stats.items():
@@ -179,13 +182,13 @@ def digest_text(
                 f"({t['min']} {_num(s['min'])} / {t['max']} {_num(s['max'])})"
             )
     lines += ["", f"{t['alerts']}:"]
-    alerts: Sequence[Mapping[str, object]] = summary["alerts"]  # type: ignore[assignment]
-    if not alerts:
+    if not summary["alerts"]:
         lines.append(f"  {t['none']}")
-    for a in alerts:
-        when = _local(float(a["ts"]), tz, "%H:%M")  # type: ignore[arg-type]
+    for a in summary["alerts"]:
+        when = _local(float(a["ts"]), tz, "%H:%M")
         trap = f" #{a['trap']}" if a.get("trap") else ""
-        lines.append(f"  {when} {a['what_' + lang]} {a['device_name']}{trap}")
+        text = a["what_ja"] if lang == "ja" else a["what_en"]
+        lines.append(f"  {when} {text} {a['device_name']}{trap}")
     lines += ["", "--", t["footer"].format(site=site)]
     return subject, "\n".join(lines) + "\n"
 
@@ -208,3 +211,59 @@ def message(
 
 def _msgid_safe(key: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "." for c in key)
+
+
+@dataclass(frozen=True)
+class Mail:
+    """One message ready for SMTP: its idempotency key, the envelope recipients, the MIME."""
+
+    key: str
+    to: tuple[str, ...]
+    message: EmailMessage
+
+
+class Unsendable(ValueError):
+    """A MAIL-lane row that can never become a message (unreadable, unknown group)."""
+
+
+class Composer:
+    """Turns MAIL-lane rows into `Mail` for one site, in each recipient group's language."""
+
+    def __init__(self, cfg: AlertsConfig, *, site: str, timezone: str) -> None:
+        if cfg.smtp is None:
+            raise ValueError("no [alerts.smtp] configured: there is no sender to compose for")
+        self.cfg = cfg
+        self.sender = cfg.smtp.sender
+        self.site = site
+        self.tz = ZoneInfo(timezone)
+
+    @staticmethod
+    def key(row: Reading) -> str:
+        """The row's idempotency key, without composing; raises Unsendable."""
+        return str(_body(row)["key"])
+
+    def compose(self, row: Reading) -> Mail:
+        """The mail for `row`; raises Unsendable for a row no config could send."""
+        body = _body(row)
+        group = self.cfg.groups.get(str(body["group"]))
+        if group is None:
+            raise Unsendable(f'unknown recipient group "{body["group"]}"')
+        lang, key = group.language, str(body["key"])
+        if body["kind"] == "digest":
+            subject, text = digest_text(body["summary"], lang, self.tz, self.site)
+        else:
+            alert = Alert.from_dict(body["alert"])
+            subject, text = alert_text(alert, lang, self.tz, self.site, self.cfg.map_zoom)
+        msg = message(subject, text, self.sender, group.to, key, row.ts)
+        return Mail(key, group.to, msg)
+
+
+def _body(row: Reading) -> dict[str, Any]:
+    """The row's JSON envelope (untyped JSON), checked for the keys every mail row has."""
+    try:
+        body = json.loads(str(row.value))
+    except json.JSONDecodeError as exc:
+        raise Unsendable(f"unreadable mail row: {exc}") from None
+    if not isinstance(body, dict) or not {"key", "group", "kind"} <= body.keys():
+        raise Unsendable("unreadable mail row: not an object with key, group and kind")
+    return body

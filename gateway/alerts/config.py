@@ -123,6 +123,37 @@ def _hhmm(s: Section, key: str, default: str | None) -> tuple[int, int]:
 
 def parse(s: Section, device_ids: set[str]) -> AlertsConfig:
     """Read `[alerts]`; `device_ids` are the configured devices (to check action relays)."""
+    groups = _groups(s)
+    smtp = _smtp(s) if s.has("smtp") else None
+    actions = _actions(s, device_ids)
+    quiet = None
+    if s.has("quiet_hours"):
+        q = s.section("quiet_hours")
+        quiet = (_hhmm(q, "start", None), _hhmm(q, "end", None))
+        q.finish()
+    digest = _digest(s.section("digest"), groups) if s.has("digest") else None
+    rules = tuple(_rule(r, groups, actions) for r in s.sections("rules"))
+    seen: set[str] = set()
+    for i, rule in enumerate(rules):
+        if rule.name in seen:
+            s.problem(f"rules[{i}].name", f'duplicate rule name "{rule.name}"')
+        seen.add(rule.name)
+    if (any(r.groups for r in rules) or digest is not None) and smtp is None:
+        s.problem("smtp", "rules send e-mail to groups but [alerts.smtp] is missing")
+    cfg = AlertsConfig(
+        rules=rules,
+        groups=groups,
+        smtp=smtp,
+        actions=actions,
+        quiet_hours=quiet,
+        digest=digest,
+        map_zoom=s.integer("map_zoom", 16, lo=1, hi=18),
+    )
+    s.finish()
+    return cfg
+
+
+def _groups(s: Section) -> dict[str, Group]:
     groups = {}
     g_all = s.section("groups")
     for name in list(g_all.raw):
@@ -132,27 +163,31 @@ def parse(s: Section, device_ids: set[str]) -> AlertsConfig:
             g.problem("to", "a recipient group needs at least one address")
         g.finish()
     g_all.finish(groups)
+    return groups
 
-    smtp = None
-    if s.has("smtp"):
-        m = s.section("smtp")
-        security = m.text("security", "starttls", choices=SECURITY)
-        smtp = SmtpConfig(
-            host=m.text("host"),
-            port=m.integer("port", 465 if security == "tls" else 587, lo=1, hi=65535),
-            security=security,
-            username=m.text("username", ""),
-            password_file=m.text("password_file", ""),
-            sender=m.text("from"),
-            ca_file=m.text("ca_file", ""),
-            timeout=m.number("timeout", 30.0, lo=1, hi=600),
-            retry_min=m.number("retry_min", 10.0, lo=0.01, hi=3600),
-            retry_max=m.number("retry_max", 600.0, lo=0.01, hi=86400),
-        )
-        if smtp.password_file and not smtp.username:
-            m.problem("username", "password_file is set but username is missing")
-        m.finish()
 
+def _smtp(s: Section) -> SmtpConfig:
+    m = s.section("smtp")
+    security = m.text("security", "starttls", choices=SECURITY)
+    smtp = SmtpConfig(
+        host=m.text("host"),
+        port=m.integer("port", 465 if security == "tls" else 587, lo=1, hi=65535),
+        security=security,
+        username=m.text("username", ""),
+        password_file=m.text("password_file", ""),
+        sender=m.text("from"),
+        ca_file=m.text("ca_file", ""),
+        timeout=m.number("timeout", 30.0, lo=1, hi=600),
+        retry_min=m.number("retry_min", 10.0, lo=0.01, hi=3600),
+        retry_max=m.number("retry_max", 600.0, lo=0.01, hi=86400),
+    )
+    if smtp.password_file and not smtp.username:
+        m.problem("username", "password_file is set but username is missing")
+    m.finish()
+    return smtp
+
+
+def _actions(s: Section, device_ids: set[str]) -> dict[str, ActionConfig]:
     actions = {}
     a_all = s.section("actions")
     for name in list(a_all.raw):
@@ -176,45 +211,21 @@ def parse(s: Section, device_ids: set[str]) -> AlertsConfig:
         actions[name] = action
         a.finish()
     a_all.finish(actions)
+    return actions
 
-    quiet = None
-    if s.has("quiet_hours"):
-        q = s.section("quiet_hours")
-        quiet = (_hhmm(q, "start", None), _hhmm(q, "end", None))
-        q.finish()
 
-    digest = None
-    if s.has("digest"):
-        d = s.section("digest")
-        digest = DigestConfig(
-            at=_hhmm(d, "at", "18:00"),
-            groups=d.strings("groups"),
-            quantities=d.strings("quantities", DigestConfig.quantities),
-        )
-        for g in digest.groups:
-            if g not in groups:
-                d.problem("groups", f'unknown recipient group "{g}"; known: {", ".join(groups)}')
-        d.finish()
-
-    rules = tuple(_rule(r, groups, actions) for r in s.sections("rules"))
-    seen: set[str] = set()
-    for i, rule in enumerate(rules):
-        if rule.name in seen:
-            s.problem(f"rules[{i}].name", f'duplicate rule name "{rule.name}"')
-        seen.add(rule.name)
-    if (any(r.groups for r in rules) or digest is not None) and smtp is None:
-        s.problem("smtp", "rules send e-mail to groups but [alerts.smtp] is missing")
-    cfg = AlertsConfig(
-        rules=rules,
-        groups=groups,
-        smtp=smtp,
-        actions=actions,
-        quiet_hours=quiet,
-        digest=digest,
-        map_zoom=s.integer("map_zoom", 16, lo=1, hi=18),
+def _digest(d: Section, groups: dict[str, Group]) -> DigestConfig:
+    digest = DigestConfig(
+        at=_hhmm(d, "at", "18:00"),
+        groups=d.strings("groups"),
+        quantities=d.strings("quantities", DigestConfig.quantities),
     )
-    s.finish()
-    return cfg
+    for wanted in digest.groups:
+        if wanted not in groups:
+            known = ", ".join(groups)
+            d.problem("groups", f'unknown recipient group "{wanted}"; known: {known}')
+    d.finish()
+    return digest
 
 
 def _rule(r: Section, groups: dict[str, Group], actions: dict[str, ActionConfig]) -> Rule:

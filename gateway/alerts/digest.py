@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.alerts.alert import MAIL_QUANTITY, Alert, dumps
+from gateway.alerts.alert import MAIL_QUANTITY, Alert, AlertLine, DeviceDay, Summary, dumps
 from gateway.alerts.compose import what
 from gateway.alerts.config import DigestConfig
 from gateway.clock import Clock
@@ -49,6 +49,8 @@ def next_due(now: float, at: tuple[int, int], tz: ZoneInfo) -> float:
 
 
 class Digest:
+    """Figures and alerts of the day; `run()` queues the digest mail rows when it is due."""
+
     def __init__(
         self,
         cfg: DigestConfig,
@@ -69,7 +71,7 @@ class Digest:
         self.log = log
         self.quantities = frozenset(cfg.quantities)
         self.stats: dict[str, dict[str, Stat]] = {}
-        self.alerts: list[dict[str, object]] = []
+        self.alerts: list[AlertLine] = []
         self.sent = 0
 
     def observe(self, readings: Sequence[Reading]) -> None:
@@ -103,8 +105,8 @@ class Digest:
             }
         )
 
-    def summary(self, now: float) -> dict[str, object]:
-        devices: dict[str, object] = {}
+    def summary(self, now: float) -> Summary:
+        devices: dict[str, DeviceDay] = {}
         for device in sorted(self.stats):
             place, trap = self.name(device)
             devices[device] = {
@@ -123,7 +125,7 @@ class Digest:
             "alerts": list(self.alerts),
         }
 
-    def send(self, now: float | None = None) -> dict[str, object]:
+    def send(self, now: float | None = None) -> Summary:
         """Queue one digest mail per group and start the next period."""
         now = self.clock.now() if now is None else now
         summary = self.summary(now)

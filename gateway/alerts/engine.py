@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from gateway.alerts.actions import Actions
-from gateway.alerts.alert import ALERT_QUANTITY, MAIL_QUANTITY, Alert, dumps, mail_key
+from gateway.alerts.alert import ALERT_QUANTITY, MAIL_QUANTITY, Alert, dumps, issued, mail_key
 from gateway.alerts.config import AlertsConfig
 from gateway.alerts.rules import Cooldown, Event, Rule, RuleState
 from gateway.clock import Clock
 from gateway.model import Lane, Observation, Reading, typed_sub_device
-from gateway.uplink.payload import iso
 
 _SAVE_DELAY = 0.1  # s; a power cut in this window costs at most one repeated alert
 _MAX_SUBS = 10_000  # sub-device keys remembered (trap ids behind receivers)
@@ -274,7 +273,7 @@ class AlertEngine:
             severity=alert.severity,
             test=alert.test,
         )
-        event = Observation(ALERT_QUANTITY, dumps(alert.to_sdm(iso(alert.ts))), "")
+        event = Observation(ALERT_QUANTITY, dumps(alert.to_sdm(issued(alert.ts))), "")
         self.stage(alert.device, [event], alert.ts, Lane.ALERT)
         if alert.status == "alert" or rule.notify_clear:
             mails = [

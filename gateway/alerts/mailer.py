@@ -4,34 +4,33 @@ Rows are leased, composed (gateway.alerts.compose) and sent; each row is acknowl
 after the server accepted its message, so a dead mail server or a restart only delays mail. Sent
 once: before the ack, the row's idempotency key is appended (fsync'd) to `mail-sent.log` beside
 the outbox, and a row whose key is already there is acknowledged without sending (a crash
-between the server's OK and the ack does not send twice). Failures back off (capped, jittered)
-and are logged on transitions only; a message the server refuses for good (5xx on a recipient or
-the data) is logged and dropped so it cannot block the others. Telemetry never waits for any of
-this: the mailer only touches its own lane. The SMTP password is read from its file at connect
-time and never logged. STARTTLS or implicit TLS, with login when configured.
+between the server's OK and the ack does not send twice). Failures are retried by
+`gateway.supervise.retry` (capped, jittered backoff, logged on transitions only); a message the
+server refuses for good (5xx on a recipient or the data) is logged and dropped so it cannot
+block the others, and so is a row no config could send. Telemetry never waits for any of this:
+the mailer only touches its own lane. The SMTP password is read from its file at connect time
+and never logged. STARTTLS or implicit TLS, with login when configured. No text is written
+here: that is gateway.alerts.compose.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 from collections.abc import Mapping
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import aiosmtplib
 
-from gateway.alerts import compose as mail
-from gateway.alerts.alert import Alert
+from gateway.alerts.compose import Composer, Mail, Unsendable
 from gateway.alerts.config import AlertsConfig, SmtpConfig
 from gateway.errors import Transient
 from gateway.model import Lane, Reading
 from gateway.outbox.store import Outbox
-from gateway.supervise import Backoff, Health
+from gateway.supervise import Backoff, Health, retry
 
 _KEEP_KEYS = 2000  # idempotency keys remembered; far more than mail sent between restarts
 
@@ -68,6 +67,8 @@ class Refused(Exception):
 
 
 class Mailer:
+    """Sends the MAIL lane; run `run()` in the daemon's TaskGroup, or `drain()` once."""
+
     def __init__(
         self,
         cfg: AlertsConfig,
@@ -80,12 +81,11 @@ class Mailer:
         backoff: Backoff | None = None,
         batch: int = 20,
     ) -> None:
-        assert cfg.smtp is not None
-        self.cfg = cfg
+        if cfg.smtp is None:
+            raise ValueError("no [alerts.smtp] configured: nothing to send mail with")
         self.smtp: SmtpConfig = cfg.smtp
+        self.composer = Composer(cfg, site=site, timezone=timezone)
         self.outbox = outbox
-        self.site = site
-        self.tz = ZoneInfo(timezone)
         self.log = log
         self.sent = SentLog(sent_path or Path(outbox.path).with_name("mail-sent.log"))
         self.backoff = backoff or Backoff(self.smtp.retry_min, self.smtp.retry_max)
@@ -107,13 +107,8 @@ class Mailer:
                 if not self.outbox.unleased(Lane.MAIL):
                     await self._wake.wait()
                     continue
-                try:
-                    leased = await self.drain()
-                except Transient as exc:
-                    self.health.down(str(exc))
-                    await asyncio.sleep(self.backoff.next_delay())
-                    continue
-                self.backoff.reset()
+                # New mail does not cut the backoff short: the server is what we wait for.
+                leased = await retry(self.drain, self.backoff, health=self.health)
                 if not leased:
                     await self._wake.wait()  # rows counted but leased elsewhere: no spinning
         finally:
@@ -127,14 +122,14 @@ class Mailer:
             leased += len(rows)
             pending = {r.seq: r for r in rows}
             try:
-                todo: list[tuple[Reading, EmailMessage, tuple[str, ...], str]] = []
+                todo: list[tuple[Reading, Mail]] = []
                 for r in rows:
                     item = self._compose(r)
                     if item is None:
                         await self._ack(r)
                         del pending[r.seq]
                     else:
-                        todo.append((r, *item))
+                        todo.append((r, item))
                 if todo:
                     await self._send(todo, pending)
             finally:
@@ -147,28 +142,15 @@ class Mailer:
         # that flush wait for this ack to finish.
         await asyncio.shield(self.outbox.ack([r]))
 
-    def _compose(self, r: Reading) -> tuple[EmailMessage, tuple[str, ...], str] | None:
-        """(message, recipients, key), or None when the row needs no sending."""
+    def _compose(self, r: Reading) -> Mail | None:
+        """The row's mail, or None when the row needs no sending (sent before, unsendable)."""
         try:
-            body = json.loads(str(r.value))
-            key, group_name, kind = body["key"], body["group"], body["kind"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            self.log.error("unreadable mail row dropped", seq=r.seq, error=str(exc))
+            if self.composer.key(r) in self.sent:
+                return None  # delivered before a crash took the ack with it
+            return self.composer.compose(r)
+        except Unsendable as exc:
+            self.log.error("mail row dropped", seq=r.seq, error=str(exc))
             return None
-        if key in self.sent:
-            return None  # delivered before a crash took the ack with it
-        group = self.cfg.groups.get(group_name)
-        if group is None:
-            self.log.error("mail for an unknown recipient group dropped", group=group_name)
-            return None
-        lang = group.language
-        if kind == "digest":
-            subject, text = mail.digest_text(body["summary"], lang, self.tz, self.site)
-        else:
-            alert = Alert.from_dict(body["alert"])
-            subject, text = mail.alert_text(alert, lang, self.tz, self.site, self.cfg.map_zoom)
-        msg = mail.message(subject, text, self.smtp.sender, group.to, key, r.ts)
-        return msg, group.to, key
 
     def _password(self) -> str | None:
         if not self.smtp.password_file:
@@ -178,11 +160,7 @@ class Mailer:
         except OSError as exc:
             raise Transient(f"cannot read SMTP password file: {exc.strerror}") from None
 
-    async def _send(
-        self,
-        todo: list[tuple[Reading, EmailMessage, tuple[str, ...], str]],
-        pending: dict[int, Reading],
-    ) -> None:
+    async def _send(self, todo: list[tuple[Reading, Mail]], pending: dict[int, Reading]) -> None:
         s = self.smtp
         client = aiosmtplib.SMTP(
             hostname=s.host,
@@ -197,16 +175,16 @@ class Mailer:
         try:
             async with client:
                 self.health.up(server=f"{s.host}:{s.port}")
-                for r, msg, to, key in todo:
+                for r, mail in todo:
                     try:
-                        await self._send_one(client, msg, to)
+                        await self._send_one(client, mail.message, mail.to)
                     except Refused as exc:
                         self.dropped += 1
-                        self.log.error("mail refused; dropped", key=key, error=str(exc))
+                        self.log.error("mail refused; dropped", key=mail.key, error=str(exc))
                     else:
-                        self.sent.add(key)
+                        self.sent.add(mail.key)
                         self.delivered += 1
-                        self.log.info("mail sent", key=key, to=len(to))
+                        self.log.info("mail sent", key=mail.key, to=len(mail.to))
                     await self._ack(r)
                     del pending[r.seq]
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:

@@ -1,6 +1,8 @@
 """Wiring of the alert side for the daemon: engine, local actions, mailer and digest built
-from the config, hooked to the pipeline (observers), the buses' actuators and the command
-router (`siren`, `alert-test`), and run as one task in the daemon's TaskGroup.
+from the config, hooked to the pipeline (observers) and the buses' actuators, and run as one
+task in the daemon's TaskGroup. Its platform commands (`siren`, `alert-test`) are handed out
+as a plain mapping `commands` (name -> async handler) that the daemon registers with its
+command router: the alert side never sees the uplink.
 
 It holds no logic of its own beyond argument checking for the two commands.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import ChainMap
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,48 +22,59 @@ from gateway.alerts.engine import AlertEngine, Place
 from gateway.alerts.mailer import Mailer
 from gateway.clock import Clock
 from gateway.config.loader import Config
-from gateway.contract import Actuator
-from gateway.model import Lane
+from gateway.contract import Actuator, CommandHandler
 from gateway.outbox.store import Outbox
 from gateway.pipeline import Pipeline
 from gateway.supervise import Backoff
-from gateway.uplink.commands import CommandRouter
-
-COMMANDS = ("siren", "alert-test")
 
 
 def places(cfg: Config) -> dict[str, Place]:
+    """Where each configured device is, by device id."""
     return {d.id: Place(d.name or d.id, d.latitude, d.longitude) for d in cfg.devices()}
 
 
+def site_place(cfg: Config) -> Place:
+    """The site itself: the fallback place of a device without coordinates."""
+    return Place(site_title(cfg), cfg.site.latitude, cfg.site.longitude)
+
+
+def site_title(cfg: Config) -> str:
+    """The site's name as mail shows it (its id when it has no name)."""
+    return cfg.site.name or cfg.site.id
+
+
+def _actions(cfg: Config, live: Mapping[str, Actuator], clock: Clock, log: Any) -> Actions:
+    a = cfg.alerts
+    return Actions(
+        a.actions,
+        live,
+        quiet=a.quiet_hours,
+        timezone=cfg.site.timezone,
+        wall=clock.now,
+        log=log.bind(component="actions"),
+    )
+
+
 class Alerting:
+    """The alert side of one daemon: build it, register `commands`, run `run()`."""
+
     def __init__(
         self,
         cfg: Config,
         pipe: Pipeline,
         outbox: Outbox,
-        actuators: Sequence[Mapping[str, Actuator]] | Mapping[str, Actuator],
+        actuators: Sequence[MutableMapping[str, Actuator]] | Mapping[str, Actuator],
         *,
         clock: Clock,
         log: Any,
         mail_backoff: Backoff | None = None,
     ) -> None:
+        """`actuators`: the buses' relay modules by device id, or a sequence of such tables
+        (each buses' own), read live: a module registered later is still found."""
         a = cfg.alerts
         self.pipe = pipe
         live = ChainMap(*actuators) if isinstance(actuators, Sequence) else actuators
-        self.actions = (
-            Actions(
-                a.actions,
-                live,
-                quiet=a.quiet_hours,
-                timezone=cfg.site.timezone,
-                wall=clock.now,
-                log=log.bind(component="actions"),
-            )
-            if a.actions
-            else None
-        )
-        site = Place(cfg.site.name or cfg.site.id, cfg.site.latitude, cfg.site.longitude)
+        self.actions = _actions(cfg, live, clock, log) if a.actions else None
         self.engine = AlertEngine(
             a,
             places(cfg),
@@ -69,18 +82,18 @@ class Alerting:
             clock=clock,
             log=log.bind(component="alerts"),
             actions=self.actions,
-            site=site,
+            site=site_place(cfg),
             memory=Path(cfg.store.path).with_name("alert-state.json"),
         )
         self.digest = None
         if a.digest is not None:
             self.digest = Digest(
                 a.digest,
-                name=lambda key: (lambda p, t: (p.name, t))(*self.engine.place(key)),
+                name=self._name,
                 stage=pipe.stage,
                 clock=clock,
                 timezone=cfg.site.timezone,
-                site_name=cfg.site.name or cfg.site.id,
+                site_name=site_title(cfg),
                 log=log.bind(component="digest"),
             )
             self.engine.listeners.append(self.digest.on_alert)
@@ -89,7 +102,7 @@ class Alerting:
             self.mailer = Mailer(
                 a,
                 outbox,
-                site=cfg.site.name or cfg.site.id,
+                site=site_title(cfg),
                 timezone=cfg.site.timezone,
                 log=log.bind(component="mailer"),
                 backoff=mail_backoff,
@@ -97,10 +110,16 @@ class Alerting:
         pipe.observers.append(self.engine.observe)
         if self.digest is not None:
             pipe.observers.append(self.digest.observe)
+        # For the daemon's command router; the names must also be allowed in [uplink].commands.
+        self.commands: Mapping[str, CommandHandler] = {
+            "siren": self.siren_command,
+            "alert-test": self.test_command,
+        }
 
-    def register(self, router: CommandRouter) -> None:
-        router.register("siren", self.siren_command)
-        router.register("alert-test", self.test_command)
+    def _name(self, key: str) -> tuple[str, str | None]:
+        """The digest's (device name, sub-device) for a device key."""
+        place, sub = self.engine.place(key)
+        return place.name, sub
 
     async def run(self) -> None:
         try:
@@ -160,76 +179,3 @@ class Alerting:
             raise ValueError('expected a rule name or {"rule": ..., "device": ...}')
         alert = self.engine.test(rule, device)
         return f"OK {alert.id}"
-
-
-async def technician_test(cfg: Config, rule: str, device: str | None, send: bool, out: Any) -> int:
-    """`gateway test-alert RULE`: show (and with `send`, mail) what RULE's alert would be.
-
-    Runs beside the daemon without touching its outbox or its buses (the relays belong to
-    the running daemon: test them with the platform's `alert-test` command)."""
-    import tempfile
-
-    import structlog
-
-    from gateway.clock import SystemClock
-    from gateway.errors import Transient
-
-    log = structlog.get_logger().bind(component="test-alert")
-    clock = SystemClock(trust=True)
-    with tempfile.TemporaryDirectory(prefix="gateway-test-alert-") as tmp:
-        async with Outbox.open(Path(tmp) / "outbox.sqlite", sync="normal", log=log) as box:
-            async with Pipeline(box, clock=clock, log=log) as pipe:
-                engine = AlertEngine(
-                    cfg.alerts,
-                    places(cfg),
-                    stage=pipe.stage,
-                    clock=clock,
-                    log=log,
-                    site=Place(cfg.site.name or cfg.site.id, cfg.site.latitude, cfg.site.longitude),
-                )
-                try:
-                    alert = engine.test(rule, device)
-                except KeyError as exc:
-                    print(f"test-alert: {exc.args[0]}", file=out)
-                    return 1
-            for r in await box.peek(None, 1000):
-                print(f"--- {r.lane.name.lower()} row for {r.device}:", file=out)
-                print(json.dumps(json.loads(str(r.value)), ensure_ascii=False, indent=1), file=out)
-            actions = engine.rules[rule].actions
-            for name in actions:
-                a = cfg.alerts.actions[name]
-                print(
-                    f"--- action {name}: {a.device} channel {a.channel}, {a.seconds:g} s "
-                    "(not switched here; use the alert-test command)",
-                    file=out,
-                )
-            mailer = (
-                Mailer(
-                    cfg.alerts,
-                    box,
-                    site=cfg.site.name or cfg.site.id,
-                    timezone=cfg.site.timezone,
-                    log=log,
-                )
-                if cfg.alerts.smtp
-                else None
-            )
-            if mailer is not None:
-                for r in await box.lease(Lane.MAIL, 1000):
-                    item = mailer._compose(r)
-                    if item is not None:
-                        msg, to, _key = item
-                        print(f"--- mail to {', '.join(to)}\nSubject: {msg['Subject']}\n", file=out)
-                        print(msg.get_content(), file=out)
-                box.release_all()
-            if send:
-                if mailer is None:
-                    print("test-alert: no [alerts.smtp] configured", file=out)
-                    return 1
-                try:
-                    await mailer.drain()
-                except Transient as exc:
-                    print(f"test-alert: sending failed: {exc}", file=out)
-                    return 1
-                print(f"test-alert: {mailer.delivered} mail(s) sent for {alert.id}", file=out)
-    return 0

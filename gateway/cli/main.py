@@ -122,7 +122,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_test_alert(args: argparse.Namespace) -> int:
     import asyncio
 
-    from gateway.alerts.wiring import technician_test
+    from gateway.alerts.trial import technician_test
 
     cfg = _load(args.config)
     if cfg is None:
