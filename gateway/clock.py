@@ -94,3 +94,26 @@ class FixedClock:
 
     def synced(self) -> bool:
         return self.is_synced
+
+
+# Every timestamp the gateway sends (payloads, alert dateIssued) has this one form.
+_day_cache: dict[int, str] = {}
+
+
+def iso(ts: float) -> str:
+    """ISO 8601 UTC with a `Z`; milliseconds only when the time has a fraction."""
+    ms_total = round(ts * 1000)
+    secs, ms = divmod(ms_total, 1000)
+    day, rest = divmod(secs, 86400)
+    date = _day_cache.get(day)
+    if date is None:
+        # The calendar part changes once a day: format it once, the clock part by arithmetic.
+        date = time.strftime("%Y-%m-%dT", time.gmtime(day * 86400))
+        if len(_day_cache) > 1024:
+            _day_cache.clear()
+        _day_cache[day] = date
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if ms:
+        return f"{date}{hours:02d}:{minutes:02d}:{seconds:02d}.{ms:03d}Z"
+    return f"{date}{hours:02d}:{minutes:02d}:{seconds:02d}Z"

@@ -55,10 +55,17 @@ def test_generic_json_alert_is_an_object_and_telemetry_is_untouched():
     assert json.loads(msg.payload)["alert"] == '{"a":1}'
 
 
-def test_alert_stamp_is_the_uplink_timestamp_form():
-    from gateway.alerts.alert import issued
+def test_the_one_timestamp_form_matches_a_plain_strftime():
+    """gateway.clock.iso (payloads and alert dateIssued) caches the calendar part per day:
+    it must agree with a plain formatting across fractions, rounding and day boundaries."""
+    import time
+
+    def plain(ts: float) -> str:
+        secs, ms = divmod(round(ts * 1000), 1000)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+        return f"{stamp}.{ms:03d}Z" if ms else f"{stamp}Z"
 
     for ts in (0.0, 1_780_290_000.0, 1_780_290_000.5, 1_780_290_000.0004, 1_780_290_059.9996,
-               1_709_164_800.123, 4_102_444_799.999):  # fmt: skip
-        assert issued(ts) == iso(ts), ts
-    assert issued(1_780_290_000.25) == "2026-06-01T05:00:00.250Z"
+               1_709_164_800.123, 4_102_444_799.999, 86_399.9996):  # fmt: skip
+        assert iso(ts) == plain(ts), ts
+    assert iso(1_780_290_000.25) == "2026-06-01T05:00:00.250Z"

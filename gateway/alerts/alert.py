@@ -4,8 +4,8 @@ An `Alert` is a rule event enriched with where and what: device name, trap numbe
 coordinates, severity and the Smart Data Models `Alert` category. It rides the outbox as
 Readings whose value is a compact JSON object (a string, so the store and every encoder carry
 it unchanged):
-- ALERT lane: quantity `alert`, the SDM-shaped object (`to_sdm`, stamped by `issued`); the
-  uplink's payload formats embed it as an object in the JSON formats.
+- ALERT lane: quantity `alert`, the SDM-shaped object (`to_sdm`, stamped by `gateway.clock.iso`);
+  the uplink's payload formats embed it as an object in the JSON formats.
 - MAIL lane: quantity `mail`, `{"kind": "alert", "group": ..., "key": ..., "alert": {...}}`
   one row per recipient group; `key` makes delivery idempotent. A daily digest row has
   `"kind": "digest"` and a `Summary` instead of the alert.
@@ -15,7 +15,6 @@ No I/O here.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, TypedDict
@@ -114,14 +113,6 @@ class Summary(TypedDict):
     site_name: str
     devices: dict[str, DeviceDay]
     alerts: list[AlertLine]
-
-
-def issued(ts: float) -> str:
-    """`dateIssued`: ISO 8601 UTC with a `Z`, milliseconds only when the time has a fraction
-    (the form of every timestamp the uplink sends; alerts are rare, so no caching here)."""
-    secs, ms = divmod(round(ts * 1000), 1000)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-    return f"{stamp}.{ms:03d}Z" if ms else f"{stamp}Z"
 
 
 def dumps(obj: object) -> str:

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from gateway.alerts.actions import Actions
-from gateway.alerts.alert import ALERT_QUANTITY, MAIL_QUANTITY, Alert, dumps, issued, mail_key
+from gateway.alerts.alert import ALERT_QUANTITY, MAIL_QUANTITY, Alert, dumps, mail_key
 from gateway.alerts.config import AlertsConfig
 from gateway.alerts.rules import Cooldown, Event, Rule, RuleState
-from gateway.clock import Clock
+from gateway.clock import Clock, iso
 from gateway.model import Lane, Observation, Reading, typed_sub_device
 
 _SAVE_DELAY = 0.1  # s; a power cut in this window costs at most one repeated alert
@@ -273,7 +273,7 @@ class AlertEngine:
             severity=alert.severity,
             test=alert.test,
         )
-        event = Observation(ALERT_QUANTITY, dumps(alert.to_sdm(issued(alert.ts))), "")
+        event = Observation(ALERT_QUANTITY, dumps(alert.to_sdm(iso(alert.ts))), "")
         self.stage(alert.device, [event], alert.ts, Lane.ALERT)
         if alert.status == "alert" or rule.notify_clear:
             mails = [

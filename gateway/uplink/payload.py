@@ -24,9 +24,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from gateway.clock import iso
 from gateway.model import Lane, Reading, Value
 from gateway.uplink.compact import decode_msgpack, encode_msgpack
-from gateway.uplink.wire import Encoder, Message, Target, by_device, iso, split, wire_bytes
+from gateway.uplink.wire import Encoder, Message, Target, by_device, split, wire_bytes
 
 __all__ = [
     "ENCODERS",

@@ -5,7 +5,6 @@ pure functions, no I/O.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,27 +48,6 @@ class Target:
 
 
 Encoder = Callable[[Sequence[Reading], Target, int], list[Message]]
-
-_day_cache: dict[int, str] = {}
-
-
-def iso(ts: float) -> str:
-    """ISO 8601 UTC with a `Z`; milliseconds only when the time has a fraction."""
-    ms_total = round(ts * 1000)
-    secs, ms = divmod(ms_total, 1000)
-    day, rest = divmod(secs, 86400)
-    date = _day_cache.get(day)
-    if date is None:
-        # The calendar part changes once a day: format it once, the clock part by arithmetic.
-        date = time.strftime("%Y-%m-%dT", time.gmtime(day * 86400))
-        if len(_day_cache) > 1024:
-            _day_cache.clear()
-        _day_cache[day] = date
-    hours, rest = divmod(rest, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if ms:
-        return f"{date}{hours:02d}:{minutes:02d}:{seconds:02d}.{ms:03d}Z"
-    return f"{date}{hours:02d}:{minutes:02d}:{seconds:02d}Z"
 
 
 def by_device(readings: Sequence[Reading]) -> dict[str, list[Reading]]:
