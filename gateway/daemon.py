@@ -108,7 +108,7 @@ class Daemon:
     def alerting(self) -> Alerting | None:
         return self._runtime.alerting if self._runtime else None
 
-    async def _hotplug(self, stack: contextlib.AsyncExitStack) -> Any:
+    async def _hotplug(self, stack: contextlib.AsyncExitStack) -> hotplug.Hotplug | None:
         """One device-event source for the process when a bus sits on a local port."""
         if not any(b.transport in HOTPLUG_TRANSPORTS for b in self.cfg.buses):
             return None

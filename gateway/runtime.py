@@ -21,6 +21,7 @@ from gateway.alerts.wiring import Alerting
 from gateway.clock import Clock
 from gateway.config.loader import Config
 from gateway.contract import Actuator, Bus, BusContext, CommandHandler
+from gateway.hotplug import Hotplug
 from gateway.outbox.store import Outbox
 from gateway.pipeline import Pipeline
 from gateway.registry import driver_for_transport
@@ -89,7 +90,11 @@ class ObservedActuators(Mapping[str, Actuator]):
 
 
 def _create_buses(
-    cfg: Config, sink: Pipeline, log: Any, hub: Any, actuators: dict[str, Actuator]
+    cfg: Config,
+    sink: Pipeline,
+    log: Any,
+    hub: Hotplug | None,
+    actuators: dict[str, Actuator],
 ) -> tuple[list[Bus], list[BusContext], dict[str, CommandHandler]]:
     """One bus per config entry. Every context shares one actuator table and one command
     table, so relays on two buses are all reachable (a driver chains its handler to the
@@ -112,20 +117,10 @@ def _create_buses(
     return buses, contexts, commands
 
 
-async def build_runtime(
-    stack: contextlib.AsyncExitStack,
-    cfg: Config,
-    *,
-    clock: Clock,
-    log: Any,
-    hub: Any,
-    commands: Mapping[str, CommandHandler],
-    switch_listeners: Sequence[SwitchListener] = (),
-) -> Runtime:
-    """Open and wire everything `cfg` asks for; what is opened closes with `stack`.
-
-    `commands` are the core's own (ping, reload); drivers' and the alert side's follow, in
-    that order. `switch_listeners` see the alert actions' confirmed relay writes."""
+async def _open_store(
+    stack: contextlib.AsyncExitStack, cfg: Config, *, clock: Clock, log: Any
+) -> tuple[Outbox, Pipeline]:
+    """The outbox and the pipeline in front of it; the pipeline closes (flushes) first."""
     store = cfg.store
     outbox = await stack.enter_async_context(
         Outbox.open(
@@ -141,6 +136,24 @@ async def build_runtime(
     pipe = await stack.enter_async_context(
         Pipeline(outbox, clock=clock, log=log.bind(component="pipeline"))
     )
+    return outbox, pipe
+
+
+async def build_runtime(
+    stack: contextlib.AsyncExitStack,
+    cfg: Config,
+    *,
+    clock: Clock,
+    log: Any,
+    hub: Hotplug | None,
+    commands: Mapping[str, CommandHandler],
+    switch_listeners: Sequence[SwitchListener] = (),
+) -> Runtime:
+    """Open and wire everything `cfg` asks for; what is opened closes with `stack`.
+
+    `commands` are the core's own (ping, reload); drivers' and the alert side's follow, in
+    that order. `switch_listeners` see the alert actions' confirmed relay writes."""
+    outbox, pipe = await _open_store(stack, cfg, clock=clock, log=log)
     router = CommandRouter(cfg.uplink.commands, commands, log=log.bind(component="commands"))
     actuators: dict[str, Actuator] = {}
     buses, contexts, bus_commands = _create_buses(cfg, pipe, log, hub, actuators)
