@@ -43,7 +43,7 @@ class _Timex(ctypes.Structure):
 def _kernel_synced() -> bool | None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        state = libc.adjtimex(ctypes.byref(_Timex()))
+        state = int(libc.adjtimex(ctypes.byref(_Timex())))
     except (OSError, AttributeError):
         return None
     if state < 0:

@@ -5,20 +5,17 @@ publishes get up to `stop_deadline` seconds for their PUBACKs, the store is clos
 SIGHUP (or the `reload` command) re-reads the config: a valid one replaces the running set
 of tasks, an invalid one is logged and the old one keeps running. A task that fails with a
 bug ends the group and the process exits non-zero for systemd to restart it.
-The daemon writes `status.json` beside the outbox every few seconds for `gateway status`.
+What runs is one frozen `gateway.runtime.Runtime` built from the config; `gateway.report`
+writes `status.json` beside the outbox every few seconds for `gateway status`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
 import signal
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -28,30 +25,18 @@ from gateway import hotplug, logs
 from gateway.alerts.wiring import Alerting
 from gateway.clock import Clock, SystemClock
 from gateway.config.loader import Config
-from gateway.contract import Actuator, Bus, BusContext, CommandHandler
 from gateway.errors import ConfigError
 from gateway.notify import Notifier
 from gateway.outbox.store import Outbox
 from gateway.pipeline import Pipeline
-from gateway.registry import driver_for_transport
+from gateway.report import Report
+from gateway.runtime import Runtime, SwitchListener, build_runtime
 from gateway.uplink.commands import CommandRouter
 from gateway.uplink.session import Uplink
 
 EX_CONFIG = 78  # sysexits.h: configuration error (systemd unit does not restart on it)
 # Buses on local ports whose adapters come and go (USB serial, RS-485 dongles).
 HOTPLUG_TRANSPORTS = frozenset({"serial", "modbus-rtu"})
-
-
-def attribute_map(cfg: Config) -> dict[tuple[str, str], str]:
-    """(device, quantity) -> payload attribute: device overrides, then profile names."""
-    names: dict[tuple[str, str], str] = {}
-    for device in cfg.devices():
-        if device.decoder is not None:
-            for quantity, attr in device.decoder.attributes.items():
-                names[(device.id, quantity)] = attr
-        for quantity, attr in device.attributes.items():
-            names[(device.id, quantity)] = attr
-    return names
 
 
 @dataclass
@@ -70,6 +55,11 @@ class Control:
 
 
 class Daemon:
+    """One run of one config: build the runtime, run its parts, stop them in order.
+
+    Configured entirely through the constructor: `switch_listeners` see every relay write
+    the alert actions got confirmed (the demo prints them). Nothing is patched in later."""
+
     def __init__(
         self,
         cfg: Config,
@@ -78,26 +68,47 @@ class Daemon:
         clock: Clock | None = None,
         notifier: Notifier | None = None,
         stop_deadline: float = 10.0,
-        extra_setup: Callable[[Daemon], None] | None = None,
+        switch_listeners: Sequence[SwitchListener] = (),
     ) -> None:
         self.cfg = cfg
         self.control = control
         self.clock = clock or SystemClock(trust=cfg.site.trust_clock)
         self.notifier = notifier or Notifier()
         self.stop_deadline = stop_deadline
+        self.switch_listeners = tuple(switch_listeners)
         self.log = structlog.get_logger().bind(gateway=cfg.site.id)
-        self.outbox: Outbox | None = None
-        self.pipeline: Pipeline | None = None
-        self.uplink: Uplink | None = None
-        self.router: CommandRouter | None = None
-        self.contexts: list[BusContext] = []
-        self.actuators: dict[str, Actuator] = {}
-        self.commands: dict[str, CommandHandler] = {}
-        self.extra_setup = extra_setup
-        self.alerting: Alerting | None = None
-        self._hub: Any = None
+        self._runtime: Runtime | None = None
+        self._built = asyncio.Event()
 
-    async def _hotplug(self, stack: contextlib.AsyncExitStack) -> Any:
+    async def running(self) -> Runtime:
+        """The runtime, once built (for tests and tools that watch a daemon run)."""
+        await self._built.wait()
+        assert self._runtime is not None  # set before _built
+        return self._runtime
+
+    # Views for observers that poll rather than await `running()` (tests, benchmarks):
+    # None until the runtime is built. The daemon itself only uses the Runtime.
+    @property
+    def outbox(self) -> Outbox | None:
+        return self._runtime.outbox if self._runtime else None
+
+    @property
+    def pipeline(self) -> Pipeline | None:
+        return self._runtime.pipeline if self._runtime else None
+
+    @property
+    def uplink(self) -> Uplink | None:
+        return self._runtime.uplink if self._runtime else None
+
+    @property
+    def router(self) -> CommandRouter | None:
+        return self._runtime.router if self._runtime else None
+
+    @property
+    def alerting(self) -> Alerting | None:
+        return self._runtime.alerting if self._runtime else None
+
+    async def _hotplug(self, stack: contextlib.AsyncExitStack) -> hotplug.Hotplug | None:
         """One device-event source for the process when a bus sits on a local port."""
         if not any(b.transport in HOTPLUG_TRANSPORTS for b in self.cfg.buses):
             return None
@@ -110,110 +121,59 @@ class Daemon:
 
     async def run(self) -> None:
         async with contextlib.AsyncExitStack() as stack:
-            self._hub = await self._hotplug(stack)
-            await self._run()
+            hub = await self._hotplug(stack)
+            rt = await build_runtime(
+                stack,
+                self.cfg,
+                clock=self.clock,
+                log=self.log,
+                hub=hub,
+                commands={"ping": self._ping, "reload": self._reload},
+                switch_listeners=self.switch_listeners,
+            )
+            self._runtime = rt
+            self._built.set()
+            report = Report(rt, clock=self.clock, notifier=self.notifier)
+            await self._serve(rt, report)
+            report.write()
+            self.log.info("gateway stopped", outbox_rows=rt.outbox.rows)
 
-    async def _run(self) -> None:
+    async def _serve(self, rt: Runtime, report: Report) -> None:
+        """Run every part in one TaskGroup until asked to stop, then stop them in order."""
         cfg = self.cfg
-        store = cfg.store
-        async with (
-            Outbox.open(
-                store.path,
-                sync=store.sync,
-                max_rows=store.max_rows,
-                max_bytes=store.max_bytes,
-                drop_policy=store.drop_policy,
-                memory_rows=store.memory_rows,
-                log=self.log.bind(component="outbox"),
-            ) as outbox,
-            Pipeline(outbox, clock=self.clock, log=self.log.bind(component="pipeline")) as pipe,
-        ):
-            self.outbox, self.pipeline = outbox, pipe
-            router = CommandRouter(cfg.uplink.commands, log=self.log.bind(component="commands"))
-            router.register("ping", self._ping)
-            router.register("reload", self._reload)
-            self.router = router
-            buses = self._create_buses(pipe, router)
-            if cfg.alerts.configured:
-                self.alerting = Alerting(
-                    cfg,
-                    pipe,
-                    outbox,
-                    self.actuators,
-                    clock=self.clock,
-                    log=self.log,
-                )
-                for name, handler in self.alerting.commands.items():
-                    router.register(name, handler)
-            uplink = Uplink(
-                cfg.uplink,
-                cfg.site.id,
-                outbox,
-                router,
-                attributes=attribute_map(cfg),
-                log=self.log.bind(component="uplink"),
+        async with asyncio.TaskGroup() as tg:
+            # Alerts first: relays go to their rest state as soon as their bus answers.
+            alert_task = tg.create_task(rt.alerting.run(), name="alerting") if rt.alerting else None
+            bus_tasks = [tg.create_task(b.run(), name=f"bus-{b.name}") for b in rt.buses]
+            helpers = [
+                tg.create_task(self.notifier.watchdog(), name="watchdog"),
+                tg.create_task(report.run(), name="status"),
+            ]
+            uplink_task = (
+                tg.create_task(rt.uplink.run(), name="uplink") if cfg.uplink.enabled else None
             )
-            self.uplink = uplink
-            if self.extra_setup is not None:
-                self.extra_setup(self)
-            async with asyncio.TaskGroup() as tg:
-                # Alerts first: relays go to their rest state as soon as their bus answers.
-                alert_task = (
-                    tg.create_task(self.alerting.run(), name="alerting") if self.alerting else None
-                )
-                bus_tasks = [tg.create_task(b.run(), name=f"bus-{b.name}") for b in buses]
-                helpers = [
-                    tg.create_task(self.notifier.watchdog(), name="watchdog"),
-                    tg.create_task(self._report(), name="status"),
-                ]
-                uplink_task = (
-                    tg.create_task(uplink.run(), name="uplink") if cfg.uplink.enabled else None
-                )
-                self.log.info(
-                    "gateway running",
-                    buses=len(buses),
-                    devices=len(cfg.devices()),
-                    outbox_rows=outbox.rows,
-                    uplink=f"{cfg.uplink.host}:{cfg.uplink.port}" if cfg.uplink.enabled else "off",
-                )
-                self.notifier.ready(self._status_line())
-                await self.control.stop.wait()
-                self.notifier.reloading() if self.control.reload else self.notifier.stopping()
-                if alert_task is not None:
-                    # Before the buses: a siren that is on gets its off-write through.
-                    alert_task.cancel()
-                    await asyncio.wait([alert_task])
-                for task in bus_tasks:
-                    task.cancel()
-                await pipe.flush()
-                if uplink_task is not None:
-                    await uplink.stop(self.stop_deadline)
-                    uplink_task.cancel()
-                for task in helpers:
-                    task.cancel()
-            self._write_status()
-            self.log.info("gateway stopped", outbox_rows=outbox.rows)
-
-    def _create_buses(self, pipe: Pipeline, router: CommandRouter) -> list[Bus]:
-        """One bus per config entry. Every context shares one actuator table and one command
-        table, so relays on two buses are all reachable (a driver chains its handler to the
-        one already registered under the same name)."""
-        buses: list[Bus] = []
-        for bus_cfg in self.cfg.buses:
-            driver = driver_for_transport(bus_cfg.transport)
-            assert driver is not None  # config validation guarantees it
-            ctx = BusContext(
-                sink=pipe,
-                log=self.log.bind(bus=bus_cfg.name),
-                actuators=self.actuators,
-                commands=self.commands,
-                hotplug=self._hub,
+            self.log.info(
+                "gateway running",
+                buses=len(rt.buses),
+                devices=len(cfg.devices()),
+                outbox_rows=rt.outbox.rows,
+                uplink=f"{cfg.uplink.host}:{cfg.uplink.port}" if cfg.uplink.enabled else "off",
             )
-            self.contexts.append(ctx)
-            buses.append(driver.create_bus(bus_cfg, ctx))
-        for name, handler in self.commands.items():
-            router.register(name, handler)
-        return buses
+            self.notifier.ready(report.line())
+            await self.control.stop.wait()
+            self.notifier.reloading() if self.control.reload else self.notifier.stopping()
+            if alert_task is not None:
+                # Before the buses: a siren that is on gets its off-write through.
+                alert_task.cancel()
+                await asyncio.wait([alert_task])
+            for task in bus_tasks:
+                task.cancel()
+            await rt.pipeline.flush()
+            if uplink_task is not None:
+                await rt.uplink.stop(self.stop_deadline)
+                uplink_task.cancel()
+            for task in helpers:
+                task.cancel()
 
     async def _ping(self, args: Any) -> str:
         return "OK"
@@ -222,59 +182,6 @@ class Daemon:
         # Answer first, then reload once the reply has had a moment to leave.
         asyncio.get_running_loop().call_later(0.5, self.control.request_reload)
         return "OK"
-
-    # -- status ----------------------------------------------------------------------------
-    def _status_line(self) -> str:
-        outbox, uplink = self.outbox, self.uplink
-        if outbox is None:
-            return "starting"
-        stats = outbox.stats()
-        link = "up" if uplink is not None and uplink.stats.connected else "down"
-        extra = " DISK FULL" if stats.disk_full else ""
-        return f"uplink {link}, outbox {stats.rows + stats.memory_rows} rows{extra}"
-
-    def status(self) -> dict[str, Any]:
-        assert self.outbox is not None
-        stats = asdict(self.outbox.stats())
-        return {
-            "time": time.time(),
-            "gateway": self.cfg.site.id,
-            "pid": os.getpid(),
-            "clock_synced": self.clock.synced(),
-            "outbox": stats,
-            "uplink": asdict(self.uplink.stats) if self.uplink else None,
-            "devices_unavailable": sorted(
-                d for d, ok in (self.pipeline.available if self.pipeline else {}).items() if not ok
-            ),
-            "readings_emitted": self.pipeline.emitted if self.pipeline else 0,
-        }
-
-    def _write_status(self) -> None:
-        path = Path(self.cfg.store.path).with_name("status.json")
-        tmp = path.with_suffix(".tmp")
-        try:
-            tmp.write_text(json.dumps(self.status(), indent=1))
-            tmp.replace(path)
-        except OSError:
-            pass  # a full disk must not stop the daemon; the outbox reports it
-
-    async def _report(self) -> None:
-        """Refresh status.json and systemd's STATUS= every 10 s, and at once on a change."""
-        last: tuple[object, ...] = ()
-        since = 0.0
-        while True:
-            stats = self.outbox.stats() if self.outbox else None
-            key = (
-                self.uplink.stats.connected if self.uplink else None,
-                stats.disk_full if stats else None,
-                tuple(sorted(self.pipeline.available.items())) if self.pipeline else (),
-            )
-            if key != last or since >= 10.0:
-                self._write_status()
-                self.notifier.status(self._status_line())
-                last, since = key, 0.0
-            await asyncio.sleep(1.0)
-            since += 1.0
 
 
 async def serve(path: str, *, control: Control | None = None) -> int:

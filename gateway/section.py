@@ -10,14 +10,29 @@ so every message names where the bad value is. It never raises on bad input; cal
 from __future__ import annotations
 
 import difflib
+import enum
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar, overload
 
 from gateway.errors import ConfigError, Problem
 
 T = TypeVar("T")
-_MISSING: Any = object()
-REQUIRED: Any = object()
+
+
+class _Required(enum.Enum):
+    """The default of a getter whose key must be present (a typed sentinel)."""
+
+    KEY = enum.auto()
+
+
+REQUIRED: Final = _Required.KEY
+
+
+class _Absent(enum.Enum):
+    ABSENT = enum.auto()
+
+
+_ABSENT: Final = _Absent.ABSENT
 
 
 def _show(value: object) -> str:
@@ -33,9 +48,14 @@ def _show(value: object) -> str:
 
 
 class Section:
-    """A view of one table. Getters return a usable default after recording a problem."""
+    """A view of one table. Getters return a usable default after recording a problem.
 
-    def __init__(self, raw: Any, path: str, problems: list[Problem] | None = None) -> None:
+    A getter without a default requires the key (a missing one is a problem and the getter
+    returns the type's zero, or `lo`); with a default, an absent key returns the default as
+    it is, and a `None` default makes the result optional.
+    """
+
+    def __init__(self, raw: object, path: str, problems: list[Problem] | None = None) -> None:
         self.path = path
         self.problems: list[Problem] = [] if problems is None else problems
         if raw is None:
@@ -43,6 +63,7 @@ class Section:
         if not isinstance(raw, dict):
             self.problems.append(Problem(path, f"expected a table, got {_show(raw)}"))
             raw = {}
+        # The table as tomllib parsed it: for parsers that read a key another way (`ignore`).
         self.raw: dict[str, Any] = raw
         self._used: set[str] = set()
 
@@ -58,108 +79,154 @@ class Section:
     def has(self, key: str) -> bool:
         return key in self.raw
 
-    def _get(self, key: str, default: Any) -> Any:
+    def _get(self, key: str, required: bool) -> object:
+        """The raw value, or _ABSENT (a problem when `required`)."""
         self._used.add(key)
         if key in self.raw:
             return self.raw[key]
-        if default is REQUIRED:
+        if required:
             self.problem(key, "required key is missing")
-            return _MISSING
-        return default
+        return _ABSENT
 
     # -- typed getters -------------------------------------------------------------------
+    @overload
+    def text(self, key: str, *, choices: Sequence[str] | None = None) -> str: ...
+    @overload
+    def text(self, key: str, default: str, *, choices: Sequence[str] | None = None) -> str: ...
+    @overload
     def text(
-        self, key: str, default: Any = REQUIRED, *, choices: Sequence[str] | None = None
-    ) -> Any:
-        value = self._get(key, default)
-        if value is _MISSING:
-            return "" if default is REQUIRED else default
-        if value is default and key not in self.raw:
-            return value
+        self, key: str, default: str | None, *, choices: Sequence[str] | None = None
+    ) -> str | None: ...
+    def text(
+        self,
+        key: str,
+        default: str | _Required | None = REQUIRED,
+        *,
+        choices: Sequence[str] | None = None,
+    ) -> str | None:
+        value = self._get(key, default is REQUIRED)
+        if value is _ABSENT:
+            return "" if isinstance(default, _Required) else default
         if not isinstance(value, str):
             self.problem(key, f"expected a string, got {_show(value)}")
-            return "" if default in (REQUIRED, None) else default
+            return default if isinstance(default, str) else ""
         if choices is not None and value not in choices:
             hint = difflib.get_close_matches(value, choices, n=1)
             extra = f" (did you mean {_show(hint[0])}?)" if hint else ""
             self.problem(key, f"expected one of {', '.join(choices)}; got {_show(value)}{extra}")
-            return choices[0] if default is REQUIRED else default
+            return choices[0] if isinstance(default, _Required) else default
         return value
 
+    @overload
+    def integer(self, key: str, *, lo: int | None = None, hi: int | None = None) -> int: ...
+    @overload
     def integer(
-        self, key: str, default: Any = REQUIRED, *, lo: int | None = None, hi: int | None = None
-    ) -> Any:
-        value = self._get(key, default)
-        if value is _MISSING:
-            return lo if lo is not None else 0
-        if value is default and key not in self.raw:
-            return value
+        self, key: str, default: int, *, lo: int | None = None, hi: int | None = None
+    ) -> int: ...
+    @overload
+    def integer(
+        self, key: str, default: int | None, *, lo: int | None = None, hi: int | None = None
+    ) -> int | None: ...
+    def integer(
+        self,
+        key: str,
+        default: int | _Required | None = REQUIRED,
+        *,
+        lo: int | None = None,
+        hi: int | None = None,
+    ) -> int | None:
+        value = self._get(key, default is REQUIRED)
+        if value is _ABSENT:
+            return (lo if lo is not None else 0) if isinstance(default, _Required) else default
         if isinstance(value, bool) or not isinstance(value, int):
             self.problem(key, f"expected an integer, got {_show(value)}")
-            return default if default is not REQUIRED else (lo or 0)
-        return self._check_range(key, value, lo, hi, default)
+            return (lo or 0) if isinstance(default, _Required) else default
+        if self._in_range(key, value, lo, hi):
+            return value
+        if isinstance(default, int):
+            return default
+        return lo if lo is not None else hi
 
+    @overload
+    def number(self, key: str, *, lo: float | None = None, hi: float | None = None) -> float: ...
+    @overload
+    def number(
+        self, key: str, default: float, *, lo: float | None = None, hi: float | None = None
+    ) -> float: ...
+    @overload
     def number(
         self,
         key: str,
-        default: Any = REQUIRED,
+        default: float | None,
         *,
         lo: float | None = None,
         hi: float | None = None,
-    ) -> Any:
-        value = self._get(key, default)
-        if value is _MISSING:
-            return lo if lo is not None else 0.0
-        if value is default and key not in self.raw:
-            return value
+    ) -> float | None: ...
+    def number(
+        self,
+        key: str,
+        default: float | _Required | None = REQUIRED,
+        *,
+        lo: float | None = None,
+        hi: float | None = None,
+    ) -> float | None:
+        value = self._get(key, default is REQUIRED)
+        if value is _ABSENT:
+            return (lo if lo is not None else 0.0) if isinstance(default, _Required) else default
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.problem(key, f"expected a number, got {_show(value)}")
-            return default if default is not REQUIRED else (lo or 0.0)
-        return float(self._check_range(key, value, lo, hi, default))
+            return (lo or 0.0) if isinstance(default, _Required) else default
+        if self._in_range(key, value, lo, hi):
+            return float(value)
+        fallback = default if isinstance(default, int | float) else lo if lo is not None else hi
+        return None if fallback is None else float(fallback)
 
-    def _check_range(self, key: str, value: Any, lo: Any, hi: Any, default: Any) -> Any:
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            if lo is not None and hi is not None:
-                want = f"{lo}..{hi}"
-            elif lo is not None:
-                want = f">= {lo}"
-            else:
-                want = f"<= {hi}"
-            self.problem(key, f"expected {want}, got {_show(value)}")
-            if default is not REQUIRED and default is not None:
-                return default
-            return lo if lo is not None else hi
-        return value
+    def _in_range(self, key: str, value: float, lo: float | None, hi: float | None) -> bool:
+        """True when lo <= value <= hi; otherwise records the problem."""
+        if (lo is None or value >= lo) and (hi is None or value <= hi):
+            return True
+        if lo is not None and hi is not None:
+            want = f"{lo}..{hi}"
+        elif lo is not None:
+            want = f">= {lo}"
+        else:
+            want = f"<= {hi}"
+        self.problem(key, f"expected {want}, got {_show(value)}")
+        return False
 
-    def flag(self, key: str, default: Any = REQUIRED) -> Any:
-        value = self._get(key, default)
-        if value is _MISSING:
-            return False
+    def flag(self, key: str, default: bool | _Required = REQUIRED) -> bool:
+        value = self._get(key, default is REQUIRED)
+        if value is _ABSENT:
+            return False if isinstance(default, _Required) else default
         if not isinstance(value, bool):
             self.problem(key, f"expected true or false, got {_show(value)}")
-            return bool(default) if default is not REQUIRED else False
+            return False if isinstance(default, _Required) else default
         return value
 
-    def strings(self, key: str, default: Any = REQUIRED) -> tuple[str, ...]:
-        value = self._get(key, default)
-        if value is _MISSING:
-            return ()
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+    def strings(self, key: str, default: Iterable[str] | _Required = REQUIRED) -> tuple[str, ...]:
+        value = self._get(key, default is REQUIRED)
+        if value is _ABSENT:
+            return () if isinstance(default, _Required) else tuple(default)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             self.problem(key, f"expected an array of strings, got {_show(value)}")
-            return tuple(default) if default not in (REQUIRED, None) else ()
-        return tuple(value)
+            return () if isinstance(default, _Required) else tuple(default)
+        return tuple(str(v) for v in value)
 
-    def value(self, key: str, default: Any = REQUIRED) -> Any:
-        value = self._get(key, default)
-        return None if value is _MISSING else value
+    def value(self, key: str, default: object = REQUIRED) -> object:
+        """The raw TOML value, for the caller to check with isinstance (None when a
+        required key is missing)."""
+        value = self._get(key, default is REQUIRED)
+        if value is _ABSENT:
+            return None if isinstance(default, _Required) else default
+        return value
 
     def section(self, key: str, *, required: bool = False) -> Section:
-        value = self._get(key, REQUIRED if required else None)
-        return Section(None if value is _MISSING else value, self.at(key), self.problems)
+        value = self._get(key, required)
+        return Section(None if value is _ABSENT else value, self.at(key), self.problems)
 
     def sections(self, key: str, *, required: bool = False) -> list[Section]:
-        value = self._get(key, REQUIRED if required else None)
-        if value is None or value is _MISSING:
+        value = self._get(key, required)
+        if value is _ABSENT:
             return []
         if not isinstance(value, list):
             self.problem(key, f"expected an array of tables ([[{key}]]), got {_show(value)}")
@@ -167,9 +234,10 @@ class Section:
         return [Section(v, f"{self.at(key)}[{i}]", self.problems) for i, v in enumerate(value)]
 
     def mapping(self, key: str, convert: Callable[[Any], T], kind: str) -> dict[str, T]:
-        """A free-form table whose values all pass `convert` (which raises on a bad value)."""
-        value = self._get(key, None)
-        if value is None:
+        """A free-form table whose values all pass `convert` (which raises TypeError or
+        ValueError on a bad value: it is handed the raw TOML value, hence `Any`)."""
+        value = self._get(key, False)
+        if value is _ABSENT:
             return {}
         if not isinstance(value, dict):
             self.problem(key, f"expected a table, got {_show(value)}")

@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gateway import config as config_mod
+from gateway.demo.template import DemoValues, render
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -29,3 +32,37 @@ def test_demo_shows_the_field_reaching_the_platform(tmp_path):
     assert 3.0 <= first["wl"] <= 5.5 and first["TimeInstant"].endswith("Z")
     assert res.stdout.rstrip().endswith("demo: stopped")
     assert "platform <- gateway/demo-field/status  offline" in res.stdout
+
+
+RELAY_BUS = """
+[[buses]]
+name = "relays"
+transport = "modbus-tcp"
+host = "127.0.0.1"
+port = 1502
+
+[[buses.devices]]
+id = "relay-1"
+profile = "relay-4ch"
+unit = 2
+"""
+
+
+def test_template_fills_in_the_run_values_and_the_relay_actions(tmp_path):
+    workdir = tmp_path / 'odd "dir" \\ name'
+    text = render(DemoValues("::1", 18830, workdir, 2525, (RELAY_BUS,)))
+    cfg = config_mod.parse(text, "<demo>")
+    assert (cfg.uplink.host, cfg.uplink.port) == ("::1", 18830)
+    assert cfg.store.path == str(workdir / "outbox.sqlite")
+    assert cfg.alerts.smtp is not None and cfg.alerts.smtp.port == 2525
+    assert {d.id for d in cfg.devices()} >= {"paddy-01", "buoy-01", "trap-01", "relay-1"}
+    assert set(cfg.alerts.actions) == {"siren", "flash"}
+    trap = cfg.alerts.rule("trap")
+    assert trap is not None and trap.actions == ("siren", "flash")
+
+
+def test_template_without_a_relay_module_has_no_local_actions(tmp_path):
+    cfg = config_mod.parse(render(DemoValues("127.0.0.1", 1883, tmp_path, 2525)), "<demo>")
+    trap = cfg.alerts.rule("trap")
+    assert not cfg.alerts.actions and trap is not None and trap.actions == ()
+    assert [b.name for b in cfg.buses] == ["synthetic"]

@@ -17,7 +17,9 @@ from gateway.demo.broker import BrokerTls, LocalBroker
 from gateway.model import Lane, Reading
 from gateway.outbox.store import Outbox
 from gateway.uplink.commands import CommandRouter
-from gateway.uplink.session import TokenBucket, Uplink
+from gateway.uplink.ratelimit import TokenBucket
+from gateway.uplink.session import Uplink
+from gateway.uplink.window import Batch, InflightWindow
 from tests.certs import issue, make_ca
 from tests.mqtt_peer import Collector
 
@@ -277,3 +279,21 @@ async def test_a_reading_too_large_to_send_is_dropped_not_a_poison_pill(
             assert up.stats.oversized == 1
         await platform.wait(lambda ms: len(seqs_from_json(platform)) >= 2)
     assert sorted(seqs_from_json(platform)) == [s[1], s[2]]
+
+
+def test_window_acks_a_batch_only_when_sealed_and_every_message_acknowledged():
+    rows = [Reading(i, "d1", "water_level", float(i), "cm", 1.8e9 + i, True) for i in (1, 2)]
+    window = InflightWindow()
+    batch = Batch(rows)
+    window.add(batch, 10)
+    assert window.puback(10)  # the first message's PUBACK arrives before the second is sent
+    assert window.take_done() == []  # (a rate-limited batch is still being published)
+    window.add(batch, 11)
+    window.seal(batch)
+    assert window.take_done() == [] and len(window) == 1
+    assert not window.puback(99)  # not ours (the status topic)
+    assert window.puback(11)
+    assert window.take_done() == rows and window.take_done() == []
+    qos0 = Batch(rows[:1])
+    window.seal(qos0)  # nothing to wait for
+    assert window.take_done() == rows[:1]

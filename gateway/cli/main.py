@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from gateway import config as config_mod
 from gateway.config.profiles import ProfileLibrary, default_dirs
 from gateway.errors import ConfigError, DecodeError, Problem
+from gateway.model import Observation, Value
 from gateway.registry import driver_modules
 
 
@@ -63,16 +64,29 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _readings_json(observations: Sequence[object]) -> str:
+def _readings_json(observations: Sequence[Observation]) -> str:
     out = []
     for o in observations:
-        item = {"quantity": o.quantity, "value": o.value, "unit": o.unit}  # type: ignore[attr-defined]
-        if o.source is not None:  # type: ignore[attr-defined]
-            item["source"] = o.source  # type: ignore[attr-defined]
-        if not o.plausible:  # type: ignore[attr-defined]
+        item: dict[str, Value | None] = {"quantity": o.quantity, "value": o.value, "unit": o.unit}
+        if o.source is not None:
+            item["source"] = o.source
+        if not o.plausible:
             item["plausible"] = False
         out.append(item)
     return json.dumps(out, ensure_ascii=False)
+
+
+def _params(items: Sequence[str]) -> dict[str, Value]:
+    """`-p KEY=VALUE` options: VALUE as JSON (a number, true/false) or else as text."""
+    params: dict[str, Value] = {}
+    for item in items:
+        key, _, raw = item.partition("=")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        params[key] = value if isinstance(value, bool | int | float | str) else raw
+    return params
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
@@ -83,13 +97,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         for p in problems:
             print(p, file=sys.stderr)
         return 1
-    params: dict[str, object] = {}
-    for item in args.param or ():
-        key, _, raw = item.partition("=")
-        try:
-            params[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            params[key] = raw
+    params = _params(args.param or ())
     lines = sys.stdin if args.input == "-" else [args.input]
     failed = 0
     for number, line in enumerate(lines, 1):

@@ -121,9 +121,14 @@ def load_profile(path: Path, problems: list[Problem]) -> Profile | None:
 
 def _observation(item: Any, path: str, problems: list[Problem]) -> Observation:
     s = Section(item, path, problems)
+    value = s.value("value")
+    if not isinstance(value, bool | int | float | str):
+        if value is not None:  # None: missing, already reported
+            s.problem("value", "expected a number, string or boolean")
+        value = ""
     obs = Observation(
         quantity=s.text("quantity"),
-        value=s.value("value"),
+        value=value,
         unit=s.text("unit", ""),
         source=s.text("source", None),
         plausible=s.flag("plausible", True),

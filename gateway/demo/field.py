@@ -1,12 +1,14 @@
 """`gateway demo`: the gateway's main job on a built-in simulated field, watched live.
 
-Starts a local mosquitto on a free loopback port (or uses `--broker host:port`), builds a
-config from the synthetic paddy / buoy / trap devices plus every driver's simulated devices
-(the drivers' DEMO hooks start their simulators), runs the daemon in-process, and prints what
-reaches the platform as a subscriber sees it. A trap detection switches the simulated siren
-relay (each confirmed coil write is printed) and mails farmers and hunters through a local
-SMTP sink that prints each mail with its map links. Ctrl-C (or `--seconds`) stops it all cleanly.
-Everything stays on 127.0.0.1 and in a temporary directory.
+Starts a local mosquitto on a free loopback port (or uses `--broker host:port`), fills in the
+packaged config template (`demo.toml`: the synthetic paddy / buoy / trap devices and the alert
+rules) with the run's ports and paths and every driver's simulated devices (the drivers' DEMO
+hooks start their simulators), runs the daemon in-process, and prints what reaches the
+platform as a subscriber sees it. A trap detection switches the simulated siren relay (the
+daemon is configured to report each confirmed write, which is printed) and mails farmers and
+hunters through a local SMTP sink that prints each mail with its map links. Ctrl-C (or
+`--seconds`) stops it all cleanly. Everything stays on 127.0.0.1 and in a temporary directory.
+The demo configures the daemon; it never reaches into it.
 """
 
 from __future__ import annotations
@@ -19,164 +21,33 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TextIO
 
 from gateway import config as config_mod
 from gateway import logs
 from gateway.daemon import Control, Daemon
 from gateway.demo.broker import LocalBroker
 from gateway.demo.mailsink import MailSink
+from gateway.demo.template import DemoValues, render
 from gateway.registry import driver_modules
+from gateway.runtime import SwitchListener
 
-SYNTHETIC_FIELD = """
-[[buses]]
-name = "synthetic"
-transport = "synthetic"
-
-[[buses.devices]]
-id = "paddy-01"
-name = "North paddy"
-interval = 3.0
-latitude = 36.1150
-longitude = 137.9540
-attributes = { water_level = "wl", water_temperature = "wt", battery = "bat" }
-points = [
-  {quantity="water_level",unit="cm",pattern="sine",low=3.0,high=5.5,period=120},
-  {quantity="water_temperature",unit="degC",pattern="sine",low=18,high=26,period=300},
-  {quantity="battery",unit="V",pattern="constant",low=3.61},
-]
-
-[[buses.devices]]
-id = "buoy-01"
-name = "Harbour buoy"
-interval = 4.0
-points = [
-  {quantity="wind_speed",unit="m/s",pattern="random",low=0.5,high=9.0},
-  {quantity="wind_direction",unit="deg",pattern="ramp",low=0,high=359,period=600,decimals=0},
-  {quantity="water_temperature",unit="degC",pattern="sine",low=14,high=17,period=600},
-]
-
-[[buses.devices]]
-id = "trap-01"
-name = "Trap 1 (east levee)"
-interval = 5.0
-latitude = 36.1162
-longitude = 137.9561
-points = [
-  {quantity="trap_state",pattern="cycle",values=["set","set","triggered"]},
-  {quantity="battery",unit="V",pattern="constant",low=3.3},
-]
-"""
+DemoField = Callable[[contextlib.AsyncExitStack, Path], Awaitable[str]]
 
 
-def demo_alerts(smtp_port: int, relay: bool) -> str:
-    """Alerts for the demo field: a trap detection mails farmers (Japanese) and hunters
-    (English) through the local mail sink and, when a relay module is in the field, sounds
-    the siren (channel 1) and the flash (channel 2) for a few seconds."""
-    actions = (
-        """
-[alerts.actions.siren]
-device = "relay-1"
-channel = 1
-seconds = 3
+def show_switches(out: TextIO) -> SwitchListener:
+    """Print each relay write the simulated relay module confirmed (the siren switching)."""
 
-[alerts.actions.flash]
-device = "relay-1"
-channel = 2
-seconds = 6
-pattern = [0.5, 0.5]
-"""
-        if relay
-        else ""
-    )
-    return f"""
-[alerts.groups.farmers]
-to = ["farmers@demo.invalid"]
+    def shown(device: str, channel: int, on: bool) -> None:
+        state = "ON" if on else "off"
+        print(f"relay  -> {device} channel {channel} {state}", file=out, flush=True)
 
-[alerts.groups.hunters]
-to = ["hunters@demo.invalid"]
-language = "en"
-
-[alerts.smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-security = "none"
-from = "gateway@demo.invalid"
-retry_min = 1
-retry_max = 10
-{actions}
-[[alerts.rules]]
-name = "trap"
-kind = "event"
-quantity = "trap_state"
-equals = "triggered"
-severity = "high"
-groups = ["farmers", "hunters"]
-actions = {'["siren", "flash"]' if relay else "[]"}
-cooldown = 60
-
-[[alerts.rules]]
-name = "paddy-low"
-kind = "threshold"
-quantity = "water_level"
-below = 3.2
-hysteresis = 0.3
-hold = 10
-severity = "medium"
-subcategory = "waterLevelLow"
-groups = ["farmers"]
-"""
+    return shown
 
 
-class _Announce:
-    """The alert actions' view of the actuators, printing each confirmed relay write (what
-    the simulated relay module acknowledged) so the demo shows the siren switching."""
-
-    def __init__(self, inner: Any, out: Any) -> None:
-        self.inner, self.out = inner, out
-
-    def get(self, device: str, default: Any = None) -> Any:
-        actuator = self.inner.get(device)
-        if actuator is None:
-            return default
-        out = self.out
-
-        class Shown:
-            async def switch(self, channel: int, on: bool) -> None:
-                await actuator.switch(channel, on)
-                state = "ON" if on else "off"
-                print(f"relay  -> {device} channel {channel} {state}", file=out, flush=True)
-
-        return Shown()
-
-
-def demo_config(workdir: Path, host: str, port: int, buses: list[str]) -> str:
-    return f"""
-[gateway]
-id = "demo-field"
-name = "Demo field"
-latitude = 36.1150
-longitude = 137.9540
-trust_clock = true
-
-[uplink]
-host = "{host}"
-port = {port}
-apikey = "demo"
-format = "fiware-json"
-batch_window = 2.0
-reconnect_min = 1.0
-reconnect_max = 10.0
-
-[store]
-path = "{workdir}/outbox.sqlite"
-{SYNTHETIC_FIELD}
-{"".join(buses)}
-"""
-
-
-async def _watch(host: str, port: int, out: object) -> None:
+async def _watch(host: str, port: int, out: TextIO) -> None:
     """Print every platform-side message, as `mosquitto_sub` receives it."""
     binary = shutil.which("mosquitto_sub")
     if binary is None:
@@ -199,17 +70,34 @@ async def _watch(host: str, port: int, out: object) -> None:
         assert proc.stdout is not None
         while line := await proc.stdout.readline():
             topic, _, payload = line.decode(errors="replace").rstrip("\n").partition(" ")
-            print(f"platform <- {topic}  {payload}", file=out, flush=True)  # type: ignore[call-overload]
+            print(f"platform <- {topic}  {payload}", file=out, flush=True)
     finally:
         with contextlib.suppress(ProcessLookupError):
             proc.terminate()
         await proc.wait()
 
 
-def _announce_relays(daemon: Daemon) -> None:
-    if daemon.alerting is not None and daemon.alerting.actions is not None:
-        actions = daemon.alerting.actions
-        actions.actuators = _Announce(actions.actuators, sys.stdout)  # type: ignore[assignment]
+async def _driver_fields(stack: contextlib.AsyncExitStack, workdir: Path) -> tuple[str, ...]:
+    """Start every driver's demo simulators (their `DEMO` hooks) inside `stack`."""
+    buses = []
+    for module in driver_modules():
+        hook = getattr(module, "DEMO", None)
+        if hook:
+            module_name, func = hook.split(":")
+            field: DemoField = getattr(importlib.import_module(module_name), func)
+            buses.append(await field(stack, workdir))
+    return tuple(buses)
+
+
+async def _broker(
+    stack: contextlib.AsyncExitStack, workdir: Path, given: str | None
+) -> tuple[str, int]:
+    """`--broker host:port`, or a local mosquitto on a free port for the demo's lifetime."""
+    if given:
+        host, _, port_text = given.rpartition(":")
+        return host or "127.0.0.1", int(port_text)
+    broker = stack.enter_context(LocalBroker(workdir / "broker"))
+    return "127.0.0.1", broker.port
 
 
 async def run_demo(args: argparse.Namespace, workdir: Path) -> int:
@@ -218,22 +106,10 @@ async def run_demo(args: argparse.Namespace, workdir: Path) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, control.request_stop)
     async with contextlib.AsyncExitStack() as stack:
-        if args.broker:
-            host, _, port_text = args.broker.rpartition(":")
-            host, port = host or "127.0.0.1", int(port_text)
-        else:
-            broker = stack.enter_context(LocalBroker(workdir / "broker"))
-            host, port = "127.0.0.1", broker.port
-        buses = []
-        for module in driver_modules():
-            hook = getattr(module, "DEMO", None)
-            if hook:
-                module_name, func = hook.split(":")
-                field = getattr(importlib.import_module(module_name), func)
-                buses.append(await field(stack, workdir))
+        host, port = await _broker(stack, workdir, args.broker)
+        buses = await _driver_fields(stack, workdir)
         mail = await stack.enter_async_context(MailSink(sys.stdout))
-        relay = any('id = "relay-1"' in b for b in buses)
-        text = demo_config(workdir, host, port, buses) + demo_alerts(mail.port, relay)
+        text = render(DemoValues(host, port, workdir, mail.port, buses))
         (workdir / "gateway.toml").write_text(text)
         cfg = config_mod.parse(text, str(workdir / "gateway.toml"))
         print(
@@ -246,7 +122,8 @@ async def run_demo(args: argparse.Namespace, workdir: Path) -> int:
         if args.seconds:
             loop.call_later(args.seconds, control.request_stop)
         try:
-            await Daemon(cfg, control, extra_setup=_announce_relays).run()
+            daemon = Daemon(cfg, control, switch_listeners=[show_switches(sys.stdout)])
+            await daemon.run()
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

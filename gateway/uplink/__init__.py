@@ -1,7 +1,8 @@
 """The uplink: the MQTT session to the platform, the payload formats and platform commands.
 
-Owns: the paho session with its backoff, in-flight window and rate limit (`session`, the only
-module importing paho), the payload encoders (`payload`, `compact`, `wire`) and the command
+Owns: the MQTT session with its backoff (`session`), the paho client on the event loop
+(`client`, the only module importing paho), the in-flight window (`window`), the byte rate
+limit (`ratelimit`), the payload encoders (`payload`, `compact`, `wire`) and the command
 router (`commands`).
 May import: `gateway.model`, `errors`, `supervise`, `config` and `outbox`. Never the alert side,
 the daemon or a driver.

@@ -1,0 +1,237 @@
+"""The paho-mqtt client on the event loop: the only module that imports paho.
+
+One `Connection` is the client of one MQTT session, built from the UplinkConfig: persistent
+session (clean_session false, fixed client id), the retained status topic's last will
+`offline`, username + password from a file (read at each connect, never logged), TLS and
+mutual TLS. Only the blocking TCP/TLS connect runs in a worker thread; paho then runs on the
+event loop through its external-loop hooks (add_reader/add_writer). paho's callbacks become
+the `lost` future (the reason the session ended), `on_puback(mid)` and the `commands` queue;
+paho's exceptions and return codes become gateway.errors.
+Must not: lease, encode, acknowledge or retry anything: that is the session's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.config.loader import UplinkConfig
+from gateway.errors import LinkDown, LinkRefused
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import SocketLike  # a typing-only Protocol in paho
+
+CONNACK_TIMEOUT = 15.0  # seconds from TCP connect to the broker's CONNACK
+COMMAND_QUEUE = 100  # platform commands waiting to run; more are dropped by paho's callback
+
+
+class Delivery:
+    """One publish handed to the client."""
+
+    def __init__(self, info: mqtt.MQTTMessageInfo) -> None:
+        self._info = info
+
+    @property
+    def mid(self) -> int:
+        return self._info.mid
+
+    @property
+    def ok(self) -> bool:
+        return self._info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    @property
+    def error(self) -> str:
+        return mqtt.error_string(self._info.rc)
+
+    def settled(self) -> bool:
+        """Acknowledged by the broker, or failed (nothing more will happen to it)."""
+        return self._info.rc != mqtt.MQTT_ERR_SUCCESS or self._info.is_published()
+
+
+class Connection:
+    """`conn = Connection(...)`; `await conn.open()`; publish ...; always `conn.close()`."""
+
+    def __init__(
+        self,
+        cfg: UplinkConfig,
+        *,
+        command_topic: str,
+        on_puback: Callable[[int], None],
+        on_lost: Callable[[], None],
+    ) -> None:
+        """Builds the client (raises LinkRefused when the password file is unreadable)."""
+        self.cfg = cfg
+        self.command_topic = command_topic
+        self.on_puback = on_puback
+        self.on_lost = on_lost
+        self.loop = asyncio.get_running_loop()
+        self.lost: asyncio.Future[str] = self.loop.create_future()
+        self.commands: asyncio.Queue[bytes] = asyncio.Queue(maxsize=COMMAND_QUEUE)
+        self._connected: asyncio.Future[None] = self.loop.create_future()
+        self._loop_thread = threading.get_ident()
+        self.client = self._new_client()
+        self._bind_callbacks()
+
+    # -- setup -----------------------------------------------------------------------------
+    def _new_client(self) -> mqtt.Client:
+        cfg = self.cfg
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        client.max_inflight_messages_set(cfg.inflight)
+        client.max_queued_messages_set(0)
+        client.will_set(cfg.status_topic, b"offline", qos=1, retain=True)
+        if cfg.username:
+            client.username_pw_set(cfg.username, self._password())
+        if cfg.tls.enabled:
+            context = ssl.create_default_context(cafile=cfg.tls.ca or None)
+            if cfg.tls.cert:
+                context.load_cert_chain(cfg.tls.cert, cfg.tls.key or None)
+            client.tls_set_context(context)
+        client.enable_logger(None)  # paho's own chatter stays out of our logs
+        return client
+
+    def _password(self) -> str | None:
+        if not self.cfg.password_file:
+            return None
+        try:
+            with open(self.cfg.password_file, encoding="utf-8") as f:
+                return f.readline().rstrip("\r\n")
+        except OSError as exc:
+            raise LinkRefused(
+                f"cannot read password_file {self.cfg.password_file}: {exc.strerror}"
+            ) from None
+
+    async def open(self) -> None:
+        """Connect and wait for the CONNACK; raises LinkDown or LinkRefused."""
+        await self._connect()
+        waiting: list[asyncio.Future[Any]] = [self._connected, self.lost]
+        await asyncio.wait(waiting, timeout=CONNACK_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        if not self._connected.done():
+            reason = self.lost.result() if self.lost.done() else None
+            raise LinkDown(reason or f"no CONNACK from the broker within {CONNACK_TIMEOUT:g} s")
+        self._connected.result()  # raises LinkRefused when the broker said no
+
+    async def _connect(self) -> None:
+        """TCP (and TLS) connect in a worker thread; paho's socket then joins the loop."""
+        cfg = self.cfg
+        try:
+            await self.loop.run_in_executor(
+                None, self.client.connect, cfg.host, cfg.port, cfg.keepalive
+            )
+        except ssl.SSLCertVerificationError as exc:
+            raise LinkRefused(f"TLS verification failed: {exc.verify_message or exc}") from None
+        except ssl.SSLError as exc:
+            raise LinkRefused(f"TLS handshake failed: {exc.reason or exc}") from None
+        except (TimeoutError, OSError) as exc:
+            raise LinkDown(f"cannot reach {cfg.host}:{cfg.port}: {exc.strerror or exc}") from None
+
+    # -- use -------------------------------------------------------------------------------
+    def publish(self, topic: str, payload: bytes, qos: int, *, retain: bool = False) -> Delivery:
+        return Delivery(self.client.publish(topic, payload, qos=qos, retain=retain))
+
+    def subscribe(self, topic: str, qos: int) -> None:
+        self.client.subscribe(topic, qos=qos)
+
+    def loop_misc(self) -> None:
+        """Keep-alive pings and paho's timeouts; call at least every keepalive / 2."""
+        self.client.loop_misc()
+
+    def disconnect(self) -> None:
+        """A clean DISCONNECT: the broker does not publish the will."""
+        self.client.disconnect()
+
+    def close(self) -> None:
+        """Leave the event loop and close the socket (idempotent)."""
+        sock = self.client.socket()
+        if sock is not None:
+            self._remove_fd(sock)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    # -- paho callbacks --------------------------------------------------------------------
+    def _on_loop(self, fn: Callable[..., object], *args: object) -> None:
+        # Socket hooks fire in the connect worker thread once, then on the loop.
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def _lose(self, reason: str) -> None:
+        self.on_lost()
+        if not self.lost.done():
+            self.lost.set_result(reason)
+
+    def _bind_callbacks(self) -> None:
+        client, loop = self.client, self.loop
+
+        def on_open(c: mqtt.Client, _u: object, sock: SocketLike) -> None:
+            self._on_loop(loop.add_reader, sock, self._read)
+
+        def on_close(c: mqtt.Client, _u: object, sock: SocketLike) -> None:
+            self._on_loop(self._remove_fd, sock)
+            self._on_loop(self._lose, "connection closed")
+
+        def on_want_write(c: mqtt.Client, _u: object, sock: SocketLike) -> None:
+            self._on_loop(loop.add_writer, sock, c.loop_write)
+
+        def on_unwant_write(c: mqtt.Client, _u: object, sock: SocketLike) -> None:
+            self._on_loop(self._remove_writer, sock)
+
+        client.on_socket_open = on_open
+        client.on_socket_close = on_close
+        client.on_socket_register_write = on_want_write
+        client.on_socket_unregister_write = on_unwant_write
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+
+    def _on_connect(
+        self, c: mqtt.Client, _u: object, flags: object, rc: ReasonCode, props: object
+    ) -> None:
+        if self._connected.done():
+            return
+        if rc.is_failure:
+            self._connected.set_exception(LinkRefused(f"broker refused the connection: {rc}"))
+        else:
+            self._connected.set_result(None)
+
+    def _on_disconnect(
+        self, c: mqtt.Client, _u: object, flags: object, rc: ReasonCode, props: object
+    ) -> None:
+        self._lose(f"disconnected: {rc}")
+
+    def _on_publish(
+        self, c: mqtt.Client, _u: object, mid: int, rc: ReasonCode, props: object
+    ) -> None:
+        self.on_puback(mid)
+
+    def _on_message(self, c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == self.command_topic:
+            self.commands.put_nowait(bytes(msg.payload))
+
+    def _read(self) -> None:
+        rc = self.client.loop_read()
+        if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
+            self._lose(f"read failed: {mqtt.error_string(rc)}")
+
+    def _remove_fd(self, sock: SocketLike) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            self.loop.remove_reader(sock)
+            self.loop.remove_writer(sock)
+
+    def _remove_writer(self, sock: SocketLike) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            self.loop.remove_writer(sock)
