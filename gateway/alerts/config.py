@@ -240,8 +240,9 @@ def _rule(r: Section, groups: dict[str, Group], actions: dict[str, ActionConfig]
         r.problem(None, "a threshold rule needs exactly one of `above` or `below`")
     if kind == "battery" and below is None:
         r.problem("below", "a battery rule needs `below` (in the battery's unit, V or %)")
-    equals = r.value("equals", None) if kind == "event" else None
-    if kind == "event" and not isinstance(equals, str | bool | int | float):
+    raw_equals = r.value("equals", None) if kind == "event" else None
+    equals = raw_equals if isinstance(raw_equals, str | bool | int | float) else None
+    if kind == "event" and equals is None:
         r.problem("equals", "an event rule needs `equals` (a string, number or boolean)")
     silent = r.number("minutes", 0.0, lo=0.1) * 60 if kind == "stale" else 0.0
     if kind == "stale" and not silent:
