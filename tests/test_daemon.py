@@ -16,34 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.configs import load_config
 from tests.mqtt_peer import Collector
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def config_text(tmp: Path, port: int, *, devices: str = "", window: float = 0.2) -> str:
-    return f"""
-[gateway]
-id = "gw1"
-trust_clock = true
-[uplink]
-port = {port}
-format = "json"
-batch_window = {window}
-batch_max_readings = 500
-reconnect_min = 0.1
-reconnect_max = 0.5
-[store]
-path = "{tmp}/outbox.sqlite"
-[[buses]]
-name = "synthetic"
-transport = "synthetic"
-[[buses.devices]]
-id = "counter"
-interval = 0.002
-points = [ {{ quantity = "n", pattern = "counter" }} ]
-{devices}
-"""
+    return load_config("daemon", tmp=tmp, port=port, devices=devices, window=window)
 
 
 class Proc:

@@ -19,6 +19,7 @@ from gateway import config
 from gateway.config.profiles import BUILTIN_DIR, ProfileLibrary, load_profile
 from gateway.errors import ConfigError, DecodeError, Problem
 from gateway.section import Section
+from tests.configs import load_config
 
 SHIPPED = sorted((BUILTIN_DIR / "modbus").glob("*.toml"))
 
@@ -328,16 +329,7 @@ param = "h"
 
 
 def bus_toml(bus: str, device: str) -> str:
-    return f"""
-[gateway]
-id = "t"
-[[buses]]
-name = "rs485"
-{bus}
-[[buses.devices]]
-id = "d1"
-{device}
-"""
+    return load_config("modbus_device", bus=bus, device=device)
 
 
 @pytest.mark.parametrize(
