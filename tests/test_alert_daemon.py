@@ -11,6 +11,8 @@ import json
 import socket
 import sys
 
+import pytest
+
 from drivers.modbus.sim import Simulator, SimUnit
 from gateway import config as config_mod
 from gateway.config.profiles import ProfileLibrary
@@ -73,6 +75,7 @@ async def _daemon(text: str):  # type: ignore[no-untyped-def]
         await asyncio.wait_for(task, 20)
 
 
+@pytest.mark.slow
 async def test_trap_switches_the_siren_on_the_simulator_with_the_uplink_down(tmp_path):
     unit = _relay_unit()
     mail = await MailSink().start()
@@ -153,6 +156,7 @@ async def test_alert_reaches_the_platform_ahead_of_telemetry_and_siren_command_o
         await mail.stop()
 
 
+@pytest.mark.slow
 async def test_sigkill_during_a_siren_then_restart_switches_the_relay_off(tmp_path):
     unit = SimUnit(_relay_unit().decoder, registers={"coil": {0: 0, 1: 0, 2: 0, 3: 0}})
     mail = await MailSink().start()

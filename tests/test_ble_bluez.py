@@ -165,6 +165,7 @@ async def test_adapter_off_then_on_is_logged_once_each_way(bluez: MockBlueZ) -> 
         assert bus.source.starts >= 2
 
 
+@pytest.mark.slow
 async def test_bluetoothd_restart_and_dbus_loss_recover(bluez: MockBlueZ) -> None:
     await bluez.add_adapter("hci0", passive=True)
     sink, log = RecordingSink(), RecordingLog()

@@ -85,6 +85,7 @@ def test_sigterm_stops_gracefully_with_exit_0(tmp_path, broker, platform):
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
+@pytest.mark.slow
 def test_sigkill_20_times_loses_no_appended_reading(tmp_path, broker, platform):
     cfg = tmp_path / "gw.toml"
     cfg.write_text(config_text(tmp_path, broker.port))
@@ -202,6 +203,7 @@ def test_corrupt_outbox_at_start_is_quarantined_not_a_crash_loop(tmp_path, broke
     assert proc.stop() == 0
 
 
+@pytest.mark.slow
 def test_status_command_reports_outbox_and_daemon(tmp_path, broker):
     cfg = tmp_path / "gw.toml"
     cfg.write_text(config_text(tmp_path, broker.port, window=3600))

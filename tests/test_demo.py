@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow  # the whole demo as a process, ~9 s
 
 
 def test_demo_shows_the_field_reaching_the_platform(tmp_path):

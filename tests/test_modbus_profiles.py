@@ -197,6 +197,7 @@ registers = st.dictionaries(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     st.sampled_from(ALL_DECODERS),
@@ -243,6 +244,7 @@ spans = st.lists(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 @given(spans, st.integers(0, 20), st.integers(2, 125))
 def test_planner_covers_exactly_the_points_within_limits(span_list, max_gap, cap) -> None:  # type: ignore[no-untyped-def]
