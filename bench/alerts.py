@@ -31,6 +31,7 @@ from gateway.config.profiles import ProfileLibrary
 from gateway.daemon import Control, Daemon
 from gateway.errors import Problem
 from gateway.model import Observation
+from tests.configs import load_config
 
 
 def _closed_port() -> int:
@@ -40,48 +41,14 @@ def _closed_port() -> int:
 
 
 def _config(work: Path, sim: Simulator, tty: str) -> str:
-    return f"""
-[gateway]
-id = "bench-alerts"
-trust_clock = true
-[uplink]
-host = "127.0.0.1"
-port = {_closed_port()}
-reconnect_min = 1.0
-[store]
-path = "{work}/outbox.sqlite"
-[[buses]]
-name = "relays"
-transport = "modbus-tcp"
-host = "{sim.host}"
-port = {sim.tcp_port}
-timeout = 0.5
-[[buses.devices]]
-id = "relay-1"
-profile = "relay-4ch"
-unit = 2
-interval = 3600
-[[buses]]
-name = "trap-rx"
-transport = "serial"
-port = "{tty}"
-baudrate = 9600
-[[buses.devices]]
-id = "trap-rx"
-profile = "trap-receiver"
-[alerts.actions.siren]
-device = "relay-1"
-channel = 1
-seconds = 0.1
-[[alerts.rules]]
-name = "trap"
-kind = "event"
-quantity = "trap_state"
-equals = "triggered"
-severity = "high"
-actions = ["siren"]
-cooldown = 600
-"""
+    return load_config(
+        "bench_alerts",
+        uplink_port=_closed_port(),
+        work=work,
+        sim_host=sim.host,
+        sim_port=sim.tcp_port,
+        tty=tty,
+    )
 
 
 async def _measure(samples: int, via_pty: bool) -> list[float]:

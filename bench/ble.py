@@ -23,6 +23,7 @@ from gateway import config
 from gateway.contract import BusContext
 from gateway.outbox.store import Outbox
 from gateway.pipeline import Pipeline
+from tests.configs import load_config
 
 
 class _Quiet:
@@ -36,16 +37,7 @@ class _Quiet:
 
 
 def _bus(path: Path):  # type: ignore[no-untyped-def]
-    text = f"""
-[gateway]
-id = "bench"
-[[buses]]
-name = "ble-bench"
-transport = "ble-replay"
-file = "{path}"
-speed = 0.0
-queue_size = 5000
-{devices_toml(interval=0.0)}"""
+    text = load_config("bench_ble", file=path, devices=devices_toml(interval=0.0))
     return config.parse(text).buses[0]
 
 

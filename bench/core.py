@@ -22,30 +22,14 @@ from gateway.demo.broker import LocalBroker
 from gateway.model import Reading
 from gateway.outbox.store import Outbox
 from gateway.uplink.payload import ENCODERS, Target, wire_bytes
+from tests.configs import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _config(work: Path, port: int, buses: str, *, window: float = 0.5) -> Path:
     path = work / "gw.toml"
-    path.write_text(
-        f"""
-[gateway]
-id = "bench"
-trust_clock = true
-[uplink]
-port = {port}
-apikey = "bench"
-batch_window = {window}
-batch_max_readings = 5000
-max_payload_bytes = 262144
-inflight = 32
-[store]
-path = "{work}/outbox.sqlite"
-sync = "full"
-{buses}
-"""
-    )
+    path.write_text(load_config("bench_core", port=port, window=window, work=work, buses=buses))
     return path
 
 
@@ -53,17 +37,9 @@ def _synthetic(devices: int, points: int, interval: float, count: int = 0) -> st
     pts = ", ".join(
         f'{{ quantity = "q{i}", unit = "u", pattern = "counter" }}' for i in range(points)
     )
-    return f"""
-[[buses]]
-name = "synthetic"
-transport = "synthetic"
-[[buses.devices]]
-id = "dev"
-replicas = {devices}
-interval = {interval}
-count = {count}
-points = [ {pts} ]
-"""
+    return load_config(
+        "bench_synthetic", replicas=devices, interval=interval, count=count, points=pts
+    )
 
 
 class _Daemon:

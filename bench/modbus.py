@@ -17,6 +17,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from tests.configs import load_config
+
 ROOT = Path(__file__).resolve().parent.parent
 DEVICES = 10
 POINTS = 10
@@ -55,20 +57,11 @@ async def _measure(port: str, profile_dir: Path, seconds: float) -> dict[str, fl
     from gateway.config.profiles import ProfileLibrary
     from gateway.contract import BusContext
 
-    text = f"""
-[gateway]
-id = "bench"
-[[buses]]
-name = "bench"
-transport = "modbus-tcp"
-host = "127.0.0.1"
-port = {port.rsplit(":", 1)[1]}
-timeout = 1.0
-"""
-    for unit in range(1, DEVICES + 1):
-        text += (
-            f'[[buses.devices]]\nid = "d{unit}"\nprofile = "bench10"\nunit = {unit}\ninterval = 0\n'
-        )
+    devices = "".join(
+        f'[[buses.devices]]\nid = "d{unit}"\nprofile = "bench10"\nunit = {unit}\ninterval = 0\n'
+        for unit in range(1, DEVICES + 1)
+    )
+    text = load_config("bench_modbus", port=port.rsplit(":", 1)[1], devices=devices)
     cfg = config.parse(text, "bench", ProfileLibrary([profile_dir]))
     sink = _CountingSink()
     bus = create_bus(cfg.buses[0], BusContext(sink=sink, log=structlog.get_logger()))

@@ -25,6 +25,7 @@ from gateway.contract import BusContext
 from gateway.model import Observation
 from gateway.outbox.store import Outbox
 from gateway.pipeline import Pipeline
+from tests.configs import load_config
 
 CHUNK = 4096
 
@@ -79,20 +80,7 @@ async def _measure(n: int, workdir: Path) -> dict[str, float]:
         Outbox.open(workdir / "outbox.sqlite", sync="full", log=_Quiet()) as outbox,
         pty_line() as line,
     ):
-        cfg = config_mod.parse(
-            f"""
-[gateway]
-id = "bench"
-[[buses]]
-name = "nmea"
-transport = "serial"
-port = "{line.path}"
-[[buses.devices]]
-id = "buoy-1"
-profile = "buoy-nmea"
-interval = 0
-"""
-        )
+        cfg = config_mod.parse(load_config("bench_serial", port=line.path))
         async with Pipeline(outbox, log=_Quiet()) as pipe:
             sink = _Counting(pipe)
             sink.target = expected

@@ -19,6 +19,7 @@ from gateway.errors import Transient
 from gateway.outbox.store import Outbox
 from gateway.pipeline import Pipeline
 from gateway.supervise import Backoff
+from tests.configs import load_config
 
 TRAP_LAT, TRAP_LON = 36.115012, 137.954321
 
@@ -26,88 +27,15 @@ TRAP_LAT, TRAP_LON = 36.115012, 137.954321
 def config_text(
     smtp_port: int = 2525, store: str = "/tmp/x.sqlite", extra: str = "", smtp: str = ""
 ) -> str:
-    return f"""
-[gateway]
-id = "test-field"
-name = "Test field"
-latitude = 36.1
-longitude = 137.9
-timezone = "Asia/Tokyo"
-
-[uplink]
-enabled = false
-commands = ["ping", "siren", "alert-test"]
-
-[store]
-path = "{store}"
-
-[[buses]]
-name = "synthetic"
-transport = "synthetic"
-
-[[buses.devices]]
-id = "traps"
-name = "東側わな受信機"
-latitude = {TRAP_LAT}
-longitude = {TRAP_LON}
-points = [{{quantity="trap_state",pattern="cycle",values=["set"]}}]
-
-[[buses.devices]]
-id = "paddy-01"
-name = "North paddy"
-latitude = 36.2
-longitude = 137.8
-points = [{{quantity="water_level",unit="cm",pattern="constant",low=4.0}}]
-
-[[buses.devices]]
-id = "relay-1"
-points = [{{quantity="relay_1",pattern="constant",low=0}}]
-
-[alerts.groups.farmers]
-to = ["tanaka@example.jp", "sato@example.jp"]
-
-[alerts.groups.hunters]
-to = ["hunters@example.org"]
-language = "en"
-
-[alerts.smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-security = "none"
-from = "gateway@field.example"
-{smtp}
-
-[alerts.actions.siren]
-device = "relay-1"
-channel = 1
-seconds = 30
-
-[alerts.actions.flash]
-device = "relay-1"
-channel = 2
-seconds = 60
-pattern = [0.5, 0.5]
-
-[[alerts.rules]]
-name = "trap"
-kind = "event"
-quantity = "trap_state"
-equals = "triggered"
-severity = "high"
-groups = ["farmers", "hunters"]
-actions = ["siren", "flash"]
-cooldown = 600
-
-[[alerts.rules]]
-name = "paddy-dry"
-kind = "threshold"
-quantity = "water_level"
-below = 2.0
-hysteresis = 0.5
-severity = "medium"
-groups = ["farmers"]
-{extra}
-"""
+    return load_config(
+        "alerts",
+        smtp_port=smtp_port,
+        store=store,
+        extra=extra,
+        smtp=smtp,
+        trap_lat=TRAP_LAT,
+        trap_lon=TRAP_LON,
+    )
 
 
 def parse(text: str) -> Config:

@@ -14,24 +14,19 @@ from drivers.serial.bus import SerialBus
 from gateway import config as config_mod
 from gateway.contract import BusContext
 from gateway.hotplug import Hotplug
+from tests.configs import load_config
 from tests.fakes import RecordingSink
 
 
 def bus_toml(port: str, devices: str, extra: str = "", backoff: float = 0.05) -> str:
-    where = f'port = "{port}"' if port else ""
-    return f"""
-[gateway]
-id = "test"
-
-[[buses]]
-name = "line1"
-transport = "serial"
-{where}
-reconnect_min = {backoff}
-reconnect_max = {backoff * 2}
-{extra}
-{devices}
-"""
+    return load_config(
+        "serial_bus",
+        port=f'port = "{port}"' if port else "",
+        reconnect_min=backoff,
+        reconnect_max=backoff * 2,
+        bus=extra,
+        devices=devices,
+    )
 
 
 BUOY = """

@@ -11,12 +11,15 @@ import json
 import socket
 import sys
 
+import pytest
+
 from drivers.modbus.sim import Simulator, SimUnit
 from gateway import config as config_mod
 from gateway.config.profiles import ProfileLibrary
 from gateway.daemon import Control, Daemon
 from gateway.errors import Problem
 from gateway.model import Lane
+from tests.configs import load_config
 from tests.smtp_peer import MailSink
 
 
@@ -35,74 +38,15 @@ def _relay_unit() -> SimUnit:
 
 
 def _config(tmp_path, sim: Simulator, smtp_port: int, trap_values: list[str]) -> str:
-    values = json.dumps(trap_values)
-    return f"""
-[gateway]
-id = "alert-field"
-name = "Alert field"
-trust_clock = true
-
-[uplink]
-host = "127.0.0.1"
-port = {_closed_port()}
-reconnect_min = 0.2
-reconnect_max = 1.0
-commands = ["ping", "siren", "alert-test"]
-
-[store]
-path = "{tmp_path}/outbox.sqlite"
-
-[[buses]]
-name = "field"
-transport = "synthetic"
-
-[[buses.devices]]
-id = "trap-01"
-name = "Trap 1"
-latitude = 36.1234
-longitude = 137.5678
-interval = 0.1
-points = [{{quantity="trap_state",pattern="cycle",values={values}}}]
-
-[[buses]]
-name = "relays"
-transport = "modbus-tcp"
-host = "{sim.host}"
-port = {sim.tcp_port}
-timeout = 0.5
-retries = 1
-
-[[buses.devices]]
-id = "relay-1"
-profile = "relay-4ch"
-unit = 2
-interval = 30
-
-[alerts.groups.hunters]
-to = ["hunters@example.org"]
-
-[alerts.smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-security = "none"
-from = "gw@example.jp"
-retry_min = 0.1
-retry_max = 0.5
-
-[alerts.actions.siren]
-device = "relay-1"
-channel = 1
-seconds = 0.5
-
-[[alerts.rules]]
-name = "trap"
-kind = "event"
-quantity = "trap_state"
-equals = "triggered"
-severity = "high"
-groups = ["hunters"]
-actions = ["siren"]
-"""
+    return load_config(
+        "alert_daemon",
+        uplink_port=_closed_port(),
+        tmp=tmp_path,
+        sim_host=sim.host,
+        sim_port=sim.tcp_port,
+        smtp_port=smtp_port,
+        trap_values=json.dumps(trap_values),
+    )
 
 
 def _coil0(unit: SimUnit) -> list[int]:
@@ -131,6 +75,7 @@ async def _daemon(text: str):  # type: ignore[no-untyped-def]
         await asyncio.wait_for(task, 20)
 
 
+@pytest.mark.slow
 async def test_trap_switches_the_siren_on_the_simulator_with_the_uplink_down(tmp_path):
     unit = _relay_unit()
     mail = await MailSink().start()
@@ -211,6 +156,7 @@ async def test_alert_reaches_the_platform_ahead_of_telemetry_and_siren_command_o
         await mail.stop()
 
 
+@pytest.mark.slow
 async def test_sigkill_during_a_siren_then_restart_switches_the_relay_off(tmp_path):
     unit = SimUnit(_relay_unit().decoder, registers={"coil": {0: 0, 1: 0, 2: 0, 3: 0}})
     mail = await MailSink().start()

@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow  # the whole demo as a process, ~17 s
 
 
 def test_demo_trap_sounds_the_siren_and_mails_with_the_map(tmp_path):

@@ -21,6 +21,7 @@ from drivers.ble.advert import uuid16
 from drivers.ble.mockbluez import MockBlueZ
 from gateway import config
 from gateway.contract import BusContext
+from tests.configs import load_config
 from tests.fakes import RecordingSink
 
 KEY = "231d39c1d7cc1ab1aee224cd096db932"
@@ -30,12 +31,6 @@ RUUVI = "CB:B8:33:4C:88:4F"
 WIND = "F0:0D:00:00:00:01"
 STRANGER = "11:22:33:44:55:66"
 RUUVI_DF5 = bytes.fromhex("0512FC5394C37C0004FFFC040CAC364200CDCBB8334C884F")
-FAST = """
-health_interval = 0.1
-reconnect_min = 0.05
-reconnect_max = 0.3
-connect_timeout = 5.0
-"""
 
 
 class RecordingLog:
@@ -69,33 +64,9 @@ async def bluez(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[MockBlueZ]:
 
 
 def _bus(extra_bus: str = "", devices: str = ""):
-    text = f"""
-[gateway]
-id = "g1"
-[[buses]]
-name = "ble0"
-transport = "ble"
-adapter = "hci0"
-{FAST}
-{extra_bus}
-[[buses.devices]]
-id = "t1"
-profile = "bthome"
-address = "{T1}"
-interval = 0
-[[buses.devices]]
-id = "enc"
-profile = "bthome"
-address = "{ENC}"
-bindkey = "{KEY}"
-interval = 0
-[[buses.devices]]
-id = "ruuvi"
-profile = "ruuvi-df5"
-address = "{RUUVI}"
-interval = 0
-{devices}
-"""
+    text = load_config(
+        "ble_bluez", t1=T1, enc=ENC, key=KEY, ruuvi=RUUVI, bus=extra_bus, devices=devices
+    )
     return config.parse(text).buses[0]
 
 
@@ -194,6 +165,7 @@ async def test_adapter_off_then_on_is_logged_once_each_way(bluez: MockBlueZ) -> 
         assert bus.source.starts >= 2
 
 
+@pytest.mark.slow
 async def test_bluetoothd_restart_and_dbus_loss_recover(bluez: MockBlueZ) -> None:
     await bluez.add_adapter("hci0", passive=True)
     sink, log = RecordingSink(), RecordingLog()

@@ -15,6 +15,7 @@ from gateway import config
 from gateway.contract import BusContext
 from gateway.errors import DecodeError
 from gateway.model import Observation
+from tests.configs import load_config
 from tests.fakes import RecordingSink
 
 KEY = "231d39c1d7cc1ab1aee224cd096db932"
@@ -46,38 +47,17 @@ class RecordingLog:
 
 
 def _config(bus_keys: str = "", transport: str = "ble-replay", file: str = "x.txt"):
-    text = f"""
-[gateway]
-id = "g1"
-[[buses]]
-name = "ble0"
-transport = "{transport}"
-{'file = "' + file + '"' if transport == "ble-replay" else ""}
-{bus_keys}
-[[buses.devices]]
-id = "t1"
-profile = "bthome"
-address = "{T1}"
-interval = 60
-stale_after = 100
-[[buses.devices]]
-id = "t2"
-profile = "bthome"
-address = "{T2}"
-interval = 0
-[[buses.devices]]
-id = "enc"
-profile = "bthome"
-address = "{ENC}"
-bindkey = "{KEY}"
-interval = 0
-[[buses.devices]]
-id = "tag"
-profile = "ibeacon-tag"
-address = "{TAG}"
-presence_timeout = 60
-params = {{ major = 1, minor = 42 }}
-"""
+    text = load_config(
+        "ble_router",
+        transport=transport,
+        file=f'file = "{file}"' if transport == "ble-replay" else "",
+        bus=bus_keys,
+        t1=T1,
+        t2=T2,
+        enc=ENC,
+        key=KEY,
+        tag=TAG,
+    )
     return config.parse(text).buses[0]
 
 

@@ -183,6 +183,7 @@ _PROFILES = [
 ]
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     index=st.integers(0, len(_PROFILES) - 1),

@@ -21,6 +21,7 @@ import pytest
 from drivers.ble import create_bus
 from gateway import config
 from gateway.contract import BusContext
+from tests.configs import load_config
 from tests.fakes import RecordingSink
 
 pytestmark = [
@@ -34,19 +35,7 @@ async def test_real_adapter_delivers_readings() -> None:
     address, _, profile = spec.partition(",")
     adapter = os.environ.get("GATEWAY_RIG_ADAPTER", "hci0")
     cfg = config.parse(
-        f"""
-[gateway]
-id = "rig"
-[[buses]]
-name = "ble-rig"
-transport = "ble"
-adapter = "{adapter}"
-[[buses.devices]]
-id = "sensor"
-profile = "{profile or "bthome"}"
-address = "{address}"
-interval = 0
-"""
+        load_config("ble_rig", adapter=adapter, profile=profile or "bthome", address=address)
     )
     sink = RecordingSink()
 

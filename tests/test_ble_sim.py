@@ -8,6 +8,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from drivers.ble import demo
 from drivers.ble.field import BINDKEY, SEALED, Field
 from drivers.ble.replay import read_lines
@@ -70,6 +72,7 @@ def test_gateway_decode_accepts_ble_hex() -> None:
     assert wrong.returncode == 1 and "wrong bindkey" in wrong.stderr
 
 
+@pytest.mark.slow
 def test_sim_runs_a_mocked_adapter_and_says_how_to_use_it(tmp_path: Path) -> None:
     workdir = tmp_path / "sim"
     proc = subprocess.Popen(

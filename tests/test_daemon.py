@@ -16,34 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.configs import load_config
 from tests.mqtt_peer import Collector
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def config_text(tmp: Path, port: int, *, devices: str = "", window: float = 0.2) -> str:
-    return f"""
-[gateway]
-id = "gw1"
-trust_clock = true
-[uplink]
-port = {port}
-format = "json"
-batch_window = {window}
-batch_max_readings = 500
-reconnect_min = 0.1
-reconnect_max = 0.5
-[store]
-path = "{tmp}/outbox.sqlite"
-[[buses]]
-name = "synthetic"
-transport = "synthetic"
-[[buses.devices]]
-id = "counter"
-interval = 0.002
-points = [ {{ quantity = "n", pattern = "counter" }} ]
-{devices}
-"""
+    return load_config("daemon", tmp=tmp, port=port, devices=devices, window=window)
 
 
 class Proc:
@@ -105,6 +85,7 @@ def test_sigterm_stops_gracefully_with_exit_0(tmp_path, broker, platform):
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
+@pytest.mark.slow
 def test_sigkill_20_times_loses_no_appended_reading(tmp_path, broker, platform):
     cfg = tmp_path / "gw.toml"
     cfg.write_text(config_text(tmp_path, broker.port))
@@ -222,6 +203,7 @@ def test_corrupt_outbox_at_start_is_quarantined_not_a_crash_loop(tmp_path, broke
     assert proc.stop() == 0
 
 
+@pytest.mark.slow
 def test_status_command_reports_outbox_and_daemon(tmp_path, broker):
     cfg = tmp_path / "gw.toml"
     cfg.write_text(config_text(tmp_path, broker.port, window=3600))

@@ -7,12 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from gateway import config as config_mod
 from gateway.demo.template import DemoValues, render
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+
+@pytest.mark.slow  # the whole demo as a process, ~9 s
 def test_demo_shows_the_field_reaching_the_platform(tmp_path):
     res = subprocess.run(
         [sys.executable, "-m", "gateway", "demo", "--seconds", "8", "--workdir", str(tmp_path)],

@@ -19,6 +19,7 @@ from gateway import config
 from gateway.config.profiles import BUILTIN_DIR, ProfileLibrary, load_profile
 from gateway.errors import ConfigError, DecodeError, Problem
 from gateway.section import Section
+from tests.configs import load_config
 
 SHIPPED = sorted((BUILTIN_DIR / "modbus").glob("*.toml"))
 
@@ -196,6 +197,7 @@ registers = st.dictionaries(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     st.sampled_from(ALL_DECODERS),
@@ -242,6 +244,7 @@ spans = st.lists(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 @given(spans, st.integers(0, 20), st.integers(2, 125))
 def test_planner_covers_exactly_the_points_within_limits(span_list, max_gap, cap) -> None:  # type: ignore[no-untyped-def]
@@ -328,16 +331,7 @@ param = "h"
 
 
 def bus_toml(bus: str, device: str) -> str:
-    return f"""
-[gateway]
-id = "t"
-[[buses]]
-name = "rs485"
-{bus}
-[[buses.devices]]
-id = "d1"
-{device}
-"""
+    return load_config("modbus_device", bus=bus, device=device)
 
 
 @pytest.mark.parametrize(

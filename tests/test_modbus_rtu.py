@@ -143,6 +143,7 @@ async def test_profiles_decode_over_rtu(modem: NullModem) -> None:
     assert sink.states == []
 
 
+@pytest.mark.slow
 async def test_dead_and_crc_garbage_units_on_rtu_cost_only_their_timeouts(
     modem: NullModem,
 ) -> None:
@@ -173,6 +174,7 @@ async def test_dead_and_crc_garbage_units_on_rtu_cost_only_their_timeouts(
     assert bus.counters["NoResponse"] >= 4  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("settle", ["settle = 0.0", ""], ids=["stray-retry", "default-settle"])
 async def test_a_late_answer_from_a_slow_unit_does_not_fail_the_next_unit(
     modem: NullModem, settle: str

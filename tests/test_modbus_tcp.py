@@ -143,6 +143,7 @@ async def test_live_simulated_values_are_plausible_and_change() -> None:
     assert (12, 3) in sim.requests[first_write:]
 
 
+@pytest.mark.slow
 async def test_dead_garbage_and_refusing_units_do_not_stall_the_others() -> None:
     units = {
         1: SimUnit(decoder("sn3000-anemometer")),

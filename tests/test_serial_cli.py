@@ -40,6 +40,7 @@ def test_sim_trap_rejects_a_bad_script(capsys: pytest.CaptureFixture[str]) -> No
     assert "bad --script" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 async def test_sim_trap_process_feeds_a_bus_through_its_link(tmp_path: Path) -> None:
     link = tmp_path / "trap-rx"
     sim = await asyncio.create_subprocess_exec(

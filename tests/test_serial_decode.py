@@ -205,6 +205,7 @@ def test_fuzz_any_text(text: str) -> None:
             decoder.decode(decoder.parse_input(text), {})
 
 
+@pytest.mark.slow
 @settings(max_examples=600, deadline=None)
 @given(
     st.sampled_from(["MWV", "MTW", "MWD", "XDR", "MDA", "GGA", "RMC"]),
