@@ -26,7 +26,7 @@ from drivers.modbus.sim import Simulator, SimUnit
 from drivers.modbus.slave import Write
 from drivers.serial.ptyline import pty_line
 from drivers.serial.sim import trap_line
-from gateway import config as config_mod
+from gateway.config import loader as config_mod
 from gateway.config.profiles import ProfileLibrary
 from gateway.daemon import Control, Daemon
 from gateway.errors import Problem

@@ -19,7 +19,7 @@ from drivers.ble.field import Field, devices_toml
 from drivers.ble.replay import read_lines
 from drivers.ble.router import Router
 from drivers.ble.sim import record
-from gateway import config
+from gateway.config import loader as config
 from gateway.contract import BusContext
 from gateway.outbox.store import Outbox
 from gateway.pipeline import Pipeline

@@ -53,7 +53,7 @@ async def _measure(port: str, profile_dir: Path, seconds: float) -> dict[str, fl
     import structlog
 
     from drivers.modbus import create_bus
-    from gateway import config
+    from gateway.config import loader as config
     from gateway.config.profiles import ProfileLibrary
     from gateway.contract import BusContext
 

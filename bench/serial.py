@@ -20,7 +20,7 @@ from pathlib import Path
 from drivers.serial import create_bus
 from drivers.serial.ptyline import pty_line
 from drivers.serial.sim import sentence
-from gateway import config as config_mod
+from gateway.config import loader as config_mod
 from gateway.contract import BusContext
 from gateway.model import Observation
 from gateway.outbox.store import Outbox

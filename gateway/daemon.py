@@ -20,10 +20,10 @@ from typing import Any
 
 import structlog
 
-from gateway import config as config_mod
 from gateway import hotplug, logs
 from gateway.alerts.wiring import Alerting
 from gateway.clock import Clock, SystemClock
+from gateway.config import loader as config_mod
 from gateway.config.loader import Config
 from gateway.errors import ConfigError
 from gateway.notify import Notifier

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import structlog
 
-from gateway import config as config_mod
 from gateway.alerts.wiring import Alerting
 from gateway.clock import Clock, SystemClock
+from gateway.config import loader as config_mod
 from gateway.config.loader import Config
 from gateway.contract import Actuator
 from gateway.errors import Transient

@@ -11,7 +11,7 @@ import structlog
 
 from drivers.serial import create_bus
 from drivers.serial.bus import SerialBus
-from gateway import config as config_mod
+from gateway.config import loader as config_mod
 from gateway.contract import BusContext
 from gateway.hotplug import Hotplug
 from tests.configs import load_config

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from drivers.modbus.sim import Simulator, SimUnit
-from gateway import config as config_mod
+from gateway.config import loader as config_mod
 from gateway.config.profiles import ProfileLibrary
 from gateway.daemon import Control, Daemon
 from gateway.errors import Problem

@@ -19,7 +19,7 @@ import pytest
 from drivers.ble import bthome, create_bus
 from drivers.ble.advert import uuid16
 from drivers.ble.mockbluez import MockBlueZ
-from gateway import config
+from gateway.config import loader as config
 from gateway.contract import BusContext
 from tests.configs import load_config
 from tests.fakes import RecordingSink

@@ -11,7 +11,7 @@ from drivers.ble import bthome, create_bus
 from drivers.ble.advert import Advert, uuid16
 from drivers.ble.replay import format_line, parse_line
 from drivers.ble.router import Emission, Router, StateChange
-from gateway import config
+from gateway.config import loader as config
 from gateway.contract import BusContext
 from gateway.errors import DecodeError
 from gateway.model import Observation

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from drivers.ble import atc, beacon, bthome, ess, ruuvi
 from drivers.ble.advert import Advert, normalise_mac, uuid16
 from drivers.ble.decoder import BTHomeDecoder
-from gateway import config
+from gateway.config import loader as config
 from gateway.config.profiles import BUILTIN_DIR, ProfileLibrary
 from gateway.errors import ConfigError, DecodeError
 from gateway.model import Observation

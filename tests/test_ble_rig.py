@@ -19,7 +19,7 @@ import os
 import pytest
 
 from drivers.ble import create_bus
-from gateway import config
+from gateway.config import loader as config
 from gateway.contract import BusContext
 from tests.configs import load_config
 from tests.fakes import RecordingSink

@@ -14,7 +14,7 @@ from drivers.ble import demo
 from drivers.ble.field import BINDKEY, SEALED, Field
 from drivers.ble.replay import read_lines
 from drivers.ble.router import Emission, Router
-from gateway import config
+from gateway.config import loader as config
 
 ROOT = Path(__file__).resolve().parent.parent
 

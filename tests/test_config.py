@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import config
+from gateway.config import loader as config
 from gateway.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

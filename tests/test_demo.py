@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway import config as config_mod
+from gateway.config import loader as config_mod
 from gateway.demo.template import DemoValues, render
 
 ROOT = Path(__file__).resolve().parent.parent
-
 
 
 @pytest.mark.slow  # the whole demo as a process, ~9 s

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import config
+from gateway.config import loader as config
 from gateway.config.loader import Config
 from tests.configs import fixture_names, load_config, placeholders
 

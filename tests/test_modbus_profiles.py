@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from drivers.modbus import rtu
 from drivers.modbus.decode import ModbusDecoder
 from drivers.modbus.plan import MAX_COUNT, plan
-from gateway import config
+from gateway.config import loader as config
 from gateway.config.profiles import BUILTIN_DIR, ProfileLibrary, load_profile
 from gateway.errors import ConfigError, DecodeError, Problem
 from gateway.section import Section

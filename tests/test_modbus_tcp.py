@@ -15,7 +15,7 @@ from drivers.modbus import create_bus
 from drivers.modbus.decode import ModbusDecoder
 from drivers.modbus.poller import ModbusBus
 from drivers.modbus.sim import Simulator, SimUnit, Write
-from gateway import config
+from gateway.config import loader as config
 from gateway.config.profiles import ProfileLibrary
 from gateway.contract import BusConfig, BusContext
 from gateway.errors import Problem

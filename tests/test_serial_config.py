@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from drivers.serial.options import BusOptions, DeviceOptions, PortMatch, PortSettings
-from gateway import config
+from gateway.config import loader as config
 from gateway.errors import ConfigError
 from gateway.hotplug import DeviceInfo
 

@@ -14,7 +14,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from gateway import config as config_mod
+from gateway.config import loader as config_mod
 from gateway.config.profiles import ProfileLibrary, default_dirs
 from gateway.errors import ConfigError, DecodeError, Problem
 from gateway.model import Observation, Value

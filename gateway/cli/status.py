@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway import config as config_mod
+from gateway.config import loader as config_mod
 from gateway.errors import ConfigError
 from gateway.model import Lane
 

@@ -1,30 +1,9 @@
 """Configuration: one TOML file and the device profiles it names, parsed once into frozen values.
 
-Owns: the device profile library (`profiles`) and the gateway's own tables (`loader`), both
-read through `gateway.section`.
+Owns: the device profile library (`profiles`) and the gateway's own tables (`loader`: `load`,
+`parse`, `Config` and its parts), both read through `gateway.section`.
 May import: `gateway.model`, `errors`, `contract`, `registry` (to let each driver parse its own
 keys) and `gateway.alerts.config` (the `[alerts]` table). Nothing that does I/O beyond
-reading files.
+reading files. This `__init__` imports nothing, so a driver's simulator that loads profiles
+does not pull in the whole config loader.
 """
-
-from gateway.config.loader import (
-    DEFAULT_PATH,
-    Config,
-    SiteConfig,
-    StoreConfig,
-    TlsConfig,
-    UplinkConfig,
-    load,
-    parse,
-)
-
-__all__ = [
-    "DEFAULT_PATH",
-    "Config",
-    "SiteConfig",
-    "StoreConfig",
-    "TlsConfig",
-    "UplinkConfig",
-    "load",
-    "parse",
-]

@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TextIO
 
-from gateway import config as config_mod
 from gateway import logs
+from gateway.config import loader as config_mod
 from gateway.daemon import Control, Daemon
 from gateway.demo.broker import LocalBroker
 from gateway.demo.mailsink import MailSink
