@@ -78,8 +78,7 @@ async def _measure(samples: int, via_pty: bool) -> list[float]:
             task = asyncio.create_task(daemon.run())
             while not off.is_set():  # the rest-state write: the bus is up
                 await asyncio.sleep(0.01)
-            pipe = daemon.pipeline
-            assert pipe is not None
+            pipe = (await daemon.running()).pipeline
             await asyncio.sleep(0.5)  # the serial bus opens its port
             rng = random.Random(1)
             for i in range(samples):

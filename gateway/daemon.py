@@ -21,18 +21,13 @@ from typing import Any
 import structlog
 
 from gateway import hotplug, logs
-from gateway.alerts.wiring import Alerting
 from gateway.clock import Clock, SystemClock
 from gateway.config import loader as config_mod
 from gateway.config.loader import Config
 from gateway.errors import ConfigError
 from gateway.notify import Notifier
-from gateway.outbox.store import Outbox
-from gateway.pipeline import Pipeline
 from gateway.report import Report
 from gateway.runtime import Runtime, SwitchListener, build_runtime
-from gateway.uplink.commands import CommandRouter
-from gateway.uplink.session import Uplink
 
 EX_CONFIG = 78  # sysexits.h: configuration error (systemd unit does not restart on it)
 # Buses on local ports whose adapters come and go (USB serial, RS-485 dongles).
@@ -85,28 +80,6 @@ class Daemon:
         await self._built.wait()
         assert self._runtime is not None  # set before _built
         return self._runtime
-
-    # Views for observers that poll rather than await `running()` (tests, benchmarks):
-    # None until the runtime is built. The daemon itself only uses the Runtime.
-    @property
-    def outbox(self) -> Outbox | None:
-        return self._runtime.outbox if self._runtime else None
-
-    @property
-    def pipeline(self) -> Pipeline | None:
-        return self._runtime.pipeline if self._runtime else None
-
-    @property
-    def uplink(self) -> Uplink | None:
-        return self._runtime.uplink if self._runtime else None
-
-    @property
-    def router(self) -> CommandRouter | None:
-        return self._runtime.router if self._runtime else None
-
-    @property
-    def alerting(self) -> Alerting | None:
-        return self._runtime.alerting if self._runtime else None
 
     async def _hotplug(self, stack: contextlib.AsyncExitStack) -> hotplug.Hotplug | None:
         """One device-event source for the process when a bus sits on a local port."""

@@ -68,8 +68,9 @@ async def _daemon(text: str):  # type: ignore[no-untyped-def]
     daemon = Daemon(cfg, control, stop_deadline=1.0)
     task = asyncio.create_task(daemon.run())
     try:
-        await _until(lambda: daemon.alerting is not None and daemon.router is not None)
-        yield daemon
+        rt = await asyncio.wait_for(daemon.running(), 10)
+        assert rt.alerting is not None  # the config has [alerts]
+        yield rt
     finally:
         control.request_stop()
         await asyncio.wait_for(task, 20)
@@ -82,7 +83,7 @@ async def test_trap_switches_the_siren_on_the_simulator_with_the_uplink_down(tmp
     try:
         async with Simulator({2: unit}, "tcp:127.0.0.1:0") as sim:
             text = _config(tmp_path, sim, mail.port, ["set"] * 30 + ["triggered"] + ["set"] * 400)
-            async with _daemon(text) as daemon:
+            async with _daemon(text) as rt:
                 # Rest state first (coil 1 was on), then on for the trap, then off again.
                 await _until(lambda: _coil0(unit)[:3] == [0, 1, 0], timeout=20)
                 assert not unit.coil(0)
@@ -90,8 +91,8 @@ async def test_trap_switches_the_siren_on_the_simulator_with_the_uplink_down(tmp
                 assert "https://maps.gsi.go.jp/#16/36.123400/137.567800/" in (
                     got.message.get_content().splitlines()
                 )
-                assert daemon.uplink is not None and not daemon.uplink.stats.connected
-                events = await daemon.outbox.peek(Lane.ALERT)  # type: ignore[union-attr]
+                assert not rt.uplink.stats.connected
+                events = await rt.outbox.peek(Lane.ALERT)
                 sdms = [json.loads(str(e.value)) for e in events]
                 assert {(e.device, e.quantity) for e in events} == {("trap-01", "alert")}
                 # The alert, then its clear when the trap is set again (reported once).
@@ -101,8 +102,7 @@ async def test_trap_switches_the_siren_on_the_simulator_with_the_uplink_down(tmp
                 assert sdm["location"] == {"type": "Point", "coordinates": [137.5678, 36.1234]}
 
                 # The platform's commands, through the allow-list.
-                router = daemon.router
-                assert router is not None
+                router = rt.router
                 writes = len(_coil0(unit))
                 reply = await router.handle(b'{"siren": {"seconds": 0.3}}')
                 assert reply == {"siren": "OK"}
