@@ -33,13 +33,11 @@ from gateway.errors import ConfigError
 from gateway.notify import Notifier
 from gateway.outbox.store import Outbox
 from gateway.pipeline import Pipeline
-from gateway.registry import driver_for_transport
+from gateway.registry import driver_for_transport, hotplug_subsystems
 from gateway.uplink.commands import CommandRouter
 from gateway.uplink.session import Uplink
 
 EX_CONFIG = 78  # sysexits.h: configuration error (systemd unit does not restart on it)
-# Buses on local ports whose adapters come and go (USB serial, RS-485 dongles).
-HOTPLUG_TRANSPORTS = frozenset({"serial", "modbus-rtu"})
 
 
 def attribute_map(cfg: Config) -> dict[tuple[str, str], str]:
@@ -97,12 +95,14 @@ class Daemon:
         self.alerting: Alerting | None = None
         self._hub: Any = None
 
-    async def _hotplug(self, stack: contextlib.AsyncExitStack) -> Any:
-        """One device-event source for the process when a bus sits on a local port."""
-        if not any(b.transport in HOTPLUG_TRANSPORTS for b in self.cfg.buses):
+    async def _hotplug(self, stack: contextlib.AsyncExitStack) -> hotplug.Hotplug | None:
+        """One device-event source for the process when a driver declares a configured
+        transport's buses follow hotplug (its HOTPLUG: USB serial, RS-485 dongles)."""
+        subsystems = hotplug_subsystems(b.transport for b in self.cfg.buses)
+        if not subsystems:
             return None
         try:
-            return await stack.enter_async_context(hotplug.open_udev(("tty",)))
+            return await stack.enter_async_context(hotplug.open_udev(subsystems))
         except (ImportError, OSError) as exc:
             # No libudev or no netlink here: buses still reconnect on their backoff.
             self.log.warning("hotplug unavailable; relying on reconnect backoff", error=str(exc))

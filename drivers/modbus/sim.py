@@ -28,7 +28,8 @@ import tty
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
-from drivers.modbus import BAUDS, rtu
+from drivers.modbus import rtu
+from drivers.modbus.options import BAUDS
 from drivers.modbus.slave import Faults, SimUnit, Write
 
 # A gap this long between received bytes starts a new frame (3.5 characters at 1200 baud is
