@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -70,7 +71,7 @@ async def test_an_unconfirmed_switch_off_is_retried_with_backoff_until_confirmed
         await until(lambda: writer.coils[("siren", 0)] is False)
     offs = [a[3] for a in writer.attempts if a[2] == (False,)]
     assert len(offs) == 4 and timers.retries == 3 and timers.pending() == []
-    gaps = [b - a for a, b in zip(offs, offs[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(offs)]
     # gateway.supervise.Backoff: 0.05, 0.1, 0.2 (capped), each jittered by +-20 %
     assert 0.04 <= gaps[0] < 0.09 and 0.08 <= gaps[1] < 0.15 and gaps[2] >= 0.16, gaps
 

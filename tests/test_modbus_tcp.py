@@ -12,8 +12,8 @@ import pytest
 import structlog
 
 from drivers.modbus import create_bus
-from drivers.modbus.decode import ModbusDecoder
 from drivers.modbus.bus import ModbusBus
+from drivers.modbus.decode import ModbusDecoder
 from drivers.modbus.sim import Simulator, SimUnit, Write
 from gateway import config
 from gateway.config.profiles import ProfileLibrary
@@ -349,7 +349,8 @@ def test_a_non_modbus_profile_is_a_config_error() -> None:
     from gateway.errors import ConfigError
 
     with pytest.raises(ConfigError) as caught:
-        bus_config('transport = "modbus-tcp"\nhost = "127.0.0.1"', [device("x", "trap-receiver", 1)])
+        keys = 'transport = "modbus-tcp"\nhost = "127.0.0.1"'
+        bus_config(keys, [device("x", "trap-receiver", 1)])
     assert [(p.path, p.message) for p in caught.value.problems] == [
         (
             "buses[0].devices[0].profile",
