@@ -35,7 +35,12 @@ from drivers.serial.ptyline import pty_line
 from drivers.serial.sim import sentence
 from gateway import config
 from gateway.contract import BusContext
-from gateway.registry import driver_for_transport, known_transports
+from gateway.registry import (
+    driver_for_transport,
+    has_actuators,
+    hotplug_subsystems,
+    known_transports,
+)
 from tests.fakes import RecordingSink
 from tests.test_modbus_rtu import NullModem
 from tests.test_modbus_tcp import decoder
@@ -392,3 +397,12 @@ async def test_cancel_stops_the_bus_promptly_and_cleanly(
         assert run.task.cancelled(), f"{transport}: ended with {run.task.exception()!r}"
         assert loop.time() - started < 2.0
         assert False not in run.states()  # shutting down is not losing the device
+
+
+def test_drivers_declare_which_transports_follow_hotplug() -> None:
+    """The daemon opens a udev source only for these (gateway.daemon asks the registry)."""
+    assert hotplug_subsystems(["serial", "modbus-tcp"]) == ("tty",)
+    assert hotplug_subsystems(["modbus-rtu"]) == ("tty",)
+    assert hotplug_subsystems(["modbus-tcp", "ble", "ble-replay", "synthetic"]) == ()
+    assert hotplug_subsystems(["no-such-transport"]) == ()
+    assert [t for t in known_transports() if has_actuators(t)] == ["modbus-rtu", "modbus-tcp"]
