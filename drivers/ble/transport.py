@@ -339,4 +339,8 @@ def _device_error(exc: BaseException, what: str) -> Transient | Permanent:
         # A failed connect or read is this device's trouble unless the adapter is gone,
         # which the adapter's own health check reports.
         return DeviceUnavailable(str(err))
-    return err  # type: ignore[return-value]
+    if isinstance(err, Transient | Permanent):
+        return err
+    # mapped() only makes Transient or Permanent errors of library exceptions; anything else
+    # (a DecodeError reaching here) is a bug
+    raise err
