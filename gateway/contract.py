@@ -1,56 +1,103 @@
-"""What a driver package, a bus and a decoder must provide.
+"""The driver contract: what a driver package, its options, a bus and a decoder must provide.
 
-A driver is a package `drivers/<family>/` whose `__init__.py` defines, without importing its
-transport library at import time (do that inside `create_bus`):
+A driver is a package `drivers/<family>/` whose `__init__.py` satisfies `Driver` (below):
+declarations (TRANSPORTS, PROTOCOLS, HOTPLUG, ACTUATORS, SIMULATORS, SCANNERS, DEMO) and four
+entry functions. It imports no transport library at import time (that happens in `create_bus`).
+`gateway.registry` finds drivers by these names; there is no central list to edit. Transport
+names are `<family>` or `<family>-<variant>` (`modbus-rtu` lives in drivers/modbus).
 
-    TRANSPORTS: tuple[str, ...]        # config `transport = "..."` names it serves
-    PROTOCOLS: tuple[str, ...]         # profile `protocol = "..."` names it decodes
+Config parsing is done once, at the edge: `parse_bus` / `parse_device` return the driver's own
+frozen `Options` subclasses with every invariant already checked (problems are recorded on the
+Section with their path); a bus takes them as they are and never re-checks them.
 
-    def parse_bus(section: Section, transport: str) -> object
-        # read this transport's bus options from `section` (frozen object; problems recorded)
-    def parse_device(section: Section, transport: str) -> object
-        # read the driver's own device keys (unit id, MAC, ...) from `section`
-    def compile_profile(section: Section, protocol: str) -> Decoder
-        # build a pure decoder from a profile file's [profile] + [[point]] tables
-    def create_bus(bus: BusConfig, ctx: BusContext) -> Bus
-        # a bus task for one physical resource; decoders are in bus.devices[i].decoder
-
-Optional hooks, also found by name in the package `__init__`:
-
-    SIMULATORS = {"modbus": "drivers.modbus.sim:main"}   # `gateway sim modbus ARGS...`
-    SCANNERS = {"modbus": "drivers.modbus.scan:main"}    # `gateway scan modbus ARGS...`
-        # each function takes argv (list[str]) and returns an exit code
-    DEMO = "drivers.modbus.demo:field"
-        # async def field(stack: contextlib.AsyncExitStack, workdir: pathlib.Path) -> str
-        # starts the family's simulators inside `stack` and returns TOML text of the
-        # `[[buses]]` tables `gateway demo` appends to its config
-
-`gateway.registry` finds drivers by these names; there is no central list to edit.
-Transport names are `<family>` or `<family>-<variant>` (`modbus-rtu` lives in drivers/modbus).
+This module is part of the core foundation: it imports only gateway.model, gateway.hotplug,
+gateway.section and the standard library, and it must not import any driver.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from gateway.hotplug import Hotplug
 from gateway.model import Observation, Value
+from gateway.section import Section
+
+
+class Log(Protocol):
+    """The structlog-style logger a driver gets: events with bound key=value context."""
+
+    def bind(self, **context: Any) -> Log: ...
+
+    def debug(self, event: str, *args: Any, **context: Any) -> Any: ...
+
+    def info(self, event: str, *args: Any, **context: Any) -> Any: ...
+
+    def warning(self, event: str, *args: Any, **context: Any) -> Any: ...
+
+    def error(self, event: str, *args: Any, **context: Any) -> Any: ...
+
+    def exception(self, event: str, *args: Any, **context: Any) -> Any: ...
+
+
+class Options:
+    """Base of a driver's parsed options (frozen dataclasses built by parse_bus/parse_device).
+
+    The core stores them in BusConfig / DeviceConfig and never reads them; the driver gets its
+    own class back with `options_as`.
+    """
+
+    __slots__ = ()
+
+
+OptionsT = TypeVar("OptionsT", bound=Options)
+
+
+def options_as(options: Options | None, kind: type[OptionsT]) -> OptionsT:
+    """`options` as the driver's own class `kind`.
+
+    Not a config check (parse_bus / parse_device did those): a mismatch means a BusConfig was
+    built by hand for another driver, a bug, so it raises TypeError.
+    """
+    if not isinstance(options, kind):
+        raise TypeError(f"expected {kind.__name__}, got {type(options).__name__}")
+    return options
+
+
+DecoderT = TypeVar("DecoderT")
+
+
+def decoder_as(device: DeviceConfig, kind: type[DecoderT]) -> DecoderT:
+    """`device.decoder` as the driver's own decoder class `kind`.
+
+    Config parsing guarantees a device's profile is of a protocol its transport's driver
+    decodes (PROTOCOLS); a mismatch here is a bug (a config built by hand), so TypeError.
+    """
+    decoder = device.decoder
+    if not isinstance(decoder, kind):
+        raise TypeError(f"device {device.id}: expected a {kind.__name__}, got {decoder!r}")
+    return decoder
 
 
 class Decoder(Protocol):
     """A pure decoder for one device model (one profile).
 
-    `decode` takes the protocol's native input (bytes, a register dict, a text line) and the
-    device's parameters, and returns observations or raises `gateway.errors.DecodeError` (and
-    nothing else, whatever the input). No I/O, no clock, no logging.
-    `parse_input` turns the text form used by `gateway decode` and `[[example]]` vectors
-    (hex bytes, a register list, a line) into that native input, raising DecodeError.
+    `decode` takes the protocol's native input (bytes, a register dict, a text line, an advert)
+    and the device's parameters, and returns observations or raises
+    `gateway.errors.DecodeError` (and nothing else, whatever the input). No I/O, no clock, no
+    logging. `parse_input` turns the text form used by `gateway decode` and `[[example]]`
+    vectors (hex bytes, a register list, a line) into that native input, raising DecodeError.
+    The native input is `Any` on purpose: the core only carries it from `parse_input` to
+    `decode` of the same decoder and never looks inside.
     `attributes` maps quantity -> payload attribute name (FIWARE short names such as "wl").
     """
 
-    protocol: str
-    attributes: Mapping[str, str]
+    @property
+    def protocol(self) -> str: ...
+
+    @property
+    def attributes(self) -> Mapping[str, str]: ...
 
     def parse_input(self, text: str) -> Any: ...
 
@@ -87,14 +134,17 @@ class Actuator(Protocol):
 class Bus(Protocol):
     """One supervised task per physical resource (a serial port, a TCP peer, an adapter)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     async def run(self) -> None:
         """Poll or listen until cancelled. Transient I/O errors never escape; bugs do."""
         ...
 
 
-CommandHandler = Callable[[Any], Awaitable[str]]
+# A command's argument is what the platform sent (decoded JSON or its text); the handler
+# validates it and answers with a result text ("OK", "error: ...").
+CommandHandler = Callable[[object], Awaitable[str]]
 
 
 @dataclass(frozen=True)
@@ -109,7 +159,7 @@ class DeviceConfig:
     interval: float = 60.0
     params: Mapping[str, Value] = field(default_factory=dict)
     attributes: Mapping[str, str] = field(default_factory=dict)
-    options: Any = None
+    options: Options | None = None
     decoder: Decoder | None = None
 
 
@@ -120,7 +170,7 @@ class BusConfig:
     name: str
     transport: str
     devices: tuple[DeviceConfig, ...] = ()
-    options: Any = None
+    options: Options | None = None
 
 
 @dataclass
@@ -129,11 +179,55 @@ class BusContext:
 
     `actuators[device_id]` is filled by buses that can switch outputs (relay modules);
     `commands` takes driver command handlers (name -> async handler returning a result text);
-    `hotplug` is the device-event source when one runs (None otherwise).
+    `hotplug` is the device-event source when one runs (the daemon opens one when a configured
+    transport is in some driver's HOTPLUG), None otherwise.
     """
 
     sink: Sink
-    log: Any
+    log: Log
     actuators: dict[str, Actuator] = field(default_factory=dict)
     commands: dict[str, CommandHandler] = field(default_factory=dict)
-    hotplug: Any = None
+    hotplug: Hotplug | None = None
+
+
+class Driver(Protocol):
+    """What a driver package's `__init__` provides (a module satisfies this protocol).
+
+    Declarations:
+      TRANSPORTS  config `transport = "..."` names it serves
+      PROTOCOLS   profile `protocol = "..."` names it decodes
+      HOTPLUG     transport -> udev subsystems whose add/remove events its buses follow
+                  (`{"serial": ("tty",)}`); the daemon opens one hotplug source for them
+      ACTUATORS   transports whose buses may register actuators / the `relay` command
+      SIMULATORS  `gateway sim NAME ARGS...` -> "module:function" (argv -> exit code)
+      SCANNERS    `gateway scan NAME ARGS...` -> "module:function" (argv -> exit code)
+      DEMO        "module:function" or None; `async def field(stack: AsyncExitStack,
+                  workdir: Path) -> str` starts the family's simulators inside `stack` and
+                  returns the TOML of the `[[buses]]` tables `gateway demo` appends
+    Hooks are named as "module:function" text so that nothing is imported until used.
+    """
+
+    TRANSPORTS: tuple[str, ...]
+    PROTOCOLS: tuple[str, ...]
+    HOTPLUG: Mapping[str, tuple[str, ...]]
+    ACTUATORS: tuple[str, ...]
+    SIMULATORS: Mapping[str, str]
+    SCANNERS: Mapping[str, str]
+    DEMO: str | None
+
+    def parse_bus(self, section: Section, transport: str) -> Options:
+        """This transport's bus options from `section` (problems recorded on it)."""
+        ...
+
+    def parse_device(self, section: Section, transport: str, decoder: Decoder | None) -> Options:
+        """The driver's own device keys (unit id, MAC, ...); `decoder` is the device's
+        compiled profile (None when it has none or it failed), for checks that need it."""
+        ...
+
+    def compile_profile(self, section: Section, protocol: str) -> Decoder:
+        """A pure decoder from a profile file's [profile] + [[point]] tables."""
+        ...
+
+    def create_bus(self, bus: BusConfig, ctx: BusContext) -> Bus:
+        """The bus task for one physical resource; decoders are in bus.devices[i].decoder."""
+        ...

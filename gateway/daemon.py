@@ -26,12 +26,11 @@ from gateway.config import loader as config_mod
 from gateway.config.loader import Config
 from gateway.errors import ConfigError
 from gateway.notify import Notifier
+from gateway.registry import hotplug_subsystems
 from gateway.report import Report
 from gateway.runtime import Runtime, SwitchListener, build_runtime
 
 EX_CONFIG = 78  # sysexits.h: configuration error (systemd unit does not restart on it)
-# Buses on local ports whose adapters come and go (USB serial, RS-485 dongles).
-HOTPLUG_TRANSPORTS = frozenset({"serial", "modbus-rtu"})
 
 
 @dataclass
@@ -82,11 +81,13 @@ class Daemon:
         return self._runtime
 
     async def _hotplug(self, stack: contextlib.AsyncExitStack) -> hotplug.Hotplug | None:
-        """One device-event source for the process when a bus sits on a local port."""
-        if not any(b.transport in HOTPLUG_TRANSPORTS for b in self.cfg.buses):
+        """One device-event source for the process when a driver declares a configured
+        transport's buses follow hotplug (its HOTPLUG: USB serial, RS-485 dongles)."""
+        subsystems = hotplug_subsystems(b.transport for b in self.cfg.buses)
+        if not subsystems:
             return None
         try:
-            return await stack.enter_async_context(hotplug.open_udev(("tty",)))
+            return await stack.enter_async_context(hotplug.open_udev(subsystems))
         except (ImportError, OSError) as exc:
             # No libudev or no netlink here: buses still reconnect on their backoff.
             self.log.warning("hotplug unavailable; relying on reconnect backoff", error=str(exc))

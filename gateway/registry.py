@@ -1,57 +1,93 @@
 """Finds driver packages by convention: `transport = "modbus-rtu"` -> `drivers.modbus`.
 
-Each package under `drivers/` declares the TRANSPORTS and PROTOCOLS it serves (gateway.contract).
-Nothing here imports a transport library: driver `__init__` modules keep those imports lazy.
+Each package under `drivers/` that declares TRANSPORTS is a driver and must satisfy
+gateway.contract.Driver; one that lacks a required name fails at discovery, naming it. This is
+the only core module that imports drivers (dynamically, with importlib). Nothing here imports a
+transport library: driver `__init__` modules keep those imports lazy.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Iterable, Mapping
 from functools import cache
-from types import ModuleType
+from typing import cast
 
 import drivers
+from gateway.contract import Driver
+
+# Every name gateway.contract.Driver requires of a driver package.
+REQUIRED = (
+    "TRANSPORTS",
+    "PROTOCOLS",
+    "HOTPLUG",
+    "ACTUATORS",
+    "SIMULATORS",
+    "SCANNERS",
+    "DEMO",
+    "parse_bus",
+    "parse_device",
+    "compile_profile",
+    "create_bus",
+)
 
 
 @cache
-def driver_modules() -> tuple[ModuleType, ...]:
-    """Every importable driver package, in name order."""
-    found = []
+def _by_family() -> Mapping[str, Driver]:
+    found: dict[str, Driver] = {}
     for info in sorted(pkgutil.iter_modules(drivers.__path__), key=lambda i: i.name):
         if not info.ispkg:
             continue
         module = importlib.import_module(f"drivers.{info.name}")
-        if hasattr(module, "TRANSPORTS"):
-            found.append(module)
-    return tuple(found)
+        if not hasattr(module, "TRANSPORTS"):
+            continue  # a helper package, not a driver
+        missing = [name for name in REQUIRED if not hasattr(module, name)]
+        if missing:
+            raise TypeError(f"driver {module.__name__} lacks {', '.join(missing)}")
+        # The names are there; their types are checked by mypy against Driver in each
+        # driver package (its `_contract` assignment).
+        found[info.name] = cast(Driver, module)
+    return found
+
+
+def driver_modules() -> tuple[Driver, ...]:
+    """Every driver package, in name order."""
+    return tuple(_by_family().values())
 
 
 def known_transports() -> list[str]:
-    return sorted(t for m in driver_modules() for t in m.TRANSPORTS)
+    return sorted(t for d in driver_modules() for t in d.TRANSPORTS)
 
 
 def known_protocols() -> list[str]:
-    return sorted(p for m in driver_modules() for p in getattr(m, "PROTOCOLS", ()))
+    return sorted(p for d in driver_modules() for p in d.PROTOCOLS)
 
 
-def driver_for_transport(transport: str) -> ModuleType | None:
-    for module in driver_modules():
-        if transport in module.TRANSPORTS:
-            return module
-    return None
+def driver_for_transport(transport: str) -> Driver | None:
+    return next((d for d in driver_modules() if transport in d.TRANSPORTS), None)
 
 
-def driver_for_protocol(protocol: str) -> ModuleType | None:
-    for module in driver_modules():
-        if protocol in getattr(module, "PROTOCOLS", ()):
-            return module
-    return None
+def driver_for_protocol(protocol: str) -> Driver | None:
+    return next((d for d in driver_modules() if protocol in d.PROTOCOLS), None)
 
 
-def driver_named(family: str) -> ModuleType | None:
+def driver_named(family: str) -> Driver | None:
     """The driver package `drivers.<family>` (for `gateway sim <family>` and friends)."""
-    for module in driver_modules():
-        if module.__name__.rsplit(".", 1)[-1] == family:
-            return module
-    return None
+    return _by_family().get(family)
+
+
+def hotplug_subsystems(transports: Iterable[str]) -> tuple[str, ...]:
+    """The udev subsystems buses of these transports follow (sorted; empty: no hotplug)."""
+    wanted: set[str] = set()
+    for transport in transports:
+        driver = driver_for_transport(transport)
+        if driver is not None:
+            wanted.update(driver.HOTPLUG.get(transport, ()))
+    return tuple(sorted(wanted))
+
+
+def has_actuators(transport: str) -> bool:
+    """Whether buses of this transport may register actuators (relay modules)."""
+    driver = driver_for_transport(transport)
+    return driver is not None and transport in driver.ACTUATORS

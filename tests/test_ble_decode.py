@@ -348,6 +348,35 @@ def test_bad_profile_tables_name_file_and_key(tmp_path: Path) -> None:
     )
 
 
+def test_gatt_without_a_profile_is_a_config_error() -> None:
+    """The GATT session takes the ESS decoder as config parsing checked it (no re-check)."""
+    text = BASE.format(bus="", device='address = "A4:C1:38:0B:5E:6D"\ngatt = "read"')
+    with pytest.raises(ConfigError) as info:
+        config.parse(text.replace('profile = "bthome"\n', ""))
+    assert [str(p) for p in info.value.problems] == [
+        "buses[0].devices[0].gatt: GATT mode reads ESS characteristics; "
+        "the device needs an ESS profile"
+    ]
+
+
+def test_gatt_check_uses_the_compiled_profile_of_a_site_profile_dir(tmp_path: Path) -> None:
+    """The protocol comes from the compiled decoder, so a profile outside the default search
+    path is checked too (the profile file is not read a second time)."""
+    (tmp_path / "site-sensor.toml").write_text(
+        '[profile]\nname = "site-sensor"\nprotocol = "ruuvi"\n'
+    )
+    text = BASE.format(bus="", device='address = "A4:C1:38:0B:5E:6D"\ngatt = "notify"')
+    with pytest.raises(ConfigError) as info:
+        config.parse(
+            text.replace('"bthome"', '"site-sensor"'),
+            profiles=ProfileLibrary([tmp_path, BUILTIN_DIR]),
+        )
+    assert [str(p) for p in info.value.problems] == [
+        'buses[0].devices[0].gatt: GATT mode reads ESS characteristics; profile "site-sensor" '
+        'is protocol "ruuvi", not "ess"'
+    ]
+
+
 def test_gatt_needs_an_ess_profile() -> None:
     problems = _problems("", 'address = "A4:C1:38:0B:5E:6D"\ngatt = "read"')
     assert problems == [

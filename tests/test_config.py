@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -171,4 +172,16 @@ def test_profile_must_match_the_bus_transport():
     assert problems(bad) == [
         'buses[0].devices[0].profile: "sn3000-anemometer" is a modbus profile; transport '
         '"synthetic" decodes no profiles'
+    ]
+
+
+@pytest.mark.parametrize("values", ["5", '"set"', "[{ a = 1 }]", "[[1, 2]]"])
+def test_a_cycle_pattern_with_values_that_are_not_an_array_of_scalars_is_a_problem(values):
+    bad = GOOD.replace(
+        'pattern = "sine", low = 3, high = 6',
+        f'pattern = "cycle", values = {values}',
+    )
+    assert problems(bad) == [
+        "buses[0].devices[0].points[0].values: expected an array of numbers, booleans or "
+        f"strings, got {tomllib.loads('v = ' + values)['v']!r}"
     ]

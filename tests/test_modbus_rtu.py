@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from drivers.modbus import BusOptions, create_bus, rtu, scan
+from drivers.modbus import create_bus, rtu, scan
+from drivers.modbus.options import BusOptions
 from drivers.modbus.sim import Simulator, SimUnit
 from drivers.modbus.transport import Link
 from tests.fakes import RecordingSink

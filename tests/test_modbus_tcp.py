@@ -12,8 +12,8 @@ import pytest
 import structlog
 
 from drivers.modbus import create_bus
+from drivers.modbus.bus import ModbusBus
 from drivers.modbus.decode import ModbusDecoder
-from drivers.modbus.poller import ModbusBus
 from drivers.modbus.sim import Simulator, SimUnit, Write
 from gateway.config import loader as config
 from gateway.config.profiles import ProfileLibrary
@@ -267,6 +267,23 @@ async def test_relay_command_with_seconds_switches_off_again() -> None:
     assert [w.values for w in relay.writes if w.address == 7] == [(1,), (0,)]
 
 
+async def test_a_lost_switch_off_is_retried_until_the_relay_confirms_it() -> None:
+    relay = SimUnit(decoder("relay-8ch"))
+    async with Simulator({5: relay}) as sim:
+        ctx = context()
+        bus = create_bus(bus_config(tcp_keys(sim), [device("siren", "relay-8ch", 5, 10)]), ctx)
+        async with running(bus):
+            await asyncio.sleep(0.1)
+            result = await ctx.commands["relay"]({"device": "siren", "channel": 8, "seconds": 0.2})
+            assert result == "OK" and relay.coil(7)
+            relay.faults.silent = True  # the module misses the switch-off
+            await until(lambda: bus.relays.retries >= 1)  # type: ignore[attr-defined]
+            assert relay.coil(7)
+            relay.faults.silent = False
+            await until(lambda: not relay.coil(7), within=10.0)
+    assert [w.values for w in relay.writes if w.address == 7] == [(1,), (0,)]
+
+
 async def test_relay_command_errors_are_specific_and_routed_per_bus() -> None:
     a, b = SimUnit(decoder("relay-4ch")), SimUnit(decoder("relay-4ch"))
     async with Simulator({1: a}) as sim_a, Simulator({1: b}) as sim_b:
@@ -328,15 +345,19 @@ async def test_write_to_a_dead_relay_fails_and_does_not_stall_the_bus() -> None:
             await sink.wait_for(lambda s: len(s.values("wind", "wind_speed")) > before + 2)
 
 
-def test_a_non_modbus_decoder_is_refused() -> None:
-    cfg = bus_config('transport = "modbus-tcp"\nhost = "127.0.0.1"', [device("x", "urm14", 1)])
-    from dataclasses import replace
-
+def test_a_non_modbus_profile_is_a_config_error() -> None:
+    """Config parsing guarantees a Modbus bus only gets Modbus decoders (the bus trusts it)."""
     from gateway.errors import ConfigError
 
-    broken = replace(cfg, devices=(replace(cfg.devices[0], decoder=object()),))  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="is not a Modbus profile"):
-        create_bus(broken, context())
+    with pytest.raises(ConfigError) as caught:
+        keys = 'transport = "modbus-tcp"\nhost = "127.0.0.1"'
+        bus_config(keys, [device("x", "trap-receiver", 1)])
+    assert [(p.path, p.message) for p in caught.value.problems] == [
+        (
+            "buses[0].devices[0].profile",
+            '"trap-receiver" is a line profile; transport "modbus-tcp" decodes modbus',
+        )
+    ]
 
 
 async def test_a_wake_event_cuts_the_reconnect_backoff_short() -> None:

@@ -142,3 +142,25 @@ def test_udev_rules_name_tty_nodes_under_dev_gateway() -> None:
         assert link, line
         names.append(link.group(1))
     assert len(names) == len(set(names))  # two adapters must not fight over one name
+
+
+def test_a_profile_of_another_protocol_is_a_config_error() -> None:
+    """Config parsing guarantees a serial bus only gets nmea / line decoders (the bus trusts
+    it), and that every serial device has a profile."""
+    assert problems(
+        """
+[[buses]]
+name = "a"
+transport = "serial"
+port = "/dev/ttyUSB0"
+[[buses.devices]]
+id = "wind"
+profile = "sn3000-anemometer"
+[[buses.devices]]
+id = "bare"
+"""
+    ) == [
+        'buses[0].devices[0].profile: "sn3000-anemometer" is a modbus profile; '
+        'transport "serial" decodes nmea, line',
+        "buses[0].devices[1].profile: a serial device needs a profile (nmea or line protocol)",
+    ]

@@ -1,7 +1,7 @@
 """BLE sensors: passive advertisements (BTHome v2, Ruuvi, ATC/pvvx, ESS, beacons) and GATT ESS.
 
 Transports: `ble` (a BlueZ adapter through bleak, one bus per adapter) and `ble-replay` (a
-recorded advert file, for rigs, the demo and benchmarks). Bus keys: see drivers.ble.settings.
+recorded advert file, for rigs, the demo and benchmarks). Bus keys: see drivers.ble.options.
 Device keys: `address` (required MAC), `bindkey` (encrypted BTHome), `presence_timeout`
 (beacons), `stale_after`, `gatt` ("off" | "read" | "notify", ESS profiles on a live adapter).
 `interval` caps how often a chatty advertiser's values are emitted (0 = every new measurement).
@@ -19,30 +19,37 @@ Example:
       bindkey = "231d39c1d7cc1ab1aee224cd096db932"
       interval = 300
 
-bleak is imported only by drivers.ble.transport and drivers.ble.gatt, lazily from create_bus.
+bleak is imported only by drivers.ble.transport (drivers.ble.bus.create loads it lazily).
+This module holds the declarations (gateway.contract.Driver) and the entry functions only; it
+imports no decoder at import time (drivers.ble.decoder imports the format modules of this
+package, so an import here would be a cycle).
 """
 
 from __future__ import annotations
 
-from drivers.ble.decoder import PROTOCOLS
-from drivers.ble.settings import parse_bus, parse_device
-from gateway.contract import Bus, BusConfig, BusContext, Decoder
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from drivers.ble import options
+from gateway.contract import Bus, BusConfig, BusContext, Decoder, Options
 from gateway.section import Section
 
-TRANSPORTS = ("ble", "ble-replay")
-SIMULATORS = {"ble": "drivers.ble.sim:main"}
-DEMO = "drivers.ble.demo:field"
+TRANSPORTS: tuple[str, ...] = ("ble", "ble-replay")
+PROTOCOLS: tuple[str, ...] = ("bthome", "ruuvi", "atc", "ess", "beacon")
+# Adapters are BlueZ's business: the bus watches them over D-Bus, not through udev.
+HOTPLUG: Mapping[str, tuple[str, ...]] = {}
+ACTUATORS: tuple[str, ...] = ()
+SIMULATORS: Mapping[str, str] = {"ble": "drivers.ble.sim:main"}
+SCANNERS: Mapping[str, str] = {}
+DEMO: str | None = "drivers.ble.demo:field"
 
-__all__ = [
-    "DEMO",
-    "PROTOCOLS",
-    "SIMULATORS",
-    "TRANSPORTS",
-    "compile_profile",
-    "create_bus",
-    "parse_bus",
-    "parse_device",
-]
+
+def parse_bus(section: Section, transport: str) -> Options:
+    return options.parse_bus(section, transport)
+
+
+def parse_device(section: Section, transport: str, decoder: Decoder | None) -> Options:
+    return options.parse_device(section, transport, decoder)
 
 
 def compile_profile(section: Section, protocol: str) -> Decoder:
@@ -52,31 +59,13 @@ def compile_profile(section: Section, protocol: str) -> Decoder:
 
 
 def create_bus(bus: BusConfig, ctx: BusContext) -> Bus:
-    from drivers.ble.bus import BleBus
-    from drivers.ble.decoder import EssDecoder
+    from drivers.ble.bus import create
 
-    if bus.transport == "ble-replay":
-        from drivers.ble.replay import ReplaySource
+    return create(bus, ctx)
 
-        return BleBus(
-            bus, ctx, ReplaySource(bus.options, ctx.log), queue_size=bus.options.queue_size
-        )
 
-    import asyncio
+if TYPE_CHECKING:  # mypy checks this package against the driver contract
+    import drivers.ble
+    from gateway.contract import Driver
 
-    from drivers.ble.gatt import GattSession
-    from drivers.ble.transport import AdapterSource
-
-    decoders = [d.decoder for d in bus.devices if d.decoder is not None]
-    source = AdapterSource(bus.options, ctx.log, decoders)  # type: ignore[arg-type]
-    lock = asyncio.Lock()  # GATT connects on one adapter take turns
-    sessions = []
-    for device in bus.devices:
-        if device.options.gatt == "off":
-            continue
-        if not isinstance(device.decoder, EssDecoder):
-            # config parsing refuses this when it can see the profile; never crash on it here
-            ctx.log.error("GATT mode needs an ESS profile; not connecting", device=device.id)
-            continue
-        sessions.append(GattSession(device, bus.options, ctx.log, source, lock))
-    return BleBus(bus, ctx, source, sessions=sessions, queue_size=bus.options.queue_size)
+    _contract: Driver = drivers.ble

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Protocol
 
 from drivers.ble.advert import Advert, Decoded
+from drivers.ble.decoder import BleDecoder, EssDecoder
+from drivers.ble.options import BleBusOptions, BleDeviceOptions, ReplayOptions
 from drivers.ble.router import Action, Emission, Router, StateChange
-from gateway.contract import BusConfig, BusContext
+from gateway.contract import BusConfig, BusContext, decoder_as, options_as
 
 Clock = Callable[[], float]
 
@@ -29,7 +31,7 @@ class AdvertSource(Protocol):
         ...
 
 
-Session = Callable[["BleBus"], Awaitable[None]]
+Session = Callable[["BleBus"], Coroutine[Any, Any, None]]
 
 
 class BleBus:
@@ -114,3 +116,29 @@ class BleBus:
                 await self.ctx.sink.emit(action.device, action.observations, action.ts)
             elif isinstance(action, StateChange):
                 self.ctx.sink.device_state(action.device, action.available, action.reason)
+
+
+def create(bus: BusConfig, ctx: BusContext) -> BleBus:
+    """The bus for a replay file or a live adapter (with a GATT session per `gatt` device).
+
+    Config parsing guarantees a `gatt` device has an ESS profile and a replay bus has none.
+    """
+    if bus.transport == "ble-replay":
+        from drivers.ble.replay import ReplaySource
+
+        replay = options_as(bus.options, ReplayOptions)
+        return BleBus(bus, ctx, ReplaySource(replay, ctx.log), queue_size=replay.queue_size)
+
+    from drivers.ble.gatt import GattSession
+    from drivers.ble.transport import AdapterSource
+
+    adapter = options_as(bus.options, BleBusOptions)
+    decoders = [d.decoder for d in bus.devices if isinstance(d.decoder, BleDecoder)]
+    source = AdapterSource(adapter, ctx.log, decoders)
+    lock = asyncio.Lock()  # GATT connects on one adapter take turns
+    sessions = [
+        GattSession(device, decoder_as(device, EssDecoder), adapter, ctx.log, source, lock)
+        for device in bus.devices
+        if options_as(device.options, BleDeviceOptions).gatt != "off"
+    ]
+    return BleBus(bus, ctx, source, sessions=sessions, queue_size=adapter.queue_size)

@@ -18,8 +18,6 @@ from gateway.errors import DecodeError
 from gateway.model import Observation, Value
 from gateway.section import Section
 
-PROTOCOLS = ("bthome", "ruuvi", "atc", "ess", "beacon")
-
 
 def _hex_id(text: str) -> int | None:
     try:

@@ -17,15 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.ble.advert import Advert, uuid16
 from drivers.ble.decoder import EssDecoder
+from drivers.ble.options import BleBusOptions, BleDeviceOptions
 from drivers.ble.router import device_params
-from drivers.ble.settings import BleBusOptions
-from gateway.contract import DeviceConfig
+from gateway.contract import DeviceConfig, Log, options_as
 from gateway.errors import DecodeError, DeviceUnavailable, GatewayError
 from gateway.supervise import Backoff, Health, supervise
+
+if TYPE_CHECKING:
+    from bleak.backends.device import BLEDevice
+
+    from drivers.ble.bus import BleBus
+    from drivers.ble.transport import AdapterSource, GattLink
 
 
 class _Quiet:
@@ -42,17 +48,18 @@ class GattSession:
     def __init__(
         self,
         device: DeviceConfig,
+        decoder: EssDecoder,
         options: BleBusOptions,
-        log: Any,
-        source: Any,
+        log: Log,
+        source: AdapterSource,
         lock: asyncio.Lock,
     ) -> None:
-        assert isinstance(device.decoder, EssDecoder)
+        device_options = options_as(device.options, BleDeviceOptions)
         self.device = device
-        self.decoder = device.decoder
+        self.decoder = decoder
         self.params = device_params(device)
-        self.address = device.options.address
-        self.mode = device.options.gatt
+        self.address = device_options.address
+        self.mode = device_options.gatt
         self.options = options
         self.log = log
         self.source = source
@@ -60,18 +67,18 @@ class GattSession:
         self.connects = 0
         self.uuids = [uuid16(u) for u in self.decoder.points]
 
-    async def __call__(self, bus: Any) -> None:
+    async def __call__(self, bus: BleBus) -> None:
         backoff = Backoff(self.options.reconnect_min, self.options.reconnect_max)
         await supervise(lambda h: self._attempt(bus, h), Health(_Quiet(), self.device.id), backoff)
 
-    async def _attempt(self, bus: Any, health: Health) -> None:
+    async def _attempt(self, bus: BleBus, health: Health) -> None:
         try:
             await self._session(bus, health)
         except GatewayError as exc:
             await bus.fail(self.device.id, str(exc))
             raise
 
-    async def _wait_advertising(self) -> Any:
+    async def _wait_advertising(self) -> BLEDevice:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(self.options.connect_timeout, 30.0)
         while (found := self.source.device(self.address)) is None:
@@ -83,7 +90,7 @@ class GattSession:
                     await self.source.seen.wait()
         return found
 
-    async def _session(self, bus: Any, health: Health) -> None:
+    async def _session(self, bus: BleBus, health: Health) -> None:
         from drivers.ble.transport import GattLink
 
         while True:
@@ -105,7 +112,7 @@ class GattSession:
             await asyncio.sleep(max(self.device.interval, 1.0))
 
     async def _prepare(
-        self, link: Any, notes: asyncio.Queue[tuple[str, bytes]]
+        self, link: GattLink, notes: asyncio.Queue[tuple[str, bytes]]
     ) -> dict[str, bytes]:
         """Read every profile characteristic the sensor offers; subscribe in notify mode."""
         present = link.characteristics(self.uuids)
@@ -118,7 +125,11 @@ class GattSession:
         return values
 
     async def _follow(
-        self, bus: Any, link: Any, notes: asyncio.Queue[tuple[str, bytes]], values: dict[str, bytes]
+        self,
+        bus: BleBus,
+        link: GattLink,
+        notes: asyncio.Queue[tuple[str, bytes]],
+        values: dict[str, bytes],
     ) -> None:
         """Deliver every notification with the latest values of the other characteristics,
         so a throttled emission carries the whole sensor, not just the last one to change."""
@@ -136,7 +147,7 @@ class GattSession:
         finally:
             gone.cancel()
 
-    async def _deliver(self, bus: Any, values: dict[str, bytes]) -> None:
+    async def _deliver(self, bus: BleBus, values: dict[str, bytes]) -> None:
         try:
             decoded = self.decoder.decode_advert(Advert(self.address, service=values), self.params)
         except DecodeError as exc:

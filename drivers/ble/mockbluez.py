@@ -115,7 +115,8 @@ class MockBlueZ:
 
     async def stop_dbus(self) -> None:
         await self._disconnect_control()
-        self._daemon = await _stop(self._daemon)
+        await _stop(self._daemon)
+        self._daemon = None
 
     async def start_bluez(self) -> None:
         env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": self.address}
@@ -147,7 +148,8 @@ class MockBlueZ:
             await self._call("AddLEAdapter", "sb", name, passive)
 
     async def stop_bluez(self) -> None:
-        self._mock = await _stop(self._mock)
+        await _stop(self._mock)
+        self._mock = None
 
     async def _bus(self) -> MessageBus:
         if self._control is not None and not self._control.connected:
@@ -160,7 +162,7 @@ class MockBlueZ:
         if self._control is not None:
             self._control.disconnect()
             with contextlib.suppress(Exception):
-                await self._control.wait_for_disconnect()
+                await self._control.wait_for_disconnect()  # type: ignore[no-untyped-call]  # dbus-fast leaves it unannotated
             self._control = None
 
     async def _call(self, member: str, signature: str, *body: object) -> object:
@@ -222,7 +224,7 @@ class MockBlueZ:
 
 async def _stop(proc: asyncio.subprocess.Process | None) -> None:
     if proc is None or proc.returncode is not None:
-        return None
+        return
     proc.terminate()
     try:
         async with asyncio.timeout(5):
@@ -230,4 +232,3 @@ async def _stop(proc: asyncio.subprocess.Process | None) -> None:
     except TimeoutError:
         proc.kill()
         await proc.wait()
-    return None

@@ -17,6 +17,10 @@ BlueZ backend needs and a control API on `org.bluez.Mock`, driven by drivers.ble
 Connect exports the sensor's GATT objects and sets ServicesResolved, as bluetoothd does.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import dbus
 from dbusmock import OBJECT_MANAGER_IFACE, mockobject
 from dbusmock.templates import bluez5
@@ -36,35 +40,39 @@ CHAR = "org.bluez.GattCharacteristic1"
 PROPS = "org.freedesktop.DBus.Properties"
 ESS_UUID = "0000181a-0000-1000-8000-00805f9b34fb"
 
+# A dbusmock.mockobject.DBusMockObject; dbusmock ships no type information, and this file runs
+# in the system python3 where it lives (not this venv), so its objects are Any here.
+MockObject = Any
 
-def load(mock, parameters):
+
+def load(mock: Any, parameters: dict[str, Any]) -> None:
     bluez5.load(mock, parameters)
 
 
-def _uuid(value):
+def _uuid(value: int) -> str:
     return f"0000{int(value):04x}-0000-1000-8000-00805f9b34fb"
 
 
-def _changed(obj, iface, props):
+def _changed(obj: MockObject, iface: str, props: dict[str, Any]) -> None:
     obj.EmitSignal(PROPS, "PropertiesChanged", "sa{sv}as", [iface, props, dbus.Array([], "s")])
 
 
-def _manager():
+def _manager() -> MockObject:
     return mockobject.objects["/"]
 
 
-def _adapter_path(name):
+def _adapter_path(name: str) -> str:
     path = "/org/bluez/" + name
     if path not in mockobject.objects:
         raise dbus.exceptions.DBusException(f"no adapter {name}", name=MOCK + ".NoSuchAdapter")
     return path
 
 
-def _device_path(adapter, mac):
+def _device_path(adapter: str, mac: str) -> str:
     return _adapter_path(adapter) + "/dev_" + mac.upper().replace(":", "_")
 
 
-def _start_discovery(adapter):
+def _start_discovery(adapter: MockObject) -> None:
     if not adapter.props[ADAPTER]["Powered"]:
         raise dbus.exceptions.DBusException("Resource Not Ready", name="org.bluez.Error.NotReady")
     adapter.discovering = True
@@ -72,7 +80,7 @@ def _start_discovery(adapter):
     _changed(adapter, ADAPTER, {"Discovering": dbus.Boolean(True, variant_level=1)})
 
 
-def _stop_discovery(adapter):
+def _stop_discovery(adapter: MockObject) -> None:
     if not adapter.discovering:
         raise dbus.exceptions.DBusException("No discovery started", name="org.bluez.Error.Failed")
     adapter.discovering = False
@@ -80,23 +88,23 @@ def _stop_discovery(adapter):
     _changed(adapter, ADAPTER, {"Discovering": dbus.Boolean(False, variant_level=1)})
 
 
-def _set_filter(adapter, flt):
+def _set_filter(adapter: MockObject, flt: dict[str, Any]) -> None:
     adapter.discovery_filter = flt
 
 
-def _register_monitor(adapter, path):
+def _register_monitor(adapter: MockObject, path: str) -> None:
     if not adapter.props[ADAPTER]["Powered"]:
         raise dbus.exceptions.DBusException("Resource Not Ready", name="org.bluez.Error.NotReady")
     adapter.monitors.add(str(path))
 
 
-def _unregister_monitor(adapter, path):
+def _unregister_monitor(adapter: MockObject, path: str) -> None:
     adapter.monitors.discard(str(path))
 
 
 @dbus.service.method(MOCK, in_signature="sb", out_signature="s")
-def AddLEAdapter(self, name, passive):
-    path = bluez5.AddAdapter(self, name, "gateway-mock")
+def AddLEAdapter(self: MockObject, name: str, passive: bool) -> str:
+    path: str = bluez5.AddAdapter(self, name, "gateway-mock")
     adapter = mockobject.objects[path]
     adapter.discovering = False
     adapter.monitors = set()
@@ -124,7 +132,7 @@ def AddLEAdapter(self, name, passive):
 
 
 @dbus.service.method(MOCK, in_signature="sb", out_signature="")
-def SetPowered(self, name, on):
+def SetPowered(self: MockObject, name: str, on: bool) -> None:
     adapter = mockobject.objects[_adapter_path(name)]
     adapter.props[ADAPTER]["Powered"] = dbus.Boolean(on, variant_level=1)
     changed = {"Powered": dbus.Boolean(on, variant_level=1)}
@@ -137,7 +145,7 @@ def SetPowered(self, name, on):
     _changed(adapter, ADAPTER, changed)
 
 
-def _device_props(adapter_path, mac, rssi):
+def _device_props(adapter_path: str, mac: str, rssi: int) -> dict[str, Any]:
     return {
         "Address": dbus.String(mac, variant_level=1),
         "AddressType": dbus.String("public", variant_level=1),
@@ -157,7 +165,9 @@ def _device_props(adapter_path, mac, rssi):
     }
 
 
-def _ensure_device(self, adapter, mac, rssi, props=None):
+def _ensure_device(
+    self: MockObject, adapter: str, mac: str, rssi: int, props: dict[str, Any] | None = None
+) -> tuple[MockObject, bool]:
     """(device, created); a new device is announced with InterfacesAdded, as bluetoothd does."""
     adapter_path = _adapter_path(adapter)
     path = _device_path(adapter, mac)
@@ -184,7 +194,14 @@ def _ensure_device(self, adapter, mac, rssi, props=None):
 
 
 @dbus.service.method(MOCK, in_signature="ssna{qay}a{say}", out_signature="b")
-def Advertise(self, adapter, mac, rssi, manufacturer, service):
+def Advertise(
+    self: MockObject,
+    adapter: str,
+    mac: str,
+    rssi: int,
+    manufacturer: dict[int, bytes],
+    service: dict[str, bytes],
+) -> bool:
     adapter_obj = mockobject.objects[_adapter_path(adapter)]
     if not (adapter_obj.discovering or adapter_obj.monitors):
         return False  # nobody is scanning: the radio hears nothing
@@ -214,12 +231,12 @@ def Advertise(self, adapter, mac, rssi, manufacturer, service):
 
 
 @dbus.service.method(MOCK, in_signature="ssa(qay)", out_signature="")
-def AddGattSensor(self, adapter, mac, chars):
+def AddGattSensor(self: MockObject, adapter: str, mac: str, chars: list[tuple[int, bytes]]) -> None:
     device, _new = _ensure_device(self, adapter, mac, -60)
     device.gatt = [(int(u), bytes(v)) for u, v in chars]
 
 
-def _export_gatt(device):
+def _export_gatt(device: MockObject) -> None:
     service_path = device.path + "/service000c"
     device.AddObject(
         service_path,
@@ -261,7 +278,7 @@ def _export_gatt(device):
         )
 
 
-def _unexport_gatt(device):
+def _unexport_gatt(device: MockObject) -> None:
     for path in reversed(device.gatt_paths):
         iface = SERVICE if path.endswith("service000c") else CHAR
         device.RemoveObject(path)
@@ -271,7 +288,7 @@ def _unexport_gatt(device):
     device.gatt_paths = []
 
 
-def _connect(device):
+def _connect(device: MockObject) -> None:
     props = device.props[DEVICE]
     if props["Connected"]:
         raise dbus.exceptions.DBusException(
@@ -288,7 +305,7 @@ def _connect(device):
     _changed(device, DEVICE, {"ServicesResolved": dbus.Boolean(True, variant_level=1)})
 
 
-def _disconnect(device):
+def _disconnect(device: MockObject) -> None:
     props = device.props[DEVICE]
     if not props["Connected"]:
         raise dbus.exceptions.DBusException("Not Connected", name="org.bluez.Error.NotConnected")
@@ -305,22 +322,22 @@ def _disconnect(device):
     _unexport_gatt(device)
 
 
-def _read_value(char, options):
+def _read_value(char: MockObject, options: dict[str, Any]) -> Any:
     return dbus.ByteArray(bytes(char.props[CHAR]["Value"]))
 
 
-def _start_notify(char):
+def _start_notify(char: MockObject) -> None:
     char.props[CHAR]["Notifying"] = dbus.Boolean(True, variant_level=1)
     _changed(char, CHAR, {"Notifying": dbus.Boolean(True, variant_level=1)})
 
 
-def _stop_notify(char):
+def _stop_notify(char: MockObject) -> None:
     char.props[CHAR]["Notifying"] = dbus.Boolean(False, variant_level=1)
     _changed(char, CHAR, {"Notifying": dbus.Boolean(False, variant_level=1)})
 
 
 @dbus.service.method(MOCK, in_signature="ssqay", out_signature="b")
-def SetCharacteristic(self, adapter, mac, uuid, value):
+def SetCharacteristic(self: MockObject, adapter: str, mac: str, uuid: int, value: bytes) -> bool:
     device = mockobject.objects[_device_path(adapter, mac)]
     device.gatt = [(u, bytes(value) if u == uuid else v) for u, v in device.gatt]
     for path in device.gatt_paths:
@@ -336,5 +353,5 @@ def SetCharacteristic(self, adapter, mac, uuid, value):
 
 
 @dbus.service.method(MOCK, in_signature="ss", out_signature="")
-def DropConnection(self, adapter, mac):
+def DropConnection(self: MockObject, adapter: str, mac: str) -> None:
     _disconnect(mockobject.objects[_device_path(adapter, mac)])

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from drivers.ble.advert import Advert, normalise_mac, short_uuid, uuid16
+from gateway.contract import Log
 from gateway.errors import BusUnavailable, DecodeError
 from gateway.supervise import Backoff, Health, supervise
 
 if TYPE_CHECKING:
     from drivers.ble.bus import BleBus
-    from drivers.ble.settings import ReplayOptions
+    from drivers.ble.options import ReplayOptions
 
 
 def format_line(t: float, advert: Advert) -> str:
@@ -91,7 +92,7 @@ def read_lines(lines: Iterable[str]) -> Iterator[tuple[int, tuple[float, Advert]
 class ReplaySource:
     """Plays a replay file into a bus (see module docstring)."""
 
-    def __init__(self, options: ReplayOptions, log: object) -> None:
+    def __init__(self, options: ReplayOptions, log: Log) -> None:
         self.options = options
         self.log = log
         self.played = 0
@@ -109,7 +110,7 @@ class ReplaySource:
                 self.skipped += 1
                 self.log.warning(
                     "replay line skipped", file=str(path), line=number, error=str(item)
-                )  # type: ignore[attr-defined]
+                )
             else:
                 records.append(item)
         return records
@@ -135,5 +136,5 @@ class ReplaySource:
                 self.played += 1
             if not self.options.loop or not records:
                 break
-        self.log.info("replay finished", file=self.options.file, adverts=self.played)  # type: ignore[attr-defined]
+        self.log.info("replay finished", file=self.options.file, adverts=self.played)
         await asyncio.Event().wait()

@@ -17,8 +17,8 @@ from typing import Any
 
 from drivers.ble.advert import Advert, Decoded
 from drivers.ble.decoder import BleDecoder
-from drivers.ble.settings import BleDeviceOptions
-from gateway.contract import DeviceConfig
+from drivers.ble.options import BleDeviceOptions
+from gateway.contract import DeviceConfig, options_as
 from gateway.errors import DecodeError
 from gateway.model import Observation, Value
 
@@ -70,7 +70,7 @@ class Track:
 
 def device_params(device: DeviceConfig) -> dict[str, Value]:
     params: dict[str, Value] = dict(device.params)
-    options: BleDeviceOptions = device.options
+    options = options_as(device.options, BleDeviceOptions)
     if options.bindkey:
         params["bindkey"] = options.bindkey
     return params
@@ -85,8 +85,9 @@ class Router:
         for device in devices:
             if not isinstance(device.decoder, BleDecoder):
                 continue
-            track = Track(device, device.options, device.decoder, device_params(device))
-            self.by_mac.setdefault(device.options.address, []).append(track)
+            options = options_as(device.options, BleDeviceOptions)
+            track = Track(device, options, device.decoder, device_params(device))
+            self.by_mac.setdefault(options.address, []).append(track)
             self.by_id[device.id] = track
         self.addresses = frozenset(self.by_mac)
 

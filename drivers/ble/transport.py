@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bleak import BleakClient, BleakScanner
 from bleak.args.bluez import OrPattern
@@ -36,9 +36,13 @@ from dbus_fast.errors import AuthError, DBusError
 
 from drivers.ble.advert import Advert
 from drivers.ble.decoder import BleDecoder
-from drivers.ble.settings import BleBusOptions
+from drivers.ble.options import BleBusOptions
+from gateway.contract import Log
 from gateway.errors import BusUnavailable, DeviceUnavailable, GatewayError, Permanent, Transient
 from gateway.supervise import Backoff, Health, supervise
+
+if TYPE_CHECKING:
+    from drivers.ble.bus import BleBus
 
 _SD16 = AdvertisementDataType.SERVICE_DATA_UUID16
 _MSD = AdvertisementDataType.MANUFACTURER_SPECIFIC_DATA
@@ -89,8 +93,12 @@ def mapped(exc: BaseException, what: str) -> GatewayError:
     raise exc
 
 
-def patterns_for(decoders: Iterable[BleDecoder]) -> list[OrPattern]:
-    found: dict[OrPattern, None] = {}
+# bleak's BlueZ args take OrPattern or its plain tuple form
+Pattern = OrPattern | tuple[int, AdvertisementDataType, bytes]
+
+
+def patterns_for(decoders: Iterable[BleDecoder]) -> list[Pattern]:
+    found: dict[Pattern, None] = {}
     for decoder in decoders:
         found.update(dict.fromkeys(PATTERNS.get(decoder.protocol, ())))
     return list(found)
@@ -99,7 +107,7 @@ def patterns_for(decoders: Iterable[BleDecoder]) -> list[OrPattern]:
 class AdapterSource:
     """Scans one adapter and feeds a BleBus (see module docstring)."""
 
-    def __init__(self, options: BleBusOptions, log: Any, decoders: Iterable[BleDecoder]) -> None:
+    def __init__(self, options: BleBusOptions, log: Log, decoders: Iterable[BleDecoder]) -> None:
         self.options = options
         self.log = log
         self.adapter = options.adapter
@@ -111,14 +119,14 @@ class AdapterSource:
         self.last_advert = 0.0
         self.starts = 0
 
-    async def run(self, bus: Any) -> None:
+    async def run(self, bus: BleBus) -> None:
         backoff = Backoff(self.options.reconnect_min, self.options.reconnect_max)
         await supervise(lambda health: self._scan(bus, health), self.health, backoff)
 
     def device(self, address: str) -> BLEDevice | None:
         return self.devices.get(address)
 
-    async def _scan(self, bus: Any, health: Health) -> None:
+    async def _scan(self, bus: BleBus, health: Health) -> None:
         loop = asyncio.get_running_loop()
         addresses = bus.addresses
 
@@ -218,7 +226,7 @@ async def _close(bus: MessageBus) -> None:
     # collect the reason it ended, so a dead socket leaves no unretrieved future behind
     with contextlib.suppress(Exception):
         async with asyncio.timeout(5):
-            await bus.wait_for_disconnect()
+            await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]  # dbus-fast leaves it unannotated
 
 
 async def _dbus_call(bus: MessageBus, msg: Message, adapter: str) -> Message:
@@ -331,4 +339,8 @@ def _device_error(exc: BaseException, what: str) -> Transient | Permanent:
         # A failed connect or read is this device's trouble unless the adapter is gone,
         # which the adapter's own health check reports.
         return DeviceUnavailable(str(err))
-    return err  # type: ignore[return-value]
+    if isinstance(err, Transient | Permanent):
+        return err
+    # mapped() only makes Transient or Permanent errors of library exceptions; anything else
+    # (a DecodeError reaching here) is a bug
+    raise err

@@ -185,7 +185,7 @@ class ModbusDecoder:
             return int.from_bytes(_words(point, words), "big")
         if point.type == "i16":
             return int.from_bytes(_words(point, words), "big", signed=True)
-        value = struct.unpack(_STRUCT[point.type], _words(point, words))[0]
+        value: int | float = struct.unpack(_STRUCT[point.type], _words(point, words))[0]
         if isinstance(value, float) and not math.isfinite(value):
             raise DecodeError(f"point {point.name}: f32 is not a finite number ({value})")
         return value
@@ -201,7 +201,8 @@ class ModbusDecoder:
                 raise DecodeError(f"point {point.name}: decimals register holds {shift}, not 0..9")
         if point.scale == 1 and point.offset == 0 and not shift and isinstance(raw, int):
             return raw
-        value = raw / 10**shift * point.scale + point.offset
+        divisor: int = 10**shift
+        value = raw / divisor * point.scale + point.offset
         places = point.decimals
         if places is None and isinstance(raw, int):
             places = inferred_decimals(point.scale, point.offset) + shift

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import pathlib
 
+from drivers.modbus.decode import ModbusDecoder
 from drivers.modbus.sim import Simulator, SimUnit
 from gateway.config.profiles import ProfileLibrary
 from gateway.errors import Problem
@@ -21,10 +22,10 @@ async def field(stack: contextlib.AsyncExitStack, workdir: pathlib.Path) -> str:
     problems: list[Problem] = []
     library = ProfileLibrary()
 
-    def decoder(name: str):  # type: ignore[no-untyped-def]
+    def decoder(name: str) -> ModbusDecoder:
         profile = library.get(name, problems, f"demo {name}")
-        if profile is None:
-            raise RuntimeError("; ".join(map(str, problems)))
+        if profile is None or not isinstance(profile.decoder, ModbusDecoder):
+            raise RuntimeError("; ".join(map(str, problems)) or f"{name}: not a modbus profile")
         return profile.decoder
 
     units = {

@@ -3,34 +3,126 @@
 Each device whose profile gives coils a `channel` becomes `ctx.actuators[device_id]`; the bus
 registers one `relay` command handler taking {"device": "relay-1", "channel": 1,
 "state": true, "seconds": 30} (state defaults to true when seconds is given; seconds switches
-the channel off again after that long, done by the bus task, retried until confirmed so a
-siren never stays on because one write was lost). The allow-list is the core's job. Nothing
-here touches the link directly: every write goes through the bus's queue.
+the channel off again after that long). A timed switch-off is retried with gateway.supervise's
+Backoff until the module confirms it, so a siren never stays on because one write was lost or
+the bus was down at that moment. The allow-list is the core's job.
+
+Everything here talks to the bus through `CoilWriter` (its public, queued `write_coils`); this
+module does not import the bus and never touches a link.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
-from typing import TYPE_CHECKING, Any
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from gateway.contract import BusContext, CommandHandler
 from gateway.errors import Transient
+from gateway.supervise import Backoff
 
-if TYPE_CHECKING:
-    from drivers.modbus.poller import ModbusBus
+RETRY_OFF = 2.0  # seconds before the first retry of a switch-off the module did not confirm
+RETRY_OFF_MAX = 30.0  # cap: a dead module costs a full timeout per attempt on a shared bus
 
-_RETRY_OFF = 2.0  # seconds between attempts to switch a timed channel off again
+
+class CoilWriter(Protocol):
+    """What relays need of a bus: a confirmed coil write, queued between polls."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def write_coils(self, device: str, address: int, values: Sequence[bool]) -> None:
+        """Raises Transient when the write was not confirmed (or the bus is down)."""
+        ...
+
+
+@dataclass
+class _Off:
+    device: str
+    address: int
+    when: float
+    backoff: Backoff
+    attempts: int = 0
+
+
+@dataclass
+class OffTimers:
+    """Timed switch-offs of one bus's relay channels; `run` does them until cancelled."""
+
+    writer: CoilWriter
+    rng: random.Random = field(default_factory=random.Random)
+    retry_initial: float = RETRY_OFF
+    retry_max: float = RETRY_OFF_MAX
+    retries: int = 0  # switch-offs that had to be tried again (status, tests)
+    _offs: dict[tuple[str, int], _Off] = field(default_factory=dict)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def start(self, device: str, channel: int, address: int, seconds: float) -> None:
+        """Switch (device, channel) off at coil `address` in `seconds` (replaces a timer)."""
+        when = asyncio.get_running_loop().time() + seconds
+        backoff = Backoff(initial=self.retry_initial, maximum=self.retry_max, rng=self.rng)
+        self._offs[(device, channel)] = _Off(device, address, when, backoff)
+        self._changed.set()
+
+    def cancel(self, device: str, channel: int) -> None:
+        """Forget the timer of (device, channel): an explicit command replaces it."""
+        self._offs.pop((device, channel), None)
+
+    def retry_now(self) -> None:
+        """Try failed switch-offs again at once (the bus is back: no need to wait them out)."""
+        now = asyncio.get_running_loop().time()
+        for off in self._offs.values():
+            if off.attempts:
+                off.when = min(off.when, now)
+        self._changed.set()
+
+    def pending(self) -> list[tuple[str, int]]:
+        return sorted(self._offs)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._changed.clear()
+            now = loop.time()
+            for key, off in list(self._offs.items()):
+                if off.when <= now:
+                    await self._switch_off(key, off)
+            wait = min((o.when for o in self._offs.values()), default=math.inf) - loop.time()
+            if wait <= 0:
+                continue
+            with contextlib.suppress(TimeoutError):
+                # asyncio.timeout, not wait_for: 3.11's wait_for may lose a cancel.
+                async with asyncio.timeout(min(wait, 3600.0)):
+                    await self._changed.wait()
+
+    async def _switch_off(self, key: tuple[str, int], off: _Off) -> None:
+        off.attempts += 1
+        try:
+            await self.writer.write_coils(off.device, off.address, [False])
+        except Transient:
+            if self._offs.get(key) is off:  # not replaced by a command meanwhile
+                self.retries += 1
+                off.when = asyncio.get_running_loop().time() + off.backoff.next_delay()
+            return
+        if self._offs.get(key) is off:
+            del self._offs[key]
 
 
 class RelayActuator:
     """gateway.contract.Actuator for one relay module."""
 
-    def __init__(self, bus: ModbusBus, device: str, channels: dict[int, int]) -> None:
-        self.bus = bus
+    def __init__(
+        self, writer: CoilWriter, timers: OffTimers, device: str, channels: Mapping[int, int]
+    ) -> None:
+        self.writer = writer
+        self.timers = timers
         self.device = device
-        self.channels = channels
+        self.channels = dict(channels)
 
     def address(self, channel: int) -> int:
         if channel not in self.channels:
@@ -40,89 +132,99 @@ class RelayActuator:
 
     async def switch(self, channel: int, on: bool, seconds: float | None = None) -> None:
         address = self.address(channel)
-        offs: dict[tuple[str, int], float] = self.bus.relay_offs
-        offs.pop((self.device, channel), None)  # an explicit command replaces a timer
-        await self.bus.write_coils(self.device, address, [on])
+        self.timers.cancel(self.device, channel)  # an explicit command replaces a timer
+        await self.writer.write_coils(self.device, address, [on])
         if on and seconds:
-            offs[(self.device, channel)] = asyncio.get_running_loop().time() + seconds
-            self.bus.kick()
+            self.timers.start(self.device, channel, address, seconds)
 
 
-async def due_offs(bus: ModbusBus, now: float) -> float:
-    """Queue the timed switch-offs that are due; return when the next one is (inf if none)."""
-    for key, when in list(bus.relay_offs.items()):
-        if when > now:
-            continue
-        device, channel = key
-        del bus.relay_offs[key]
-        actuator = bus.ctx.actuators.get(device)
-        if not isinstance(actuator, RelayActuator):
-            continue
-        request = bus.enqueue(device, "coil", actuator.address(channel), (0,))
+@dataclass(frozen=True)
+class _Request:
+    channel: int
+    state: bool
+    seconds: float | None
 
-        def retry(done: asyncio.Future[None], key: tuple[str, int] = key) -> None:
-            if done.cancelled() or done.exception() is not None:
-                bus.relay_offs.setdefault(key, asyncio.get_running_loop().time() + _RETRY_OFF)
-                bus.counters["relay_off_retries"] += 1
 
-        request.done.add_done_callback(retry)
-    return min(bus.relay_offs.values(), default=math.inf)
+def _target(arg: object) -> tuple[dict[str, object], str] | str:
+    """(the command's table, its device), or the error text to answer with."""
+    try:
+        request = json.loads(arg) if isinstance(arg, str | bytes) else arg
+    except json.JSONDecodeError as exc:
+        return f"error: not JSON: {exc.msg}"
+    if not isinstance(request, dict):
+        return 'error: expected {"device": ..., "channel": ..., "state": ...}'
+    device = request.get("device")
+    if not isinstance(device, str):
+        return 'error: "device" must be a device id string'
+    return request, device
+
+
+def _validate(request: dict[str, object]) -> _Request | str:
+    """The switch to do, or the error text to answer with."""
+    unknown = set(request) - {"device", "channel", "state", "seconds"}
+    if unknown:
+        return f"error: unknown key(s) {', '.join(sorted(unknown))}"
+    channel = request.get("channel", 1)
+    seconds = request.get("seconds")
+    state = request.get("state", True if seconds is not None else None)
+    if isinstance(channel, bool) or not isinstance(channel, int):
+        return f'error: "channel" must be an integer, got {channel!r}'
+    if not isinstance(state, bool):
+        return f'error: "state" must be true or false, got {state!r}'
+    if seconds is not None and (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not 0 < seconds <= 86400
+    ):
+        return f'error: "seconds" must be a number in (0, 86400], got {seconds!r}'
+    return _Request(channel, state, None if seconds is None else float(seconds))
 
 
 class RelayCommand:
     """The `relay` command for every relay module of one bus, chained to other buses'."""
 
-    def __init__(self, bus: ModbusBus, previous: CommandHandler | None) -> None:
-        self.bus = bus
+    def __init__(
+        self,
+        writer: CoilWriter,
+        actuators: Mapping[str, object],
+        previous: CommandHandler | None,
+    ) -> None:
+        self.writer = writer
+        self.actuators = actuators
         self.previous = previous
 
-    async def __call__(self, arg: Any) -> str:
-        try:
-            request = json.loads(arg) if isinstance(arg, str | bytes) else arg
-        except json.JSONDecodeError as exc:
-            return f"error: not JSON: {exc.msg}"
-        if not isinstance(request, dict):
-            return 'error: expected {"device": ..., "channel": ..., "state": ...}'
-        device = request.get("device")
-        if not isinstance(device, str):
-            return 'error: "device" must be a device id string'
-        actuator = self.bus.ctx.actuators.get(device)
-        if not isinstance(actuator, RelayActuator) or actuator.bus is not self.bus:
+    async def __call__(self, arg: object) -> str:
+        target = _target(arg)
+        if isinstance(target, str):
+            return target
+        request, device = target
+        actuator = self.actuators.get(device)
+        if not isinstance(actuator, RelayActuator) or actuator.writer is not self.writer:
             if self.previous is not None:
                 return await self.previous(arg)
             return f'error: no relay module "{device}"'
-        unknown = set(request) - {"device", "channel", "state", "seconds"}
-        if unknown:
-            return f"error: unknown key(s) {', '.join(sorted(unknown))}"
-        channel = request.get("channel", 1)
-        seconds = request.get("seconds")
-        state = request.get("state", True if seconds is not None else None)
-        if isinstance(channel, bool) or not isinstance(channel, int):
-            return f'error: "channel" must be an integer, got {channel!r}'
-        if not isinstance(state, bool):
-            return f'error: "state" must be true or false, got {state!r}'
-        if seconds is not None and (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, int | float)
-            or not 0 < seconds <= 86400
-        ):
-            return f'error: "seconds" must be a number in (0, 86400], got {seconds!r}'
+        switch = _validate(request)
+        if isinstance(switch, str):
+            return switch
         try:
-            await actuator.switch(channel, state, seconds)
-        except ValueError as exc:
-            return f"error: {exc}"
-        except Transient as exc:
+            await actuator.switch(switch.channel, switch.state, switch.seconds)
+        except (ValueError, Transient) as exc:
             return f"error: {exc}"
         return "OK"
 
 
-def register(bus: ModbusBus, ctx: BusContext) -> None:
-    """Add the bus's relay modules to ctx.actuators and chain its `relay` command."""
+def register(
+    writer: CoilWriter,
+    timers: OffTimers,
+    ctx: BusContext,
+    channels: Mapping[str, Mapping[int, int]],
+) -> None:
+    """Add the relay modules (device -> channel -> coil address; sensors have no channels) to
+    ctx.actuators and chain this bus's `relay` command to the one already registered."""
     found = False
-    for device_id, dev in bus.devices.items():
-        channels = dev.decoder.channels
-        if channels:
-            ctx.actuators[device_id] = RelayActuator(bus, device_id, channels)
+    for device_id, device_channels in channels.items():
+        if device_channels:
+            ctx.actuators[device_id] = RelayActuator(writer, timers, device_id, device_channels)
             found = True
     if found:
-        ctx.commands["relay"] = RelayCommand(bus, ctx.commands.get("relay"))
+        ctx.commands["relay"] = RelayCommand(writer, ctx.actuators, ctx.commands.get("relay"))

@@ -14,7 +14,7 @@ import argparse
 import asyncio
 import sys
 
-from drivers.modbus import BAUDS, BusOptions, rtu_gap
+from drivers.modbus.options import BAUDS, BusOptions, rtu_gap
 from drivers.modbus.points import KINDS
 
 
@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def scan(options: BusOptions, units: list[int], kind: str, address: int) -> list[str]:
-    from drivers.modbus import NoResponse, UnitException
+    from drivers.modbus.errors import NoResponse, UnitException
     from drivers.modbus.transport import Link
 
     found = []

@@ -25,11 +25,14 @@ import struct
 import sys
 import termios
 import tty
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from drivers.modbus import BAUDS, rtu
+from drivers.modbus import rtu
+from drivers.modbus.decode import ModbusDecoder
+from drivers.modbus.options import BAUDS
 from drivers.modbus.slave import Faults, SimUnit, Write
+from gateway.model import Value
 
 # A gap this long between received bytes starts a new frame (3.5 characters at 1200 baud is
 # 32 ms; a pty delivers a frame in one read anyway).
@@ -253,11 +256,12 @@ def main(argv: list[str]) -> int:
     profile = ProfileLibrary(default_dirs(args.profile_dir)).get(
         args.profile, problems, "--profile"
     )
-    if profile is None or profile.protocol != "modbus":
+    decoder = profile.decoder if profile is not None else None
+    if not isinstance(decoder, ModbusDecoder):
         for problem in problems or [Problem("--profile", "not a modbus profile")]:
             print(problem, file=sys.stderr)
         return 1
-    params: dict[str, object] = {}
+    params: dict[str, Value] = {}
     for item in args.param:
         key, _, raw = item.partition("=")
         try:
@@ -266,13 +270,13 @@ def main(argv: list[str]) -> int:
             params[key] = raw
     faults = Faults(args.silent, args.exception, args.garbage, args.delay, args.drop_rate)
 
-    def show(unit: int):  # type: ignore[no-untyped-def]
+    def show(unit: int) -> Callable[[Write], None]:
         return lambda w: print(
             f"unit {unit}: write {w.kind} {w.address} = {list(w.values)}", flush=True
         )
 
     units = {
-        u: SimUnit(profile.decoder, params, faults=faults, seed=u, on_write=show(u))  # type: ignore[arg-type]
+        u: SimUnit(decoder, params, faults=faults, seed=u, on_write=show(u))
         for u in (args.unit or [1])
     }
 

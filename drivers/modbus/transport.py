@@ -22,7 +22,8 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from drivers.modbus import BusOptions, NoResponse, UnitException
+from drivers.modbus.errors import NoResponse, UnitException
+from drivers.modbus.options import BusOptions
 from gateway.errors import BusUnavailable
 
 # pymodbus logs an error (with a frame dump) for every unanswered request; a dead slave polled

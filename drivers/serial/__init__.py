@@ -6,34 +6,37 @@ Device keys: a device's readings go out under its configured id; readings of a s
 named by the profile's `source` field (a trap behind a receiver) go out under
 `<device id>-<source>` (receiver `trap-rx`, trap 17 -> `trap-rx-17`), so alert rules key on
 that. pyserial is imported only by drivers.serial.transport, and only when a bus is created.
+This module holds the declarations (gateway.contract.Driver) and the entry functions only.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from gateway.contract import Bus, BusConfig, BusContext, Decoder
+from drivers.serial import options
+from gateway.contract import Bus, BusConfig, BusContext, Decoder, Options
 from gateway.section import Section
 
-TRANSPORTS = ("serial",)
-PROTOCOLS = ("nmea", "line")
-SIMULATORS = {"nmea": "drivers.serial.sim:nmea_main", "trap": "drivers.serial.sim:trap_main"}
-SCANNERS = {"serial": "drivers.serial.scan:main"}
-DEMO = "drivers.serial.demo:field"
+TRANSPORTS: tuple[str, ...] = ("serial",)
+PROTOCOLS: tuple[str, ...] = ("nmea", "line")
+# USB serial adapters come and go: a bus reconnects when its tty is plugged back in.
+HOTPLUG: Mapping[str, tuple[str, ...]] = {"serial": ("tty",)}
+ACTUATORS: tuple[str, ...] = ()
+SIMULATORS: Mapping[str, str] = {
+    "nmea": "drivers.serial.sim:nmea_main",
+    "trap": "drivers.serial.sim:trap_main",
+}
+SCANNERS: Mapping[str, str] = {"serial": "drivers.serial.scan:main"}
+DEMO: str | None = "drivers.serial.demo:field"
 
 
-def parse_bus(section: Section, transport: str) -> Any:
-    from drivers.serial.options import parse_bus as parse
-
-    return parse(section)
+def parse_bus(section: Section, transport: str) -> Options:
+    return options.parse_bus(section)
 
 
-def parse_device(section: Section, transport: str) -> Any:
-    from drivers.serial.options import parse_device as parse
-
-    if not section.has("profile"):
-        section.problem("profile", "a serial device needs a profile (nmea or line protocol)")
-    return parse(section)
+def parse_device(section: Section, transport: str, decoder: Decoder | None) -> Options:
+    return options.parse_device(section)
 
 
 def compile_profile(section: Section, protocol: str) -> Decoder:
@@ -50,3 +53,10 @@ def create_bus(bus: BusConfig, ctx: BusContext) -> Bus:
     from drivers.serial.bus import SerialBus
 
     return SerialBus(bus, ctx)
+
+
+if TYPE_CHECKING:  # mypy checks this package against the driver contract
+    import drivers.serial
+    from gateway.contract import Driver
+
+    _contract: Driver = drivers.serial

@@ -21,15 +21,8 @@ from drivers.serial.nmea import ChecksumError
 from drivers.serial.options import BusOptions
 from drivers.serial.stream import Batch, DeviceStream
 from drivers.serial.transport import SerialPort, open_port
-from gateway.contract import BusConfig, BusContext
-from gateway.errors import (
-    BusUnavailable,
-    ConfigError,
-    DecodeError,
-    GatewayError,
-    Permanent,
-    Problem,
-)
+from gateway.contract import BusConfig, BusContext, options_as
+from gateway.errors import BusUnavailable, DecodeError, GatewayError, Permanent
 from gateway.hotplug import DeviceEvent, DeviceInfo, Hotplug, enumerate_devices
 from gateway.supervise import Backoff, Health, supervise
 
@@ -39,22 +32,11 @@ HEALTHY_AFTER = 60.0  # seconds connected before the backoff schedule starts aga
 class SerialBus:
     def __init__(self, bus: BusConfig, ctx: BusContext) -> None:
         self.name = bus.name
-        self.options: BusOptions = bus.options
+        self.options = options_as(bus.options, BusOptions)
         self.ctx = ctx
         self.log = ctx.log
         self.hotplug: Hotplug | None = ctx.hotplug
-        for d in bus.devices:
-            protocol = getattr(d.decoder, "protocol", None)
-            if protocol not in ("nmea", "line"):
-                raise ConfigError(
-                    [
-                        Problem(
-                            f"bus {bus.name}, device {d.id}",
-                            f'profile "{d.profile}" speaks {protocol}; a serial port needs '
-                            "an nmea or line profile",
-                        )
-                    ]
-                )
+        # config parsing guarantees every device has an nmea or line profile (PROTOCOLS)
         self.streams = [DeviceStream(d) for d in bus.devices]
         self.framer = LineFramer(self.options.max_line)
         self.counters: Counter[str] = Counter()

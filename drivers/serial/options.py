@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from gateway.contract import Options
 from gateway.hotplug import DeviceInfo
 from gateway.section import Section
 
@@ -60,7 +61,7 @@ class PortMatch:
 
 
 @dataclass(frozen=True)
-class BusOptions:
+class BusOptions(Options):
     port: str = ""
     match: PortMatch | None = None
     settings: PortSettings = PortSettings()
@@ -74,7 +75,7 @@ class BusOptions:
 
 
 @dataclass(frozen=True)
-class DeviceOptions:
+class DeviceOptions(Options):
     talkers: frozenset[str] = frozenset()
     silence: float = 0.0
     dedup_window: float | None = None
@@ -120,14 +121,14 @@ def parse_bus(s: Section) -> BusOptions:
 
 
 def _hex4(s: Section, key: str) -> str:
-    value = s.text(key, "")
+    value: str = s.text(key, "")
     if value and not HEX4.fullmatch(value.lower()):
         s.problem(key, f'expected 4 hex digits as udev shows them (e.g. "0403"), got "{value}"')
     return value.lower()
 
 
 def _stopbits(s: Section) -> float:
-    value = s.number("stopbits", 1.0)
+    value: float = s.number("stopbits", 1.0)
     if value not in (1.0, 1.5, 2.0):
         s.problem("stopbits", f"expected 1, 1.5 or 2, got {value:g}")
         return 1.0
@@ -135,6 +136,8 @@ def _stopbits(s: Section) -> float:
 
 
 def parse_device(s: Section) -> DeviceOptions:
+    if not s.has("profile"):
+        s.problem("profile", "a serial device needs a profile (nmea or line protocol)")
     talkers = s.strings("talkers", ())
     for i, talker in enumerate(talkers):
         if len(talker) != 2 or not talker.isalnum():

@@ -84,8 +84,8 @@ class PtyLine:
             try:
                 n = os.write(fd, view)
             except BlockingIOError:
-                ready = loop.create_future()
-                loop.add_writer(fd, lambda f=ready: f.done() or f.set_result(None))
+                ready: asyncio.Future[None] = loop.create_future()
+                loop.add_writer(fd, _resolve, ready)
                 self._waiting.add(ready)
                 try:
                     await ready
@@ -105,3 +105,8 @@ async def pty_line(link: Path | None = None) -> AsyncIterator[PtyLine]:
         yield line
     finally:
         line.close()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 
 from drivers.serial.events import Deduplicator, Sampler
 from drivers.serial.options import DeviceOptions
-from gateway.contract import DeviceConfig
-from gateway.model import Observation
+from gateway.contract import DeviceConfig, options_as
+from gateway.model import Observation, Value
 
 Batch = dict[str, list[Observation]]
 
@@ -31,8 +31,10 @@ class DeviceStream:
             raise ValueError(f"device {device.id} has no decoder (profile not loaded)")
         self.device = device
         self.decoder = device.decoder
-        self.params: Mapping[str, object] = device.params
-        options: DeviceOptions = device.options or DeviceOptions()
+        self.params: Mapping[str, Value] = device.params
+        options = (
+            DeviceOptions() if device.options is None else options_as(device.options, DeviceOptions)
+        )
         self.talkers = options.talkers
         self.silence = options.silence
         self.events = bool(getattr(self.decoder, "events", False))
@@ -51,7 +53,7 @@ class DeviceStream:
             start = line.rfind("$")
             if start >= 0 and line[start + 1 : start + 3] not in self.talkers:
                 return
-        observations = self.decoder.decode(line, self.params)  # type: ignore[arg-type]
+        observations = self.decoder.decode(line, self.params)
         self.last_heard = now
         if not observations:
             return

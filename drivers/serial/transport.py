@@ -48,14 +48,23 @@ def _open_serial(path: str, settings: PortSettings) -> serial.Serial:
         # pyserial sets VMIN=0 (it waits with select); with VMIN=0 a read on an idle tty
         # returns 0 bytes, which looks exactly like a hang-up. VMIN=1 makes an idle
         # non-blocking read fail with EAGAIN instead, so 0 bytes really means end of file.
-        attrs = termios.tcgetattr(port.fd)
+        fd = _fd(port, path)
+        attrs = termios.tcgetattr(fd)
         attrs[6][termios.VMIN] = 1
         attrs[6][termios.VTIME] = 0
-        termios.tcsetattr(port.fd, termios.TCSANOW, attrs)
+        termios.tcsetattr(fd, termios.TCSANOW, attrs)
     except (termios.error, OSError) as exc:
         port.close()
         raise _unavailable(path, OSError(*exc.args)) from None
     return port
+
+
+def _fd(port: serial.Serial, path: str) -> int:
+    """The open port's descriptor (pyserial's is None until the port is open)."""
+    fd = port.fd
+    if fd is None:
+        raise BusUnavailable(f"port {path} is not open")
+    return fd
 
 
 def _unavailable(path: str, exc: Exception) -> BusUnavailable:
@@ -78,7 +87,7 @@ class SerialPort:
     def __init__(self, port: serial.Serial, path: str) -> None:
         self.path = path
         self._port = port
-        self._fd: int = port.fd
+        self._fd = _fd(port, path)
         self._ready = asyncio.Event()
         self._error: BaseException | None = None
         self._loop = asyncio.get_running_loop()
@@ -147,20 +156,21 @@ class PortWriter:
     def __init__(self, port: serial.Serial, path: str) -> None:
         self.path = path
         self._port = port
+        self._fd = _fd(port, path)
 
     async def write(self, data: bytes) -> None:
         loop = asyncio.get_running_loop()
         view = memoryview(data)
         while view:
             try:
-                n = os.write(self._port.fd, view)
+                n = os.write(self._fd, view)
             except BlockingIOError:
                 ready = loop.create_future()
-                loop.add_writer(self._port.fd, ready.set_result, None)
+                loop.add_writer(self._fd, ready.set_result, None)
                 try:
                     await ready
                 finally:
-                    loop.remove_writer(self._port.fd)
+                    loop.remove_writer(self._fd)
                 continue
             except OSError as exc:
                 raise _unavailable(self.path, exc) from None

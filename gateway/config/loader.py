@@ -8,7 +8,7 @@ Drivers parse their own bus and device keys (gateway.contract); nothing downstre
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -233,7 +233,6 @@ def _bus(s: Section, library: ProfileLibrary) -> BusConfig:
             interval=d.number("interval", 60.0, lo=0.0),
             params=d.mapping("params", _param, "a number, string or boolean"),
             attributes=d.mapping("attributes", str, "a string"),
-            options=driver.parse_device(d, transport) if driver else None,
         )
         if device.id and not _is_topic_safe(device.id):
             d.problem("id", f"must not contain '/', '+', '#' or spaces, got \"{device.id}\"")
@@ -248,8 +247,9 @@ def _bus(s: Section, library: ProfileLibrary) -> BusConfig:
                     f'"{device.profile}" is a {profile.protocol} profile; transport '
                     f'"{transport}" decodes {", ".join(protocols) or "no profiles"}',
                 )
+        device_options = driver.parse_device(d, transport, decoder) if driver else None
         d.finish()
-        devices.append(_with_decoder(device, decoder))
+        devices.append(_with_decoder(replace(device, options=device_options), decoder))
     s.finish()
     return BusConfig(name, transport, tuple(devices), options)
 

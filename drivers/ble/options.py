@@ -4,7 +4,8 @@ Bus (`transport = "ble"`): adapter, scan_mode, silence_timeout, reconnect_min/ma
 connect_timeout, health_interval, queue_size. Bus (`transport = "ble-replay"`): file, speed,
 loop, queue_size. Device: address (MAC, normalised upper case), bindkey (32 hex digits, for
 encrypted BTHome), presence_timeout (beacons), stale_after, gatt ("off" | "read" | "notify").
-Every problem is recorded on the Section with its path; nothing here touches a radio.
+Every problem is recorded on the Section with its path; the profile's protocol comes from its
+compiled decoder (never from reading the profile file again); nothing here touches a radio.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from drivers.ble.advert import normalise_mac
+from gateway.contract import Decoder, Options
 from gateway.section import Section
 
 SCAN_MODES = ("passive", "active")
@@ -22,7 +24,7 @@ _BINDKEY = re.compile(r"^[0-9A-Fa-f]{32}$")
 
 
 @dataclass(frozen=True)
-class BleBusOptions:
+class BleBusOptions(Options):
     adapter: str = "hci0"
     scan_mode: str = "passive"  # falls back to active when BlueZ lacks advertisement monitors
     # no advert at all for this long: restart the scan (a wedged controller hears nothing);
@@ -36,7 +38,7 @@ class BleBusOptions:
 
 
 @dataclass(frozen=True)
-class ReplayOptions:
+class ReplayOptions(Options):
     file: str = ""
     speed: float = 1.0  # 1 = recorded pace, 10 = ten times faster, 0 = as fast as possible
     loop: bool = False
@@ -44,7 +46,7 @@ class ReplayOptions:
 
 
 @dataclass(frozen=True)
-class BleDeviceOptions:
+class BleDeviceOptions(Options):
     address: str = ""
     bindkey: str = ""
     presence_timeout: float = 300.0
@@ -77,23 +79,8 @@ def parse_bus(s: Section, transport: str) -> BleBusOptions | ReplayOptions:
     return opts
 
 
-def _profile_protocol(name: str) -> str | None:
-    """The protocol of a profile found in the default search path (None when not found)."""
-    import tomllib
-
-    from gateway.config.profiles import default_dirs, find_profile_file
-
-    path = find_profile_file(name, default_dirs())
-    if path is None:
-        return None  # maybe in a site profile_dir; the GATT session checks again at start
-    try:
-        protocol = tomllib.loads(path.read_text(encoding="utf-8"))["profile"]["protocol"]
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError):
-        return None
-    return protocol if isinstance(protocol, str) else None
-
-
-def parse_device(s: Section, transport: str) -> BleDeviceOptions:
+def parse_device(s: Section, transport: str, decoder: Decoder | None) -> BleDeviceOptions:
+    """`decoder` is the device's compiled profile (GATT mode needs an ESS one)."""
     raw_address = s.text("address")
     address = normalise_mac(raw_address) if raw_address else None
     if raw_address and address is None:
@@ -109,12 +96,14 @@ def parse_device(s: Section, transport: str) -> BleDeviceOptions:
     gatt = s.text("gatt", "off", choices=GATT_MODES)
     if gatt != "off" and transport == "ble-replay":
         s.problem("gatt", 'a replay bus has no radio to connect with; use gatt = "off"')
-    elif gatt != "off":
-        profile = s.raw.get("profile")
-        protocol = _profile_protocol(profile) if isinstance(profile, str) else None
-        if protocol not in (None, "ess"):
-            s.problem("gatt", f'GATT mode reads ESS characteristics; profile "{profile}" is '
-                              f'protocol "{protocol}", not "ess"')  # fmt: skip
+    elif gatt != "off" and decoder is not None and decoder.protocol != "ess":
+        s.problem(
+            "gatt",
+            f'GATT mode reads ESS characteristics; profile "{s.raw.get("profile")}" is '
+            f'protocol "{decoder.protocol}", not "ess"',
+        )
+    elif gatt != "off" and decoder is None and not s.has("profile"):
+        s.problem("gatt", "GATT mode reads ESS characteristics; the device needs an ESS profile")
     return BleDeviceOptions(
         address=address or "",
         bindkey=bindkey.lower(),

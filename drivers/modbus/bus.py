@@ -21,13 +21,18 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from drivers.modbus import BusOptions, NoResponse
+from drivers.modbus import HOTPLUG
 from drivers.modbus.decode import ModbusDecoder
+from drivers.modbus.errors import NoResponse
+from drivers.modbus.link import Link
+from drivers.modbus.options import BusOptions, DeviceOptions
 from drivers.modbus.plan import Block, plan
-from gateway.contract import BusConfig, BusContext, DeviceConfig
-from gateway.errors import BusUnavailable, ConfigError, DecodeError, DeviceUnavailable, Problem
+from drivers.modbus.relay import OffTimers, register
+from drivers.modbus.schedule import first_dues, next_due
+from gateway.contract import BusConfig, BusContext, DeviceConfig, decoder_as, options_as
+from gateway.errors import BusUnavailable, DecodeError, DeviceUnavailable
+from gateway.hotplug import DeviceEvent, Hotplug
 from gateway.supervise import Backoff, Health, supervise
 
 
@@ -52,10 +57,10 @@ class _Write:
     )
 
 
-def _default_link(options: BusOptions) -> Any:
-    from drivers.modbus.transport import Link
+def _default_link(options: BusOptions) -> Link:
+    from drivers.modbus import transport
 
-    return Link(options)
+    return transport.Link(options)
 
 
 class ModbusBus:
@@ -66,47 +71,36 @@ class ModbusBus:
         bus: BusConfig,
         ctx: BusContext,
         *,
-        link_factory: Callable[[BusOptions], Any] = _default_link,
+        link_factory: Callable[[BusOptions], Link] = _default_link,
         wake: asyncio.Event | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.name = bus.name
-        self.options: BusOptions = bus.options
+        self.options = options_as(bus.options, BusOptions)
         self.ctx = ctx
         self.log = ctx.log
         self.counters: Counter[str] = Counter()
         self._link_factory = link_factory
-        self._hub: Any = None
-        if wake is None and isinstance(ctx.hotplug, asyncio.Event):
-            wake = ctx.hotplug
-        elif wake is None and hasattr(ctx.hotplug, "subscribe") and bus.transport == "modbus-rtu":
-            # A gateway.hotplug source: an adapter plugged back in cuts the backoff short.
+        self._hub: Hotplug | None = None
+        if wake is None and ctx.hotplug is not None and bus.transport in HOTPLUG:
+            # An adapter plugged back in cuts the backoff short.
             self._hub = ctx.hotplug
             wake = asyncio.Event()
         self._wake_reconnect = wake
         self._rng = rng or random.Random()
-        self._link: Any = None
+        self._link: Link | None = None
         self._queue: list[_Write] = []
         self._kick: asyncio.Event | None = None
-        self.relay_offs: dict[tuple[str, int], float] = {}  # (device, channel) -> off time
         self._last_end = 0.0
         self.devices: dict[str, _Device] = {}
-        problems = []
-        for i, d in enumerate(bus.devices):
-            if not isinstance(d.decoder, ModbusDecoder):
-                problems.append(
-                    Problem(
-                        f"{bus.name}.devices[{i}].profile", f'"{d.profile}" is not a Modbus profile'
-                    )
-                )
-                continue
-            gap = d.options.max_gap if d.options.max_gap is not None else self.options.max_gap
-            self.devices[d.id] = _Device(d, d.decoder, d.options.unit, plan(d.decoder.spans(), gap))
-        if problems:
-            raise ConfigError(problems)
-        from drivers.modbus.relay import register
-
-        register(self, ctx)
+        for d in bus.devices:
+            # Config parsing guarantees a Modbus profile (PROTOCOLS) and the options' ranges.
+            decoder = decoder_as(d, ModbusDecoder)
+            opts = options_as(d.options, DeviceOptions)
+            gap = opts.max_gap if opts.max_gap is not None else self.options.max_gap
+            self.devices[d.id] = _Device(d, decoder, opts.unit, plan(decoder.spans(), gap))
+        self.relays = OffTimers(self, self._rng)
+        register(self, self.relays, ctx, {i: d.decoder.channels for i, d in self.devices.items()})
 
     # -- the task -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -115,9 +109,15 @@ class ModbusBus:
         backoff = Backoff(initial=o.reconnect_min, maximum=o.reconnect_max, rng=self._rng)
         watch = self._hub.subscribe(self._on_device) if self._hub else contextlib.nullcontext()
         with watch:
-            await supervise(self._attempt, health, backoff, wake=self._wake_reconnect)
+            if not any(d.decoder.channels for d in self.devices.values()):
+                await supervise(self._attempt, health, backoff, wake=self._wake_reconnect)
+                return
+            async with asyncio.TaskGroup() as tg:
+                # Timed relay switch-offs run beside the link: they also wait out a bus outage.
+                tg.create_task(self.relays.run(), name=f"{self.name}-relay-timers")
+                await supervise(self._attempt, health, backoff, wake=self._wake_reconnect)
 
-    def _on_device(self, event: Any) -> None:
+    def _on_device(self, event: DeviceEvent) -> None:
         """Hotplug listener: an `add` of our port (by node or udev link) wakes the reconnect."""
         device = event.device
         if event.action == "add" and self.options.port in (device.devnode, *device.devlinks):
@@ -130,6 +130,7 @@ class ModbusBus:
             async with self._link_factory(self.options) as link:
                 health.up(bus=self.name, port=self.options.where)
                 self._link = link
+                self.relays.retry_now()  # switch-offs that failed while the bus was down
                 await self._serve(link)
         except BusUnavailable as exc:
             for dev in self.devices.values():
@@ -143,30 +144,16 @@ class ModbusBus:
             self._queue.clear()
 
     def _schedule_first(self) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        n = len(self.devices)
-        # Stagger first polls a little so a restart does not burst every trigger write and
-        # read at once; the bus serialises them anyway, so a short spread is enough.
-        for i, dev in enumerate(self.devices.values()):
-            if dev.due <= now:
-                dev.due = now + min(dev.config.interval, 2.0) * i / max(1, n)
+        devices = list(self.devices.values())
+        now = asyncio.get_running_loop().time()
+        dues = first_dues([d.due for d in devices], [d.config.interval for d in devices], now)
+        for dev, due in zip(devices, dues, strict=True):
+            dev.due = due
 
-    def _next_due(self, dev: _Device, now: float) -> float:
-        interval = dev.config.interval
-        if interval <= 0:
-            return now
-        j = self.options.jitter
-        step = interval * (1 + self._rng.uniform(-j, j))
-        # Fixed rate from the previous due time; after falling behind, restart from now.
-        return dev.due + step if dev.due + step > now else now + step
-
-    async def _serve(self, link: Any) -> None:
+    async def _serve(self, link: Link) -> None:
         loop = asyncio.get_running_loop()
         self._kick = asyncio.Event()
         self._schedule_first()
-        from drivers.modbus.relay import due_offs
-
         task = asyncio.current_task()
         while True:
             if task is not None and task.cancelling():
@@ -176,17 +163,18 @@ class ModbusBus:
             if self._queue:
                 await self._do_write(link, self._queue.pop(0))
                 continue
-            wake_at = await due_offs(self, loop.time())
             if not self.devices:
-                await self._idle(wake_at - loop.time())
+                await self._idle(3600.0)
                 continue
             dev = min(self.devices.values(), key=lambda d: d.due)
             now = loop.time()
             if dev.due > now:
-                await self._idle(min(dev.due, wake_at) - now)
+                await self._idle(dev.due - now)
                 continue
             await self._poll(link, dev)
-            dev.due = self._next_due(dev, loop.time())
+            dev.due = next_due(
+                dev.due, dev.config.interval, self.options.jitter, self._rng, loop.time()
+            )
 
     async def _idle(self, seconds: float) -> None:
         assert self._kick is not None
@@ -208,7 +196,7 @@ class ModbusBus:
         self._last_end = asyncio.get_running_loop().time()
 
     # -- polling --------------------------------------------------------------------------
-    async def _poll(self, link: Any, dev: _Device) -> None:
+    async def _poll(self, link: Link, dev: _Device) -> None:
         self.counters["polls"] += 1
         ts = time.time()
         try:
@@ -283,7 +271,12 @@ class ModbusBus:
             raise ValueError("nothing to write")
         if self._link is None:
             raise BusUnavailable(f"bus {self.name} is down")
-        request = self.enqueue(device, kind, address, values)
+        request = _Write(dev, kind, address, values)
+        # Retrieve the outcome even when nobody awaits it any more (a timed-out caller).
+        request.done.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._queue.append(request)
+        if self._kick is not None:
+            self._kick.set()  # wake the bus task from its idle wait
         o = self.options
         # Worst case: the poll in progress (its blocks and trigger) and then our own request.
         budget = o.timeout * (o.retries + 1) * (len(dev.blocks) + 3) + 2 * o.gap + 1.0
@@ -297,21 +290,7 @@ class ModbusBus:
                 self._queue.remove(request)
             raise DeviceUnavailable(f"{device}: write not done within {budget:.1f} s") from None
 
-    def enqueue(self, device: str, kind: str, address: int, values: tuple[int, ...]) -> _Write:
-        """Queue a write for the bus task without waiting for it (used from inside the task)."""
-        request = _Write(self.devices[device], kind, address, values)
-        # Retrieve the outcome even when nobody awaits it any more (a timed-out caller).
-        request.done.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._queue.append(request)
-        self.kick()
-        return request
-
-    def kick(self) -> None:
-        """Wake the bus task early (a write or a relay timer was added)."""
-        if self._kick is not None:
-            self._kick.set()
-
-    async def _do_write(self, link: Any, w: _Write) -> None:
+    async def _do_write(self, link: Link, w: _Write) -> None:
         if w.done.done():
             return
         await self._quiet()

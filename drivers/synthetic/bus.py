@@ -1,4 +1,7 @@
-"""The synthetic bus task: polls every synthetic device on its interval and emits values."""
+"""The synthetic bus task: polls every synthetic device on its interval and emits values.
+
+No I/O besides the sink; never raises on its own.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +10,22 @@ import random
 import time
 from collections.abc import Iterator
 
+from drivers.synthetic.options import BusOptions, DeviceOptions
 from drivers.synthetic.pattern import PATTERNS
-from gateway.contract import BusConfig, BusContext, DeviceConfig
+from gateway.contract import BusConfig, BusContext, DeviceConfig, options_as
 from gateway.model import Observation
 
 
-def expand(bus: BusConfig) -> Iterator[tuple[str, DeviceConfig]]:
+def expand(bus: BusConfig) -> Iterator[tuple[str, DeviceConfig, DeviceOptions]]:
+    """(key, device, its options) for every device, replicas named <id>-000 ..."""
     for device in bus.devices:
-        replicas = device.options["replicas"]
-        if replicas == 1:
-            yield device.id, device
+        opts = options_as(device.options, DeviceOptions)
+        if opts.replicas == 1:
+            yield device.id, device, opts
         else:
-            width = max(3, len(str(replicas - 1)))
-            for i in range(replicas):
-                yield f"{device.id}-{i:0{width}d}", device
+            width = max(3, len(str(opts.replicas - 1)))
+            for i in range(opts.replicas):
+                yield f"{device.id}-{i:0{width}d}", device, opts
 
 
 class SyntheticBus:
@@ -30,12 +35,12 @@ class SyntheticBus:
         self.name = bus.name
         self.bus = bus
         self.ctx = ctx
-        self.rng = random.Random(bus.options["seed"])
+        self.rng = random.Random(options_as(bus.options, BusOptions).seed)
 
-    def _observe(self, device: DeviceConfig, n: int, t: float) -> list[Observation]:
+    def _observe(self, opts: DeviceOptions, n: int, t: float) -> list[Observation]:
         return [
             Observation(p.quantity, PATTERNS[p.pattern](p, n, t, self.rng), p.unit)
-            for p in device.options["points"]
+            for p in opts.points
         ]
 
     async def run(self) -> None:
@@ -48,7 +53,7 @@ class SyntheticBus:
         start = loop.time()
         due = [
             start + (d.interval * i / len(devices) if d.interval > 0 else 0.0)
-            for i, (_, d) in enumerate(devices)
+            for i, (_, d, _) in enumerate(devices)
         ]
         polls = [0] * len(devices)
         live = len(devices)
@@ -59,15 +64,14 @@ class SyntheticBus:
                 await asyncio.sleep(next_due - now)
                 now = loop.time()
             wall = time.time()
-            for i, (key, device) in enumerate(devices):
+            for i, (key, device, opts) in enumerate(devices):
                 if due[i] > now:
                     continue
-                limit = device.options["count"]
-                if limit and polls[i] >= limit:
+                if opts.count and polls[i] >= opts.count:
                     due[i] = float("inf")
                     live -= 1
                     continue
-                await self.ctx.sink.emit(key, self._observe(device, polls[i], wall), wall)
+                await self.ctx.sink.emit(key, self._observe(opts, polls[i], wall), wall)
                 polls[i] += 1
                 due[i] = now + device.interval if device.interval > 0 else now
         self.ctx.log.info("synthetic devices finished their counts", bus=self.name)
