@@ -210,8 +210,8 @@ async def test_random_operations_match_a_simple_model(tmp_path, seed):
     rng = random.Random(seed)
     present: dict[int, Lane] = {}
     leased: set[int] = set()
-    async with Outbox.open(tmp_path / "o.db", max_rows=10_000) as ob:
-        ob.tail_limit = rng.choice([5, 50, 50_000])
+    tail_limit = rng.choice([5, 50, 50_000])
+    async with Outbox.open(tmp_path / "o.db", max_rows=10_000, tail_limit=tail_limit) as ob:
         for _ in range(300):
             op = rng.random()
             if op < 0.35:

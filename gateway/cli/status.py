@@ -13,30 +13,12 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from gateway.config import loader as config_mod
 from gateway.errors import ConfigError
-from gateway.model import Lane
+from gateway.outbox import inspect
 
 STALE_AFTER = 30.0
-
-
-def outbox_summary(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {"exists": False}
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        lanes = {
-            Lane(lane).name.lower(): (count, oldest)
-            for lane, count, oldest in db.execute(
-                "SELECT lane, count(*), min(ts) FROM outbox GROUP BY lane"
-            )
-        }
-        meta = dict(db.execute("SELECT key, value FROM meta"))
-    finally:
-        db.close()
-    return {"exists": True, "lanes": lanes, "meta": meta, "bytes": path.stat().st_size}
 
 
 def _age(seconds: float) -> str:
@@ -45,6 +27,25 @@ def _age(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def _show_outbox(store: Path, now: float) -> None:
+    try:
+        box = inspect.summary(store)
+    except sqlite3.Error as exc:
+        print(f"outbox   {store}: cannot read ({exc})")
+        return
+    if box is None:
+        print(f"outbox   {store}: not created yet")
+        return
+    print(f"outbox   {store}  {box.rows} rows waiting, file {box.file_bytes / 1e6:.1f} MB")
+    for name in sorted(box.lanes):
+        lane = box.lanes[name]
+        print(f"  {name:<10} {lane.rows:>9} rows, oldest {_age(now - lane.oldest_ts)} ago")
+    drops = {k: v for k, v in box.dropped.items() if v}
+    if drops:
+        print("  dropped  " + ", ".join(f"{k} {v}" for k, v in sorted(drops.items())))
+    print(f"  last seq {box.last_seq}")
 
 
 def main(config_path: str) -> int:
@@ -57,22 +58,7 @@ def main(config_path: str) -> int:
     store = Path(cfg.store.path)
     now = time.time()
     print(f"gateway {cfg.site.id}  config {config_path}")
-    try:
-        box = outbox_summary(store)
-    except sqlite3.Error as exc:
-        print(f"outbox   {store}: cannot read ({exc})")
-        box = {"exists": False}
-    if box["exists"]:
-        total = sum(c for c, _ in box["lanes"].values())
-        print(f"outbox   {store}  {total} rows waiting, file {box['bytes'] / 1e6:.1f} MB")
-        for lane, (count, oldest) in sorted(box["lanes"].items()):
-            print(f"  {lane:<10} {count:>9} rows, oldest {_age(now - oldest)} ago")
-        drops = {k[8:]: v for k, v in box["meta"].items() if k.startswith("dropped_") and v}
-        if drops:
-            print("  dropped  " + ", ".join(f"{k} {v}" for k, v in sorted(drops.items())))
-        print(f"  last seq {box['meta'].get('seq_hwm', 0)}")
-    else:
-        print(f"outbox   {store}: not created yet")
+    _show_outbox(store, now)
     status_file = store.with_name("status.json")
     try:
         status = json.loads(status_file.read_text())

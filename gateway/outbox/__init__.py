@@ -1,7 +1,10 @@
 """The outbox: the one durable queue between the pipeline and the uplink (SQLite, WAL).
 
 Owns: the database file and its rows (`database`), the queue with its bounds, leases and
-acknowledgements (`store`), and read-only inspection for `gateway status`.
-May import: `gateway.model`, `gateway.errors` and aiosqlite/sqlite3. Nothing else: it knows no
-config, MQTT, driver or alert.
+acknowledgements (`store`, the facade: `Outbox`, built from `writer` and its one
+`transaction`, the drop policy `bounds`, the persisted `meta` counters, the row `counts`, the
+lease bookkeeping and tail cache `leases`, the disk-full memory buffer `spill`), and read-only
+inspection for `gateway status` (`inspect`).
+May import: `gateway.model`, `gateway.errors` and aiosqlite/sqlite3 (structlog only for the
+default logger of `Outbox.open`). Nothing else: it knows no config, MQTT, driver or alert.
 """

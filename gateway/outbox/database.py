@@ -11,7 +11,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 
@@ -106,7 +106,7 @@ def runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
 
 
 def is_full(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
+    code: int | None = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
         return code == _SQLITE_FULL or code & 0xFF == _SQLITE_IOERR
     return "full" in str(exc) or "disk I/O" in str(exc)
@@ -124,7 +124,7 @@ async def connect(path: Path, sync: str) -> aiosqlite.Connection:
         await db.execute("PRAGMA journal_mode = WAL")
         await db.execute(f"PRAGMA synchronous = {'FULL' if sync == 'full' else 'NORMAL'}")
         async with db.execute("PRAGMA quick_check") as cur:
-            result = await cur.fetchall()
+            result = list(await cur.fetchall())
         if [tuple(r) for r in result] != [("ok",)]:
             raise sqlite3.DatabaseError(f"quick_check: {result[:3]}")
         await db.executescript(SCHEMA)
@@ -151,3 +151,29 @@ def quarantine(path: Path) -> str:
         if side.exists():
             side.rename(target.with_name(target.name + suffix))
     return str(target)
+
+
+async def fetch(
+    db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()
+) -> list[tuple[Any, ...]]:
+    """Run one statement and return all its rows as plain tuples.
+
+    The outbox's connection keeps sqlite3's default row factory, so rows are tuples;
+    aiosqlite's annotations call them sqlite3.Row whatever the factory."""
+    async with db.execute(sql, params) as cur:
+        return cast(list[tuple[Any, ...]], await cur.fetchall())
+
+
+async def cap_size(db: aiosqlite.Connection, limit_bytes: int) -> None:
+    """Cap the file through SQLite's page budget (0 lifts the cap); beyond it a write fails
+    exactly like on a full disk (SQLITE_FULL)."""
+    ((page,),) = await fetch(db, "PRAGMA page_size")
+    pages = max(1, limit_bytes // page) if limit_bytes else 2**31 - 2
+    await db.execute(f"PRAGMA max_page_count = {int(pages)}")
+
+
+async def shrink(db: aiosqlite.Connection) -> None:
+    """Give a drained file's pages back to the filesystem and truncate the WAL."""
+    # executescript steps the pragma to completion; a cursor frees one page a step.
+    await db.executescript("PRAGMA incremental_vacuum;")
+    await fetch(db, "PRAGMA wal_checkpoint(TRUNCATE)")

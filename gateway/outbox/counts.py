@@ -1,0 +1,76 @@
+"""How many rows and bytes the outbox file holds per lane, and how many rows were dropped.
+
+An in-memory mirror the store keeps exact after each committed write, so that bounds, stats
+and `unleased` need no COUNT query; `recount` reads it back from the file when it may have
+drifted (an ack of rows dropped meanwhile). Drop counters start from the persisted `meta`
+counters; rows dropped from the memory spill are counted here only (they never reached the
+file). No decisions here, and no writes: only the two reading queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import aiosqlite
+
+from gateway.model import Lane, Reading
+from gateway.outbox import meta
+from gateway.outbox.database import LANES, fetch, row_size
+
+
+class Counts:
+    def __init__(self) -> None:
+        self.rows = dict.fromkeys(Lane, 0)
+        self.bytes = 0
+        self.dropped = dict.fromkeys(Lane, 0)
+
+    @property
+    def total(self) -> int:
+        """Rows in the file, all lanes."""
+        return sum(self.rows.values())
+
+    def added(self, readings: Iterable[Reading], nbytes: int) -> None:
+        """`readings` (of `nbytes` in all, as `row_size` counts them) were committed."""
+        rows = self.rows
+        for r in readings:
+            rows[r.lane] += 1
+        self.bytes += nbytes
+
+    def removed(self, readings: Iterable[Reading]) -> None:
+        """`readings` left the file (acknowledged)."""
+        rows = self.rows
+        for r in readings:
+            rows[r.lane] -= 1
+            self.bytes -= row_size(r)
+
+    def lost(self, lane: Lane, gone: Sequence[tuple[int, int]]) -> None:
+        """Rows of `lane`, as (seq, size), were dropped from the file over its bounds."""
+        self.rows[lane] -= len(gone)
+        self.bytes -= sum(size for _, size in gone)
+        self.dropped[lane] += len(gone)
+
+    def lost_in_memory(self, lane: Lane) -> None:
+        """One row of `lane` was dropped before it reached the file (the spill was full)."""
+        self.dropped[lane] += 1
+
+    async def recount(self, db: aiosqlite.Connection) -> None:
+        """Rows and bytes per lane as the file holds them now."""
+        self.rows = dict.fromkeys(Lane, 0)
+        self.bytes = 0
+        for lane, count, size in await fetch(
+            db, "SELECT lane, count(*), total(size) FROM outbox GROUP BY lane"
+        ):
+            self.rows[LANES[lane]] = count
+            self.bytes += int(size)
+
+    async def load(self, db: aiosqlite.Connection, counters: dict[str, int]) -> None:
+        """Recount the file and take the drop counters from `meta`'s `counters`."""
+        await self.recount(db)
+        for lane in Lane:
+            self.dropped[lane] = counters.get(meta.dropped_key(lane), 0)
+
+    def by_lane(self) -> dict[str, int]:
+        return {lane.name.lower(): n for lane, n in self.rows.items()}
+
+    def dropped_by_lane(self) -> dict[str, int]:
+        return {lane.name.lower(): n for lane, n in self.dropped.items()}

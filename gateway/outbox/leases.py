@@ -1,0 +1,147 @@
+"""Which rows of the outbox are leased, and the tail cache that serves most leases.
+
+Leases live in memory only: a crash or `release_all()` makes every row leasable again (at
+most the batches in flight are sent twice). Per lane, a cursor marks the newest seq handed
+out, so the next lease starts after it; `release` moves it back. The tail is a copy of the
+newest committed rows of each lane in seq order: in the steady state a lease is served from
+it without a SELECT (the file stays the durable record).
+
+No I/O here: the store runs the SQL and tells this bookkeeping what was written, leased,
+delivered or dropped. It must not decide what is durable.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from gateway.model import Lane, Reading
+from gateway.outbox.database import from_row, seq_of
+
+TAIL_LIMIT = 50_000
+
+
+class Leases:
+    def __init__(self, tail_limit: int = TAIL_LIMIT) -> None:
+        self.tail_limit = tail_limit
+        self._leased: dict[Lane, set[int]] = {lane: set() for lane in Lane}
+        self._cursor = dict.fromkeys(Lane, 0)
+        self._tail: dict[Lane, deque[Reading]] = {lane: deque() for lane in Lane}
+
+    # -- questions --------------------------------------------------------------------------
+    def cursor(self, lane: Lane) -> int:
+        """The newest seq of `lane` handed out since the last release; leases start after it."""
+        return self._cursor[lane]
+
+    def count(self, lane: Lane | None = None) -> int:
+        """Rows leased now (of one lane, or all)."""
+        if lane is None:
+            return sum(len(s) for s in self._leased.values())
+        return len(self._leased[lane])
+
+    # -- choosing what to hand out ------------------------------------------------------------
+    def from_tail(self, lane: Lane, limit: int) -> list[Reading] | None:
+        """Up to `limit` unleased rows of `lane` from the tail, oldest first; None when the
+        tail cannot answer (rows older than it may still be unleased: the caller SELECTs)."""
+        tail = self._tail[lane]
+        cursor = self._cursor[lane]
+        if not tail or cursor < tail[0].seq - 1:
+            return None
+        # Every row of the lane older than the tail is leased or gone: serve the tail.
+        out: list[Reading] = []
+        leased = self._leased[lane]
+        for i in range(bisect.bisect_right(tail, cursor, key=seq_of), len(tail)):
+            r = tail[i]
+            if r.seq not in leased:
+                out.append(r)
+                if len(out) == limit:
+                    break
+        return out
+
+    def pick_rows(self, lane: Lane, rows: Iterable[tuple[Any, ...]], limit: int) -> list[Reading]:
+        """Up to `limit` of the file's `rows` (SELECT order) that are not leased, as Readings."""
+        out: list[Reading] = []
+        leased = self._leased[lane]
+        for row in rows:
+            if row[0] not in leased:
+                out.append(from_row(row))
+                if len(out) == limit:
+                    break
+        return out
+
+    def top_up(self, lane: Lane, out: list[Reading], more: Iterable[Reading], limit: int) -> None:
+        """Append to `out`, up to `limit`, the rows of `more` in `lane` neither leased nor
+        already in `out` (the memory spill, which may repeat rows the file also holds)."""
+        taken = {r.seq for r in out}
+        leased = self._leased[lane]
+        for r in more:
+            if r.lane == lane and r.seq not in leased and r.seq not in taken:
+                out.append(r)
+                if len(out) == limit:
+                    break
+
+    def grant(self, lane: Lane, readings: Sequence[Reading]) -> None:
+        """Mark `readings` (all of `lane`) leased."""
+        if readings:
+            self._cursor[lane] = max(self._cursor[lane], max(r.seq for r in readings))
+            self._leased[lane].update(r.seq for r in readings)
+
+    # -- giving back ---------------------------------------------------------------------------
+    def release(self, seqs: Sequence[int]) -> None:
+        """Give leased rows back (their publish failed); they are leased again, oldest first."""
+        if not seqs:
+            return
+        low = min(seqs) - 1
+        for lane in Lane:
+            leased = self._leased[lane]
+            before = len(leased)
+            leased.difference_update(seqs)
+            if len(leased) != before:
+                self._cursor[lane] = min(self._cursor[lane], low)
+
+    def release_all(self) -> None:
+        for leased in self._leased.values():
+            leased.clear()
+        self._cursor = dict.fromkeys(Lane, 0)
+
+    def end(self, seqs: Iterable[int]) -> None:
+        """The rows were delivered: their leases end, in whichever lane (cursors stay)."""
+        for leased in self._leased.values():
+            leased.difference_update(seqs)
+
+    def discard(self, lane: Lane, seq: int) -> None:
+        """One row of `lane` left before it reached the file (dropped from the spill)."""
+        self._leased[lane].discard(seq)
+
+    # -- the tail -----------------------------------------------------------------------------
+    def remember(self, readings: Iterable[Reading]) -> None:
+        """Rows just committed, in seq order within each lane."""
+        for r in readings:
+            tail = self._tail[r.lane]
+            if tail and r.seq <= tail[-1].seq:
+                tail.clear()  # out of order (rows back from memory): leases use SQL again
+            tail.append(r)
+        for tail in self._tail.values():
+            while len(tail) > self.tail_limit:
+                tail.popleft()
+
+    def forget(self, lane: Lane, seqs: set[int]) -> None:
+        """Rows of `lane` left the file (acknowledged): drop them from the tail."""
+        tail = self._tail[lane]
+        while tail and tail[0].seq in seqs:
+            tail.popleft()
+        # In order acks leave nothing behind; scan the tail only when some could be in it.
+        if tail and max(seqs) >= tail[0].seq and any(r.seq in seqs for r in tail):
+            self._tail[lane] = deque(r for r in tail if r.seq not in seqs)
+
+    def drop(self, lane: Lane, seqs: set[int]) -> None:
+        """Rows of `lane` were dropped from the file over its bounds: no lease, no tail copy."""
+        self._leased[lane].difference_update(seqs)
+        self.forget(lane, seqs)
+
+    def clear_tail(self) -> None:
+        """Cached copies are stale (stamps corrected on disk): leases use SQL again."""
+        for tail in self._tail.values():
+            tail.clear()

@@ -1,0 +1,184 @@
+"""The outbox's one writer: every change to the file, one transaction each, one at a time.
+
+Appends (with the bounds enforced in the same transaction), acknowledgements and stamp
+corrections run under one lock, each in `transaction(db)`. Only after a commit are the
+in-memory views brought up to date (counts, leases, the tail), so a failed write leaves
+them as the file is. A full disk sends appends to the spill and is never raised to the
+caller; the spill is written back before the next batch. Nothing here reads for a caller or
+hands out leases, and nothing here shields against cancellation: the store's facade does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aiosqlite
+
+from gateway.errors import StoreFull
+from gateway.model import Lane, Reading
+from gateway.outbox import meta
+from gateway.outbox.bounds import Bounds, Dropped
+from gateway.outbox.counts import Counts
+from gateway.outbox.database import INSERT, is_full, runs, shrink, to_row
+from gateway.outbox.leases import Leases
+from gateway.outbox.spill import Spill
+from gateway.outbox.transaction import transaction
+
+
+class Writer:
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        *,
+        bounds: Bounds,
+        counts: Counts,
+        leases: Leases,
+        spill: Spill,
+        listeners: list[Callable[[set[Lane]], None]],
+        log: Any,
+    ) -> None:
+        self.db = db
+        self.bounds = bounds
+        self.counts = counts
+        self.leases = leases
+        self.spill = spill
+        self.listeners = listeners
+        self.log = log
+        self._lock = asyncio.Lock()
+
+    async def append(self, readings: Sequence[Reading]) -> None:
+        """Write the spill back, then `readings` (or buffer them while the disk is full);
+        then tell the listeners which lanes got rows."""
+        async with self._lock:
+            if self.spill:
+                await self.flush()
+            if not readings:
+                return
+            if self.spill.full:
+                self._buffer(readings)
+            else:
+                try:
+                    await self._write(readings)
+                except StoreFull:
+                    self._buffer(readings)
+            lanes = {r.lane for r in readings}
+            for listener in self.listeners:
+                listener(lanes)
+
+    async def flush(self) -> None:
+        """Write the spill back to the file, if the file takes it now (caller holds the lock,
+        or the outbox is closing)."""
+        if not self.spill:
+            return
+        # Rows already acked while in memory were removed from the spill by ack().
+        try:
+            await self._write(list(self.spill))
+        except StoreFull:
+            return
+        self.spill.clear()
+
+    async def _write(self, readings: Sequence[Reading]) -> None:
+        """Insert a batch, dropping over the bounds, in one transaction; StoreFull when the
+        disk is full (the spill then holds until a write succeeds)."""
+        rows = [to_row(r) for r in readings]
+        added = sum(row[-1] for row in rows)  # to_row puts the row's size last
+        try:
+            async with transaction(self.db) as db:
+                await db.executemany(INSERT, rows)
+                dropped = await self.bounds.enforce(
+                    db,
+                    rows=self.counts.total,
+                    nbytes=self.counts.bytes,
+                    adding=len(rows),
+                    adding_bytes=added,
+                )
+                await meta.raise_to(db, meta.SEQ_HWM, max(r.seq for r in readings))
+        except sqlite3.Error as exc:
+            if is_full(exc):
+                self.spill.enter(str(exc))
+                raise StoreFull(str(exc)) from exc
+            raise
+        gone = self._apply_drops(dropped) if dropped else set()
+        self.counts.added(readings, added)
+        self.leases.remember([r for r in readings if r.seq not in gone] if gone else readings)
+        self.spill.leave()
+
+    def _apply_drops(self, dropped: Dropped) -> set[int]:
+        """Account for rows the bounds dropped (committed); returns their seqs."""
+        all_gone: set[int] = set()
+        for lane, gone in dropped.items():
+            seqs = {seq for seq, _ in gone}
+            all_gone |= seqs
+            self.leases.drop(lane, seqs)
+            self.counts.lost(lane, gone)
+        self.log.warning(
+            "outbox full; dropped rows",
+            dropped={lane.name.lower(): len(gone) for lane, gone in dropped.items()},
+            max_rows=self.bounds.max_rows,
+            max_bytes=self.bounds.max_bytes,
+        )
+        return all_gone
+
+    def _buffer(self, readings: Sequence[Reading]) -> None:
+        for victim in self.spill.add(readings):
+            self.leases.discard(victim.lane, victim.seq)
+            self.counts.lost_in_memory(victim.lane)
+
+    async def ack(self, readings: Sequence[Reading]) -> None:
+        """Delete delivered rows in one transaction; rows dropped meanwhile are fine. On a
+        full disk the rows stay (deleting needs WAL space too) and are re-sent later."""
+        seqs = sorted(r.seq for r in readings)
+        acked = set(seqs)
+        async with self._lock:
+            self.leases.end(acked)
+            self.spill.discard(acked)
+            try:
+                async with transaction(self.db) as db:
+                    before = db.total_changes
+                    # Leases are mostly contiguous: delete by runs, not one IN list per row.
+                    await db.executemany("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", runs(seqs))
+                    deleted = db.total_changes - before
+            except sqlite3.Error as exc:
+                if is_full(exc):
+                    self.spill.enter(str(exc))
+                    return
+                raise
+            for lane in {r.lane for r in readings}:
+                self.leases.forget(lane, acked)
+            if deleted == len(readings):
+                self.counts.removed(readings)
+            else:
+                # Some were dropped or still in memory only: recount from the file.
+                await self.counts.recount(self.db)
+            if not self.counts.total:
+                await self._shrink()
+
+    async def _shrink(self) -> None:
+        try:
+            await shrink(self.db)
+        except sqlite3.Error as exc:
+            self.log.warning("outbox shrink failed", error=str(exc))
+
+    async def correct_times(self, delta: float, since_seq: int) -> int:
+        """Shift unsynchronised stamps from `since_seq` on by `delta` seconds, marking them
+        synchronised, in the file and the spill. Returns the rows corrected in the file
+        (0 when the file could not be written: logged, the rows keep their stamps)."""
+        async with self._lock:
+            try:
+                async with transaction(self.db) as db:
+                    before = db.total_changes
+                    await db.execute(
+                        "UPDATE outbox SET ts = ts + ?, flags = flags | 1 "
+                        "WHERE seq >= ? AND (flags & 1) = 0",
+                        (delta, since_seq),
+                    )
+                    changed = db.total_changes - before
+            except sqlite3.Error as exc:
+                self.log.warning("could not correct stamps", error=str(exc))
+                return 0
+            self.spill.shift_times(delta, since_seq)
+            self.leases.clear_tail()  # its copies carry the old stamps
+            return changed

@@ -1,0 +1,118 @@
+"""Lease bookkeeping and the tail cache (gateway.outbox.leases), without the store around them."""
+
+from __future__ import annotations
+
+from gateway.model import Lane, Reading
+from gateway.outbox.database import INSERT, SELECT, connect, fetch, to_row
+from gateway.outbox.leases import Leases
+
+T, A = Lane.TELEMETRY, Lane.ALERT
+
+
+def rows(*seqs: int, lane: Lane = T) -> list[Reading]:
+    return [Reading(s, "d1", "level", float(s), "cm", float(s), True, lane) for s in seqs]
+
+
+def seqs(readings: list[Reading] | None) -> list[int] | None:
+    return None if readings is None else [r.seq for r in readings]
+
+
+def test_the_tail_serves_the_oldest_unleased_rows_after_the_cursor():
+    leases = Leases()
+    assert leases.from_tail(T, 10) is None  # nothing cached: the caller must SELECT
+    leases.remember(rows(1, 2, 3, 4, 5))
+    first = leases.from_tail(T, 2)
+    assert seqs(first) == [1, 2]
+    leases.grant(T, first or [])
+    assert leases.cursor(T) == 2 and leases.count(T) == 2 and leases.count() == 2
+    assert seqs(leases.from_tail(T, 10)) == [3, 4, 5]
+    assert leases.from_tail(A, 10) is None  # lanes are apart
+
+
+def test_a_trimmed_tail_does_not_answer_while_older_rows_are_unleased():
+    leases = Leases(tail_limit=3)
+    leases.remember(rows(1, 2, 3, 4, 5))  # the tail keeps 3, 4, 5
+    assert leases.from_tail(T, 10) is None  # 1 and 2 are only in the file
+    leases.grant(T, rows(1, 2))
+    assert seqs(leases.from_tail(T, 10)) == [3, 4, 5]
+
+
+def test_released_rows_come_back_first_and_release_all_forgets_every_lease():
+    leases = Leases()
+    leases.remember(rows(1, 2, 3, 4, 5, 6))
+    leases.grant(T, rows(1, 2, 3, 4))
+    leases.release([2, 3])
+    assert leases.cursor(T) == 1  # the next lease starts before the released rows
+    assert seqs(leases.from_tail(T, 10)) == [2, 3, 5, 6]  # 4 is still leased
+    leases.release([])  # no-op
+    assert leases.cursor(T) == 1
+    leases.release_all()
+    assert leases.count() == 0 and leases.cursor(T) == 0
+    assert seqs(leases.from_tail(T, 10)) == [1, 2, 3, 4, 5, 6]
+
+
+def test_delivered_rows_end_their_lease_without_moving_the_cursor():
+    leases = Leases()
+    leases.remember(rows(1, 2, 3) + rows(4, lane=A))
+    leases.grant(T, rows(1, 2))
+    leases.grant(A, rows(4, lane=A))
+    leases.end({2, 4})
+    assert leases.count(T) == 1 and leases.count(A) == 0
+    assert leases.cursor(T) == 2  # delivered rows are not leased again
+    leases.forget(T, {2})
+    assert seqs(leases.from_tail(T, 10)) == [3]
+
+
+def test_forget_removes_acked_rows_from_anywhere_in_the_tail():
+    leases = Leases()
+    leases.remember(rows(1, 2, 3, 4, 5))
+    leases.grant(T, rows(1, 2, 3, 4, 5))
+    leases.forget(T, {1, 2})  # in order: from the front
+    leases.forget(T, {4})  # out of order: from the middle
+    leases.release([3, 5])
+    assert seqs(leases.from_tail(T, 10)) == [3, 5]
+
+
+def test_dropped_rows_lose_their_lease_and_their_tail_copy():
+    leases = Leases()
+    leases.remember(rows(1, 2, 3, 4))
+    leases.grant(T, rows(1, 2))
+    leases.drop(T, {2, 3})
+    assert leases.count(T) == 1  # 1 is still in flight
+    assert seqs(leases.from_tail(T, 10)) == [4]  # never the dropped 3
+    leases.discard(T, 99)  # a spill row never leased: no-op
+    leases.discard(T, 1)  # a leased row dropped from the spill
+    assert leases.count() == 0
+
+
+def test_rows_out_of_order_empty_the_tail_so_leases_use_sql():
+    leases = Leases()
+    leases.remember(rows(5, 6))
+    leases.remember(rows(3))  # written back from the spill after newer rows
+    assert leases.from_tail(T, 10) is None  # the tail holds only 3; 1..2 may be unleased
+    leases.grant(T, rows(1, 2))
+    assert seqs(leases.from_tail(T, 10)) == [3]  # 5 and 6 are no longer cached
+    leases.clear_tail()
+    assert leases.from_tail(T, 10) is None
+
+
+def test_top_up_adds_only_unleased_rows_of_the_lane_not_already_taken():
+    leases = Leases()
+    leases.grant(T, rows(2))
+    out = rows(1)
+    spill = rows(1, 2, 3) + rows(4, lane=A) + rows(5, 6)
+    leases.top_up(T, out, spill, limit=3)
+    assert seqs(out) == [1, 3, 5]
+
+
+async def test_pick_rows_skips_leased_file_rows_and_stops_at_the_limit(tmp_path):
+    db = await connect(tmp_path / "o.db", "full")
+    try:
+        await db.executemany(INSERT, [to_row(r) for r in rows(1, 2, 3, 4, 5)])
+        leases = Leases()
+        leases.grant(T, rows(2, 3))
+        picked = leases.pick_rows(T, await fetch(db, f"{SELECT} ORDER BY seq"), 2)
+        assert seqs(picked) == [1, 4]
+        assert picked[0].value == 1.0 and picked[0].unit == "cm"
+    finally:
+        await db.close()
