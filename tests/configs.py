@@ -5,7 +5,7 @@ per run: free ports, temporary paths, TOML snippets a test adds. Template placeh
 TOML's own braces alone, so inline tables need no escaping; a literal dollar sign is `$$`.
 
 This module only fills placeholders in; it does not parse the result (callers hand the text to
-gateway.config.parse, as the daemon would) and holds no config text of its own.
+gateway.config.loader.parse, as the daemon would) and holds no config text of its own.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from drivers.ble.mockbluez import MockBlueZ
 from drivers.modbus.sim import Simulator, SimUnit
 from drivers.serial.ptyline import pty_line
 from drivers.serial.sim import sentence
-from gateway import config
+from gateway.config import loader as config
 from gateway.contract import BusContext
 from gateway.registry import (
     driver_for_transport,

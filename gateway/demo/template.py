@@ -6,7 +6,7 @@ driver's demo field has the relay module `relay-1`. The only values not known in
 the fields of `DemoValues`; `render` is the one place they are written into the template,
 each as a TOML literal (strings quoted and escaped), so a work directory with a quote or a
 backslash in its name cannot break the config. It does no I/O beyond reading the package's
-own files, and never validates: `gateway.config.parse` does that.
+own files, and never validates: `gateway.config.loader.parse` does that.
 """
 
 from __future__ import annotations
