@@ -5,20 +5,17 @@ Alerts, starts local actions at once, and queues platform events (ALERT lane) an
 It is a pipeline observer: `observe` runs synchronously inside `Pipeline.stage`, so it must
 stay cheap and never await (rules are indexed by quantity; matches are cached per device).
 A trap detection switches the siren every time; the cooldown only folds the messages.
-Which (rule, device) pairs are raised, and when each last reported, is kept in a small JSON
-file beside the outbox (`alert-state.json`, rewritten on each alert or clear, which are rare),
-so a restart or a config reload with a trap still triggered neither sounds the siren again
-nor mails again. Otherwise it does no I/O: relays are the actions' job, delivery the
-uplink's and the mailer's.
+Which (rule, device) pairs are raised, and when each last reported, is kept in
+`alert-state.json` (gateway.alerts.memory; saved a moment after each alert or clear), so a
+restart or a config reload with a trap still triggered neither sounds the siren again nor
+mails again. Otherwise it does no I/O: relays are the actions' job, delivery the uplink's and
+the mailer's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fnmatch
-import json
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +24,7 @@ from typing import Any
 from gateway.alerts.actions import Actions
 from gateway.alerts.alert import ALERT_QUANTITY, MAIL_QUANTITY, Alert, dumps, mail_key
 from gateway.alerts.config import AlertsConfig
+from gateway.alerts.memory import AlertMemory, Remembered
 from gateway.alerts.rules import Cooldown, Event, Rule, RuleState
 from gateway.clock import Clock, iso
 from gateway.model import Lane, Observation, Reading, typed_sub_device
@@ -86,8 +84,7 @@ class AlertEngine:
             for d in r.devices:
                 if not any(c in d for c in "*?["):
                     self._state(r, d).since = now
-        self.memory = memory
-        self._memory_problem = False
+        self.memory = AlertMemory(memory, log) if memory is not None else None
         self._save_pending = False
         self._load()
 
@@ -95,52 +92,30 @@ class AlertEngine:
     def _load(self) -> None:
         if self.memory is None:
             return
-        try:
-            data = json.loads(self.memory.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            self.log.warning("alert state unreadable; starting fresh", error=str(exc))
-            return
-        if not isinstance(data, dict):
-            return
-        for key, entry in data.items():
-            name, _, device = str(key).partition("|")
+        for (name, device), saved in self.memory.load().items():
             rule = self.rules.get(name)
-            if rule is None or not isinstance(entry, dict):
+            if rule is None:
                 continue  # a rule removed from the config
             state = self._state(rule, device)
-            state.active = entry.get("active") is True
+            state.active = saved.active
             if state.active and rule.kind == "event":
                 state.last = rule.equals  # still triggered after the restart is no new edge
             cooldown = self.cooldowns[(name, device)]
-            at = entry.get("reported_at")
-            cooldown.reported_at = float(at) if isinstance(at, int | float) else None
-            cooldown.open = entry.get("open") is True
+            cooldown.reported_at = saved.reported_at
+            cooldown.open = saved.open
 
     def _save(self) -> None:
         if self.memory is None:
             return
-        data = {
-            f"{name}|{device}": {
-                "active": state.active,
-                "open": self.cooldowns[(name, device)].open,
-                "reported_at": self.cooldowns[(name, device)].reported_at,
+        self.memory.save(
+            {
+                key: Remembered(
+                    state.active, self.cooldowns[key].open, self.cooldowns[key].reported_at
+                )
+                for key, state in self.states.items()
+                if state.active or self.cooldowns[key].reported_at is not None
             }
-            for (name, device), state in self.states.items()
-            if state.active or self.cooldowns[(name, device)].reported_at is not None
-        }
-        tmp = self.memory.with_suffix(".tmp")
-        try:
-            # No fsync: losing the last change in a power cut costs at most one repeated alert.
-            tmp.write_text(json.dumps(data), encoding="utf-8")
-            os.replace(tmp, self.memory)
-        except OSError as exc:
-            if not self._memory_problem:
-                self.log.warning("cannot save alert state", error=str(exc))
-            self._memory_problem = True
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        )
 
     # -- input -----------------------------------------------------------------------------
     def observe(self, readings: Sequence[Reading]) -> None:

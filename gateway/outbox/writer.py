@@ -22,7 +22,7 @@ from gateway.model import Lane, Reading
 from gateway.outbox import meta
 from gateway.outbox.bounds import Bounds, Dropped
 from gateway.outbox.counts import Counts
-from gateway.outbox.database import INSERT, is_full, runs, shrink, to_row
+from gateway.outbox.database import insert, is_full, runs, shrink, to_row
 from gateway.outbox.leases import Leases
 from gateway.outbox.spill import Spill
 from gateway.outbox.transaction import transaction
@@ -87,7 +87,7 @@ class Writer:
         added = sum(row[-1] for row in rows)  # to_row puts the row's size last
         try:
             async with transaction(self.db) as db:
-                await db.executemany(INSERT, rows)
+                await insert(db, rows)
                 dropped = await self.bounds.enforce(
                     db,
                     rows=self.counts.total,
