@@ -267,6 +267,7 @@ async def test_relay_command_with_seconds_switches_off_again() -> None:
     assert [w.values for w in relay.writes if w.address == 7] == [(1,), (0,)]
 
 
+@pytest.mark.slow  # waits out the retry backoff
 async def test_a_lost_switch_off_is_retried_until_the_relay_confirms_it() -> None:
     relay = SimUnit(decoder("relay-8ch"))
     async with Simulator({5: relay}) as sim:

@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -272,8 +273,23 @@ PEER_GONE_AS: dict[str, str] = {
 }
 
 
-def cases(scenario: str) -> list[str]:
-    return [t for t in known_transports() if scenario not in NOT_APPLICABLE.get(t, {})]
+# Scenario runs that take seconds by nature (waiting for staleness, RTU timeouts and their
+# settle time): in the full run, not in the fast lane.
+SLOW = {
+    ("unplug", "modbus-rtu"),
+    ("unplug", "ble"),
+    ("unplug", "ble-replay"),
+    ("reconnect", "ble"),
+    ("reconnect", "ble-replay"),
+}
+
+
+def cases(scenario: str) -> list[Any]:
+    return [
+        pytest.param(t, marks=pytest.mark.slow) if (scenario, t) in SLOW else t
+        for t in known_transports()
+        if scenario not in NOT_APPLICABLE.get(t, {})
+    ]
 
 
 # -- harness --------------------------------------------------------------------------------
