@@ -19,7 +19,8 @@ Example:
       bindkey = "231d39c1d7cc1ab1aee224cd096db932"
       interval = 300
 
-bleak is imported only by drivers.ble.transport (drivers.ble.bus.create loads it lazily).
+bleak is imported only by drivers.ble.transport and its exceptions by drivers.ble.errors (both
+loaded lazily, when a `ble` bus is created).
 This module holds the declarations (gateway.contract.Driver) and the entry functions only; it
 imports no decoder at import time (drivers.ble.decoder imports the format modules of this
 package, so an import here would be a cycle).

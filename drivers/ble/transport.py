@@ -8,7 +8,8 @@ over its own D-Bus connection and turns trouble into BusUnavailable: D-Bus gone,
 not running or restarted (its bus name changed owner), adapter missing or powered off,
 discovery stopped, or no advert at all for `silence_timeout`. gateway.supervise then logs the
 transition once and restarts the scan with backoff. `GattLink` wraps BleakClient for
-drivers.ble.gatt. bleak and dbus-fast exceptions become gateway.errors types here and only here.
+drivers.ble.gatt. bleak and dbus-fast exceptions become gateway.errors types here, through
+drivers.ble.errors.
 """
 
 from __future__ import annotations
@@ -25,9 +26,6 @@ from bleak.assigned_numbers import AdvertisementDataType
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import (
-    BleakBluetoothNotAvailableError,
-    BleakBluetoothNotAvailableReason,
-    BleakDBusError,
     BleakError,
 )
 from dbus_fast import BusType, Message, MessageType
@@ -36,9 +34,10 @@ from dbus_fast.errors import AuthError, DBusError
 
 from drivers.ble.advert import Advert
 from drivers.ble.decoder import BleDecoder
+from drivers.ble.errors import NO_BLUEZ, device_error, mapped
 from drivers.ble.options import BleBusOptions
 from gateway.contract import Log
-from gateway.errors import BusUnavailable, DeviceUnavailable, GatewayError, Permanent, Transient
+from gateway.errors import BusUnavailable
 from gateway.supervise import Backoff, Health, supervise
 
 if TYPE_CHECKING:
@@ -55,44 +54,6 @@ PATTERNS: dict[str, tuple[OrPattern, ...]] = {
     "beacon": (OrPattern(0, _MSD, b"\x4c\x00\x02\x15"), OrPattern(0, _SD16, b"\xaa\xfe")),
     "ess": (OrPattern(0, _UUIDS16, b"\x1a\x18"), OrPattern(0, _SD16, b"\x6e\x2a")),
 }
-_DENIED = {
-    BleakBluetoothNotAvailableReason.DENIED_BY_SYSTEM,
-    BleakBluetoothNotAvailableReason.DENIED_BY_USER,
-    BleakBluetoothNotAvailableReason.DENIED_BY_UNKNOWN,
-}
-_NO_BLUEZ = (
-    "org.freedesktop.DBus.Error.ServiceUnknown",
-    "org.freedesktop.DBus.Error.NameHasNoOwner",
-    "org.freedesktop.DBus.Error.NoReply",  # it died while we asked
-)
-
-
-def mapped(exc: BaseException, what: str) -> GatewayError:
-    """A bleak / dbus-fast / OS exception as one of ours (see gateway.errors)."""
-    if isinstance(exc, GatewayError):
-        return exc
-    if isinstance(exc, BleakBluetoothNotAvailableError):
-        if exc.reason in _DENIED:
-            return Permanent(f"{what}: D-Bus denied access to BlueZ ({exc.args[0]}); "
-                             "run as a user allowed to talk to org.bluez")  # fmt: skip
-        return BusUnavailable(f"{what}: {exc.args[0]}")
-    if isinstance(exc, BleakDBusError):
-        if exc.dbus_error in _NO_BLUEZ:
-            return BusUnavailable(f"{what}: BlueZ (bluetoothd) is not running")
-        if exc.dbus_error == "org.freedesktop.DBus.Error.AccessDenied":
-            return Permanent(f"{what}: D-Bus policy denies access to BlueZ")
-        return BusUnavailable(f"{what}: {exc.dbus_error} {exc.dbus_error_details or ''}".strip())
-    if isinstance(exc, AuthError):
-        return Permanent(f"{what}: D-Bus authentication failed ({exc})")
-    if isinstance(exc, EOFError | ConnectionError | FileNotFoundError):
-        return BusUnavailable(f"{what}: D-Bus system bus unavailable ({type(exc).__name__})")
-    if isinstance(exc, TimeoutError):
-        return DeviceUnavailable(f"{what}: timed out")
-    if isinstance(exc, BleakError | DBusError | OSError):
-        return BusUnavailable(f"{what}: {exc}")
-    raise exc
-
-
 # bleak's BlueZ args take OrPattern or its plain tuple form
 Pattern = OrPattern | tuple[int, AdvertisementDataType, bytes]
 
@@ -266,7 +227,7 @@ async def _adapter_props(bus: MessageBus, adapter: str) -> dict[str, Any]:
         adapter,
     )  # fmt: skip
     if reply.message_type == MessageType.ERROR:
-        if reply.error_name in _NO_BLUEZ:
+        if reply.error_name in NO_BLUEZ:
             raise BusUnavailable("BlueZ (bluetoothd) is not running or not answering")
         raise BusUnavailable(f"adapter {adapter} not present ({reply.error_name})")
     return {k: v.value for k, v in reply.body[0].items()}
@@ -303,7 +264,7 @@ class GattLink:
             with contextlib.suppress(BleakError, OSError, EOFError, TimeoutError):
                 async with asyncio.timeout(5):
                     await self.client.disconnect()
-            raise _device_error(exc, self.what) from None
+            raise device_error(exc, self.what) from None
 
     async def close(self) -> None:
         with contextlib.suppress(BleakError, OSError, EOFError, TimeoutError, DBusError):
@@ -320,7 +281,7 @@ class GattLink:
             async with asyncio.timeout(self.timeout):
                 return bytes(await self.client.read_gatt_char(uuid))
         except (BleakError, OSError, EOFError, TimeoutError) as exc:
-            raise _device_error(exc, self.what) from None
+            raise device_error(exc, self.what) from None
 
     async def subscribe(self, uuid: str, callback: Callable[[str, bytes], None]) -> None:
         def on_value(_char: Any, data: bytearray) -> None:
@@ -330,17 +291,4 @@ class GattLink:
             async with asyncio.timeout(self.timeout):
                 await self.client.start_notify(uuid, on_value)
         except (BleakError, OSError, EOFError, TimeoutError) as exc:
-            raise _device_error(exc, self.what) from None
-
-
-def _device_error(exc: BaseException, what: str) -> Transient | Permanent:
-    err = mapped(exc, what)
-    if isinstance(err, BusUnavailable):
-        # A failed connect or read is this device's trouble unless the adapter is gone,
-        # which the adapter's own health check reports.
-        return DeviceUnavailable(str(err))
-    if isinstance(err, Transient | Permanent):
-        return err
-    # mapped() only makes Transient or Permanent errors of library exceptions; anything else
-    # (a DecodeError reaching here) is a bug
-    raise err
+            raise device_error(exc, self.what) from None
