@@ -6,7 +6,8 @@ profile's pure decoder and turns the observations into what is emitted under whi
 * observations with a `source` (a trap id behind a receiver) go out under the device key
   `<device id>-<source>` (e.g. `trap-rx-17`) with the source cleared, so everything downstream
   (pipeline, alert rules, payloads) sees each trap as a device of its own;
-* event profiles (`events = true`) emit at once, after dropping radio resends (Deduplicator);
+* event profiles (`events = true`) emit at once, after dropping radio resends: back-to-back
+  repeats of one trap's last message (Deduplicator; a change of state always passes);
 * other profiles are averaged over the device `interval` (Sampler); `interval = 0` emits every
   line as it comes.
 
@@ -80,7 +81,7 @@ class DeviceStream:
                 content = tuple(
                     (o.quantity, o.value) for o in group if o.quantity not in self.ignore
                 )
-                if not self.dedup.admit((source, content), now):
+                if not self.dedup.admit(source, content, now):
                     continue
             # Sub-device observations keep their `source`: the pipeline builds (and
             # sanitises) the sub-device key and records the receiver as its parent.
