@@ -91,13 +91,14 @@ def test_southern_western_position() -> None:
     assert NMEA.decode(sentence("GPGGA,0,3330.0,S,07030.0,W,0,00,,,M,,M,,"), {}) == []
 
 
-def test_xdr_without_a_map_uses_types_and_first_quad_wins() -> None:
+def test_xdr_without_a_map_uses_types_and_keeps_every_quad() -> None:
     decoder, problems = compiled('[profile]\nprotocol = "nmea"\n', "nmea")
     assert problems == []
     got = values(
         decoder.decode(sentence("WIXDR,C,21.5,C,AIR,C,9.0,C,DEW,P,101320,P,B,U,12.1,V,BAT"), {})
     )
-    assert got == {"temperature": 21.5, "pressure": 1013.2, "voltage": 12.1}
+    # A second temperature is a reading of its own (tests/test_serial_xdr.py), not dropped.
+    assert got == {"temperature": 21.5, "temperature_2": 9.0, "pressure": 1013.2, "voltage": 12.1}
 
 
 def test_nmea_profile_keys_are_checked_with_paths() -> None:
@@ -110,7 +111,7 @@ def test_nmea_profile_keys_are_checked_with_paths() -> None:
         'p.toml.profile.sentences[1]: unsupported sentence "HDG"; '
         "known: MWV, MTW, MWD, XDR, MDA, GGA, RMC",
         'p.toml.profile.require_checksum: expected true or false, got "yes"',
-        'p.toml.xdr[0].type: expected one of A, C, H, P, U; got "Q"',
+        'p.toml.xdr[0].type: expected one of A, C, D, F, G, H, I, L, N, P, R, S, T, U, V; got "Q"',
         'p.toml.xdr[0].nmae: unknown key (did you mean "name"?)',
     ]
 
