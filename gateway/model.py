@@ -20,6 +20,7 @@ wind_sector         ""      0..7 compass sector (0 = N, 7 = NW)
 battery             %       battery charge
 voltage             V       supply or battery voltage
 distance            mm      distance to the target (ultrasonic)
+angle               deg     an angle an instrument measures (pitch, roll; NMEA XDR type A)
 co2                 ppm     carbon dioxide
 solar_radiation     W/m2    global irradiance
 rssi                dBm     radio signal strength of the last message
@@ -77,6 +78,10 @@ class Reading:
     stamped. lane: the outbox lane. parent: the configured device a sub-device sits behind
     (receiver `traps` for trap 12, filed as `traps-12`); None for a configured device itself.
     Consumers use `parent` (and `sub`) instead of taking `device` apart.
+    plausible: False when the value lies outside its profile's plausibility range. Such a
+    value is flagged, not dropped: it is stored, published with its flag (every payload
+    format carries it) and seen by the alert rules (a flat battery must reach the battery
+    rule).
     """
 
     seq: int
@@ -88,6 +93,7 @@ class Reading:
     synced: bool = True
     lane: Lane = Lane.TELEMETRY
     parent: str | None = None
+    plausible: bool = True
 
     @property
     def sub(self) -> str | None:

@@ -4,7 +4,9 @@ The pipeline is the `Sink` every bus emits into. `emit` stamps time (unless the 
 one), allocates sequence numbers, hands the readings to observers (the alert engine) at once,
 and queues them; one flusher task appends the queue to the outbox in batches (one transaction
 each), so no reading costs its own commit. `emit` awaits only for back-pressure when the
-outbox writer falls behind. Device availability changes are logged once per transition.
+outbox writer falls behind. Device availability changes are logged once per transition, and
+so are values turning implausible (flagged and forwarded: gateway.model.Reading.plausible)
+or non-finite (refused) and back.
 It knows nothing about drivers' bytes, MQTT or payload formats.
 """
 
@@ -24,6 +26,8 @@ from gateway.model import Lane, Observation, Reading, sub_device_key
 from gateway.outbox.store import Outbox
 
 Observer = Callable[[Sequence[Reading]], None]
+_IMPLAUSIBLE, _REFUSED = "implausible", "non-finite"
+_MAX_SUSPECT = 10_000  # (device, quantity) pairs remembered as suspect
 StateObserver = Callable[[str, bool, str], None]
 
 
@@ -71,7 +75,10 @@ class Pipeline:
         self._room.set()
         self._task: asyncio.Task[None] | None = None
         self.available: dict[str, bool] = {}
-        self.implausible = 0
+        self.implausible = 0  # readings flagged implausible (forwarded with their flag)
+        self.refused = 0  # NaN / infinite values refused
+        # (device key, quantity) -> why its last value was suspect; absent when plausible.
+        self._suspect: dict[tuple[str, str], str] = {}
         self.emitted = 0
 
     async def __aenter__(self) -> Pipeline:
@@ -105,18 +112,15 @@ class Pipeline:
         ts: float | None = None,
         lane: Lane = Lane.TELEMETRY,
     ) -> list[Reading]:
-        """Stamp and queue without waiting (for code that must not block: alert actions)."""
-        kept = [o for o in observations if o.plausible and _finite(o.value)]
+        """Stamp and queue without waiting (for code that must not block: alert actions).
+
+        A value outside its plausibility range is flagged (`Reading.plausible`), counted in
+        `implausible` and goes on like any other; NaN and infinities are refused (no JSON
+        form, no meaning), counted in `refused`. Both logged once per transition of a
+        device's quantity, not per value."""
+        kept = [o for o in observations if _finite(o.value)]
         if len(kept) != len(observations):
-            self.implausible += len(observations) - len(kept)
-            for o in observations:
-                if not (o.plausible and _finite(o.value)):
-                    self.log.warning(
-                        "implausible value not forwarded",
-                        device=device if o.source is None else sub_device_key(device, o.source),
-                        quantity=o.quantity,
-                        value=o.value,
-                    )
+            self._refuse(device, observations)
         if not kept:
             return []
         when = self.clock.now() if ts is None else ts
@@ -125,7 +129,7 @@ class Pipeline:
             self._clock_changed(synced)
         seqs = self.outbox.allocate(len(kept))
         readings = [
-            Reading(seq, device, o.quantity, o.value, o.unit, when, synced, lane)
+            Reading(seq, device, o.quantity, o.value, o.unit, when, synced, lane, None, o.plausible)
             if o.source is None
             else Reading(
                 seq,
@@ -137,9 +141,12 @@ class Pipeline:
                 synced,
                 lane,
                 device,
+                o.plausible,
             )
             for seq, o in zip(seqs, kept, strict=True)
         ]
+        if self._suspect or not all(o.plausible for o in kept):
+            self._check(readings)
         self._pending.extend(readings)
         self.emitted += len(readings)
         for observer in self.observers:
@@ -150,6 +157,45 @@ class Pipeline:
         elif len(self._pending) == len(readings) or len(self._pending) >= self.max_batch:
             self._wake.set()  # the first of a batch starts the clock; a full batch ends it
         return readings
+
+    # -- implausible and refused values ----------------------------------------------------
+    def _check(self, readings: Sequence[Reading]) -> None:
+        """Count flagged readings; log when a device's quantity turns implausible or back."""
+        for r in readings:
+            if not r.plausible:
+                self.implausible += 1
+            self._transition(
+                r.device, r.quantity, None if r.plausible else _IMPLAUSIBLE, r.value, r.unit
+            )
+
+    def _refuse(self, device: str, observations: Sequence[Observation]) -> None:
+        for o in observations:
+            if not _finite(o.value):
+                self.refused += 1
+                key = device if o.source is None else sub_device_key(device, o.source)
+                self._transition(key, o.quantity, _REFUSED, o.value, o.unit)
+
+    def _transition(
+        self, device: str, quantity: str, state: str | None, value: object, unit: str
+    ) -> None:
+        """Log once when (device, quantity) enters `state` (None: plausible), not per value."""
+        key = (device, quantity)
+        was = self._suspect.get(key)
+        if was == state:
+            return
+        if state is None:
+            del self._suspect[key]
+            self.log.info("value plausible again", device=device, quantity=quantity, value=value)
+            return
+        self._suspect[key] = state
+        if len(self._suspect) > _MAX_SUSPECT:
+            # A flood of distinct keys (ids off the wire) forgets the oldest: at worst one
+            # more log line for it later.
+            del self._suspect[next(iter(self._suspect))]
+        event = "implausible value flagged" if state == _IMPLAUSIBLE else "non-finite value refused"
+        self.log.warning(
+            event, device=device, quantity=quantity, value=value, unit=unit, repeats="counted only"
+        )
 
     def _clock_changed(self, synced: bool) -> None:
         offset = self.clock.now() - self.clock.monotonic()

@@ -48,6 +48,11 @@ class Report:
             "uplink": asdict(rt.uplink.stats),
             "devices_unavailable": sorted(d for d, ok in rt.pipeline.available.items() if not ok),
             "readings_emitted": rt.pipeline.emitted,
+            # flagged: forwarded with their flag; refused: NaN/infinite, not forwarded
+            "values_implausible": {
+                "flagged": rt.pipeline.implausible,
+                "refused": rt.pipeline.refused,
+            },
         }
 
     def write(self) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import zlib
 
+import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -105,6 +107,51 @@ def test_generic_json_carries_seq_unit_and_sync_flag():
     ]
 
 
+# -- implausible values: forwarded with their flag in every format --------------------------
+def flat(seq: int, ts: float, bat: float, plausible: bool) -> Reading:
+    return Reading(seq, "paddy-01", "battery", bat, "V", ts, plausible=plausible)
+
+
+def test_fiware_json_flags_an_implausible_value_with_an_extra_attribute():
+    rs = [*paddy(1, T0, 5.2, 23.4), flat(3, T0, 1.2, False), *paddy(4, T0 + 600, 5.1, 23.6)]
+    rs.append(flat(6, T0 + 600, 3.6, True))
+    (msg,) = encode_fiware_json(rs, TARGET, 65536)
+    assert msg.payload == (
+        b'[{"wl":5.2,"wt":23.4,"bat":1.2,"bat_implausible":true,'
+        b'"TimeInstant":"2025-06-01T05:10:00Z"},'
+        b'{"wl":5.1,"wt":23.6,"bat":3.6,"TimeInstant":"2025-06-01T05:20:00Z"}]'
+    )
+
+
+def test_fiware_ul_flags_an_implausible_value_with_an_extra_attribute():
+    rs = [*paddy(1, T0, 5.2, 23.4), flat(3, T0, 1.2, False)]
+    (msg,) = encode_fiware_ul(rs, TARGET, 65536)
+    assert msg.payload == b"2025-06-01T05:10:00Z|wl|5.2|wt|23.4|bat|1.2|bat_implausible|true"
+
+
+def test_generic_json_flags_an_implausible_value_and_leaves_plausible_ones_as_they_were():
+    (msg,) = encode_json([flat(7, T0, 1.2, False), flat(8, T0 + 600, 3.6, True)], TARGET, 65536)
+    assert msg.payload == (
+        b'[{"seq":7,"quantity":"battery","value":1.2,"unit":"V",'
+        b'"time":"2025-06-01T05:10:00Z","synced":true,"plausible":false},'
+        b'{"seq":8,"quantity":"battery","value":3.6,"unit":"V",'
+        b'"time":"2025-06-01T05:20:00Z","synced":true}]'
+    )
+
+
+def test_msgpack_carries_the_flag_in_a_column_of_its_own():
+    rs = [*paddy(1, T0, 5.2, 23.4), flat(3, T0, 1.2, False), flat(4, T0 + 600, 3.6, True)]
+    (msg,) = encode_msgpack(rs, TARGET, 65536)
+    body = msgpack.unpackb(zlib.decompress(msg.payload), strict_map_key=False)
+    assert body["ip"] == [2]
+    assert [b["plausible"] for b in decode_msgpack(msg.payload)] == [True, True, False, True]
+    # A batch with nothing flagged has no `ip` column: not one byte more than before.
+    plain = msgpack.unpackb(
+        zlib.decompress(encode_msgpack(paddy(1, T0, 5.2, 23.4), TARGET, 65536)[0].payload)
+    )
+    assert "ip" not in plain
+
+
 def test_devices_get_separate_messages_in_order():
     rs = [Reading(i, f"d{i % 2}", "q", float(i), "", T0 + i) for i in range(1, 7)]
     msgs = encode_json(rs, TARGET, 65536)
@@ -159,17 +206,22 @@ values = st.one_of(
             values,
             st.floats(min_value=1.7e9, max_value=1.9e9).map(lambda t: round(t, 3)),
             st.booleans(),
+            st.booleans(),
         ),
         min_size=1,
         max_size=40,
     )
 )
 def test_msgpack_round_trips_any_batch(items):
-    rs = [Reading(i + 10, d, q, v, "u", t, s) for i, (d, q, v, t, s) in enumerate(items)]
+    rs = [
+        Reading(i + 10, d, q, v, "u", t, s, plausible=p)
+        for i, (d, q, v, t, s, p) in enumerate(items)
+    ]
     (msg,) = encode_msgpack(rs, TARGET, 1 << 20)
     back = decode_msgpack(msg.payload)
     assert [b["seq"] for b in back] == [r.seq for r in rs]
     assert [b["synced"] for b in back] == [r.synced for r in rs]
+    assert [b["plausible"] for b in back] == [r.plausible for r in rs]
     for b, r in zip(back, rs, strict=True):
         assert b["time"] == round(r.ts, 3)
         if isinstance(r.value, float):

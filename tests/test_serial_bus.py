@@ -188,6 +188,21 @@ async def test_trap_resends_are_deduplicated_and_heartbeats_emitted(tmp_path: Pa
         assert r.sink.parents("rx-17") == r.sink.parents("rx-18") == {"rx"}
 
 
+async def test_set_trig_set_trig_through_a_pty_is_four_events() -> None:
+    """Two animals in a few seconds: SET, TRIG, SET, TRIG, each sent three times by the radio.
+    Every change of state reaches the sink; only the back-to-back copies are dropped."""
+    receiver = TrapReceiver(["17"], seed=4)
+    radio = Faults(repeats=3)
+    rng = random.Random(1)
+    async with pty_line() as line, running_bus(bus_toml(line.port, TRAPS)) as r:
+        await until_available(r.sink, "rx")
+        for state in ("SET", "TRIG", "SET", "TRIG"):
+            await line.write(radio.frame(receiver.message("17", state), rng))
+        want = ["set", "triggered", "set", "triggered"]
+        await r.sink.wait_for(lambda s: s.values("rx-17", "trap_state") == want)
+        assert r.bus.stats()["duplicates"] == 8
+
+
 async def test_silence_marks_the_device_unavailable_until_it_speaks() -> None:
     device = BUOY + "silence = 0.3\n"
     async with pty_line() as line, running_bus(bus_toml(line.port, device)) as r:

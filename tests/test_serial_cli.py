@@ -68,3 +68,30 @@ async def test_sim_trap_process_feeds_a_bus_through_its_link(tmp_path: Path) -> 
         if sim.returncode is None:
             sim.terminate()
         await sim.wait()
+
+
+@pytest.mark.slow
+async def test_sim_trap_set_trig_set_trig_within_six_seconds_is_four_events(tmp_path: Path) -> None:
+    """The trap simulator process on a real pty: one trap SET, TRIG, SET, TRIG within 6 s,
+    every message sent three times. All four events arrive; the second animal is not lost."""
+    link = tmp_path / "trap-rx"
+    sim = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "sim", "trap", "--link", str(link),
+        "--traps", "17", "--heartbeat", "1000", "--repeats", "3",
+        "--script", "2 17 SET; 3.5 17 TRIG; 5 17 SET; 6.5 17 TRIG", "--seconds", "8",
+        cwd=ROOT, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert sim.stdout is not None
+        first = await asyncio.wait_for(sim.stdout.readline(), 10)
+        assert first.decode().strip() == f"trap receiver simulator on {link}"
+        async with running_bus(bus_toml(str(link), TRAPS)) as r:
+            await until_available(r.sink, "rx")
+            want = ["set", "triggered", "set", "triggered"]
+            await r.sink.wait_for(lambda s: s.values("rx-17", "trap_state") == want)
+            # Four events three times each; the t=0 heartbeat may land too (see above).
+            assert r.bus.stats()["duplicates"] in (8, 10)
+    finally:
+        if sim.returncode is None:
+            sim.terminate()
+        await sim.wait()

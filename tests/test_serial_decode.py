@@ -91,13 +91,14 @@ def test_southern_western_position() -> None:
     assert NMEA.decode(sentence("GPGGA,0,3330.0,S,07030.0,W,0,00,,,M,,M,,"), {}) == []
 
 
-def test_xdr_without_a_map_uses_types_and_first_quad_wins() -> None:
+def test_xdr_without_a_map_uses_types_and_keeps_every_quad() -> None:
     decoder, problems = compiled('[profile]\nprotocol = "nmea"\n', "nmea")
     assert problems == []
     got = values(
         decoder.decode(sentence("WIXDR,C,21.5,C,AIR,C,9.0,C,DEW,P,101320,P,B,U,12.1,V,BAT"), {})
     )
-    assert got == {"temperature": 21.5, "pressure": 1013.2, "voltage": 12.1}
+    # A second temperature is a reading of its own (tests/test_serial_xdr.py), not dropped.
+    assert got == {"temperature": 21.5, "temperature_2": 9.0, "pressure": 1013.2, "voltage": 12.1}
 
 
 def test_nmea_profile_keys_are_checked_with_paths() -> None:
@@ -110,7 +111,7 @@ def test_nmea_profile_keys_are_checked_with_paths() -> None:
         'p.toml.profile.sentences[1]: unsupported sentence "HDG"; '
         "known: MWV, MTW, MWD, XDR, MDA, GGA, RMC",
         'p.toml.profile.require_checksum: expected true or false, got "yes"',
-        'p.toml.xdr[0].type: expected one of A, C, H, P, U; got "Q"',
+        'p.toml.xdr[0].type: expected one of A, C, D, F, G, H, I, L, N, P, R, S, T, U, V; got "Q"',
         'p.toml.xdr[0].nmae: unknown key (did you mean "name"?)',
     ]
 
@@ -264,12 +265,29 @@ def test_framer_output_does_not_depend_on_chunking(parts: list[bytes], data: st.
 # -- de-duplication, sampling, routing -------------------------------------------------------
 def test_dedup_window_runs_from_the_first_copy() -> None:
     d = Deduplicator(window=30.0)
-    assert d.admit("a", 0.0)
-    assert not d.admit("a", 10.0)
-    assert not d.admit("a", 29.9)  # a resend does not extend the window ...
-    assert d.admit("a", 30.0)  # ... so a steady repeat still passes once per window
-    assert d.admit("b", 30.0)
+    assert d.admit("17", "a", 0.0)
+    assert not d.admit("17", "a", 10.0)
+    assert not d.admit("17", "a", 29.9)  # a resend does not extend the window ...
+    assert d.admit("17", "a", 30.0)  # ... so a steady repeat still passes once per window
+    assert d.admit("18", "a", 30.0)  # another sender's message is its own
     assert d.dropped == 2
+
+
+def test_dedup_a_change_of_state_always_passes() -> None:
+    """SET, TRIG, SET, TRIG within 6 s are four events (two animals), each sent three times
+    by the radio: only the back-to-back copies are duplicates."""
+    d = Deduplicator(window=30.0)
+    admitted = [
+        content
+        for t, content in enumerate(["SET", "TRIG", "SET", "TRIG"])
+        for copy in range(3)
+        if d.admit("17", content, 1.5 * t + 0.1 * copy)
+    ]
+    assert admitted == ["SET", "TRIG", "SET", "TRIG"]
+    assert d.dropped == 8
+    # Another trap's message between two copies does not end this trap's run of repeats.
+    assert d.admit("18", "TRIG", 6.0)
+    assert not d.admit("17", "TRIG", 6.1)
 
 
 def test_sampler_means_directions_as_vectors_and_keeps_latest_position() -> None:
@@ -327,3 +345,14 @@ def test_dedup_window_zero_from_the_device_disables_dedup() -> None:
     for t in (0.0, 0.1):
         stream.accept(trap_line("17", "TRIG"), t, batch)
     assert [o.value for o in batch["rx"] if o.quantity == "trap_state"] == ["triggered"] * 2
+
+
+def test_trap_stream_passes_set_trig_set_trig_with_their_resends_dropped() -> None:
+    stream = trap_stream()
+    batch: dict[str, list[Observation]] = {}
+    for t, state in enumerate(["SET", "TRIG", "SET", "TRIG"]):
+        for copy, rssi in enumerate((-80, -84, -79)):  # a resend differs only in rssi
+            stream.accept(trap_line("17", state, 3012, rssi), 1.5 * t + 0.1 * copy, batch)
+    states = [o.value for o in batch["rx"] if o.quantity == "trap_state"]
+    assert states == ["set", "triggered", "set", "triggered"]
+    assert stream.duplicates == 8

@@ -264,12 +264,14 @@ async def test_pipeline_sanitises_sources_and_refuses_non_finite_values(tmp_path
                 ],
             )
         rows = await ob.peek()
-        assert [(r.device, r.quantity, r.value, r.ts, r.synced) for r in rows] == [
-            ("traps-7____x", "trap_state", "triggered", 1.8e9, False)
+        # NaN is refused; an implausible value is forwarded with its flag (issue 10).
+        assert [(r.device, r.quantity, r.value, r.ts, r.synced, r.plausible) for r in rows] == [
+            ("traps-7____x", "trap_state", "triggered", 1.8e9, False, True),
+            ("traps", "water_level", 5.0, 1.8e9, False, False),
         ]
         # The sub-device's receiver is carried explicitly and survives the file.
-        assert [(r.parent, r.sub) for r in rows] == [("traps", "7____x")]
-        assert pipe.implausible == 2
+        assert [(r.parent, r.sub) for r in rows] == [("traps", "7____x"), (None, None)]
+        assert (pipe.implausible, pipe.refused) == (1, 1)
 
 
 async def test_a_file_from_before_sub_device_parents_gets_the_column(tmp_path):

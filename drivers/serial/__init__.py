@@ -1,7 +1,8 @@
 """Serial line devices: NMEA 0183 buoy instruments and line-printing radio receivers.
 
 Transport `serial` (one bus per port; see drivers.serial.options for the keys), protocols
-`nmea` (drivers.serial.nmea) and `line` (declarative line profiles, drivers.serial.line).
+`nmea` (drivers.serial.nmea; its XDR transducer quads in drivers.serial.xdr) and `line`
+(declarative line profiles, drivers.serial.line).
 Device keys: a device's readings go out under its configured id; readings of a sub-device
 named by the profile's `source` field (a trap behind a receiver) go out under
 `<device id>-<source>` (receiver `trap-rx`, trap 17 -> `trap-rx-17`), so alert rules key on

@@ -6,7 +6,8 @@ with capped, jittered backoff, and a hotplug `add` matching the port cuts the wa
 hotplug `remove` of the open device aborts the read at once, so its devices are reported
 unavailable before the kernel even returns EIO. Bad lines (undecodable bytes, bad checksums,
 overlong runs, lines no profile matches) are dropped and counted in `counters`, each kind
-logged once per connection. Transient errors never leave `run`; bugs do.
+logged once per connection; so are XDR quads that map to no quantity (`xdr_unmapped`).
+Transient errors never leave `run`; bugs do.
 """
 
 from __future__ import annotations
@@ -229,7 +230,7 @@ class SerialBus:
         error: DecodeError | None = None
         for s in self.streams:
             try:
-                s.accept(text, now, batch)
+                unmapped = s.accept(text, now, batch)
             except ChecksumError as exc:
                 error = exc
             except DecodeError as exc:
@@ -239,6 +240,8 @@ class SerialBus:
                 accepted = True
                 if s.available is False:
                     self._set_available(s, True)
+                if unmapped:
+                    self._unmapped(s, unmapped)
         if accepted:
             self.counters["decoded"] += 1
         elif not clean:
@@ -247,6 +250,18 @@ class SerialBus:
             self._drop("bad_checksum", raw, str(error))
         else:
             self._drop("unmatched", raw, str(error) if error else "no device on this port")
+
+    def _unmapped(self, stream: DeviceStream, quads: tuple[str, ...]) -> None:
+        self.counters["xdr_unmapped"] += len(quads)
+        if "xdr_unmapped" not in self._warned:  # once per connection, like dropped lines
+            self._warned.add("xdr_unmapped")
+            self.log.warning(
+                "XDR quad maps to no quantity",
+                device=stream.device.id,
+                quad=quads[0],
+                hint="name it in the profile's [[xdr]] table",
+                repeats="counted only",
+            )
 
     def _drop(self, kind: str, raw: bytes, why: str) -> None:
         self.counters[kind] += 1

@@ -3,8 +3,11 @@
 Both take the time as an argument (the bus passes its loop clock), so tests drive them with
 plain numbers. They do no I/O and never raise on content.
 
-`Deduplicator`: radios resend a message a few times to get it through; the first copy passes,
-copies with the same content within `window` seconds of it are dropped. The window runs from
+`Deduplicator`: radios resend a message a few times to get it through. A copy is a duplicate
+only when it repeats the last message of the same sender (a trap id) exactly and arrives
+within `window` seconds of that message's first copy: repeats come back-to-back, so any other
+message of that sender in between ends the run, and a change of state always passes (SET,
+TRIG, SET, TRIG within seconds is four events: four animals, not two). The window runs from
 the first copy and is not extended by repeats, so a trap that keeps saying "set" every few
 seconds still gets through once per window (the heartbeat a stale-alert rule watches for).
 
@@ -22,34 +25,31 @@ from dataclasses import dataclass, field
 
 from gateway.model import Observation, Value
 
-MAX_KEYS = 10_000  # bound on remembered messages; a flood of distinct ones forgets the oldest
+MAX_KEYS = 10_000  # bound on remembered senders; a flood of ids forgets the least recent
 LATEST = frozenset({"latitude", "longitude"})
 
 
 class Deduplicator:
+    """Drops back-to-back repeats of one sender's last message within `window` seconds."""
+
     def __init__(self, window: float) -> None:
         self.window = window
         self.dropped = 0
-        self._first_seen: OrderedDict[Hashable, float] = OrderedDict()
+        # sender -> (its last message's content, when that message's first copy came)
+        self._last: OrderedDict[Hashable, tuple[Hashable, float]] = OrderedDict()
 
-    def admit(self, key: Hashable, now: float) -> bool:
-        """True for the first copy of `key` within the window, False for a repeat."""
-        self._expire(now)
-        if key in self._first_seen:
+    def admit(self, sender: Hashable, content: Hashable, now: float) -> bool:
+        """False for a repeat of `sender`'s last message within the window, else True (and
+        `content` becomes the sender's last message)."""
+        last = self._last.get(sender)
+        if last is not None and last[0] == content and now - last[1] < self.window:
             self.dropped += 1
             return False
-        self._first_seen[key] = now
-        if len(self._first_seen) > MAX_KEYS:
-            self._first_seen.popitem(last=False)
+        self._last[sender] = (content, now)
+        self._last.move_to_end(sender)
+        if len(self._last) > MAX_KEYS:
+            self._last.popitem(last=False)  # the sender heard from least recently
         return True
-
-    def _expire(self, now: float) -> None:
-        # Entries are in first-seen order, so expired ones are all at the front.
-        while self._first_seen:
-            key, seen = next(iter(self._first_seen.items()))
-            if now - seen < self.window:
-                return
-            del self._first_seen[key]
 
 
 @dataclass

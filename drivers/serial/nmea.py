@@ -4,6 +4,8 @@ Sentences are keyed on their 3-letter type, never on the talker (`$IIMWV` and `$
 same), and types the profile does not use are ignored before any splitting, so a busy
 multiplexer costs little. The checksum (`*hh`, XOR of the bytes between `$` and `*`, NMEA 0183
 v4.11 sec. 5.2.1) is verified; a bad one raises `ChecksumError` so the bus can count it.
+XDR transducer quads are decoded in drivers.serial.xdr; `decode_counted` also returns the
+quads that map to no quantity, so the bus can count them.
 No I/O, no clock, no logging; only DecodeError (and its subclass) escapes.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from drivers.serial.xdr import XdrPoint, compile_xdr, decode_xdr
 from gateway.errors import DecodeError
 from gateway.model import Observation, Value
 from gateway.section import Section
@@ -26,26 +29,6 @@ SUPPORTED = ("MWV", "MTW", "MWD", "XDR", "MDA", "GGA", "RMC")
 
 class ChecksumError(DecodeError):
     """The sentence's checksum does not match its content (line noise, a broken talker)."""
-
-
-@dataclass(frozen=True)
-class XdrPoint:
-    """One mapping of an XDR quad (type, value, unit, name) onto a quantity."""
-
-    type: str
-    name: str  # transducer name; "" matches any name of this type
-    quantity: str
-
-
-# Quantity and conversion for each XDR (type, unit) pair (NMEA 0183 v4.11 XDR table).
-XDR_UNITS: dict[tuple[str, str], tuple[str, str, float]] = {
-    ("C", "C"): ("temperature", "degC", 1.0),
-    ("P", "B"): ("pressure", "hPa", 1000.0),  # bar -> hPa
-    ("P", "P"): ("pressure", "hPa", 0.01),  # Pa -> hPa
-    ("H", "P"): ("humidity", "%", 1.0),
-    ("U", "V"): ("voltage", "V", 1.0),
-    ("A", "D"): ("angle", "deg", 1.0),
-}
 
 
 @dataclass(frozen=True)
@@ -66,6 +49,14 @@ class NmeaDecoder:
         return line
 
     def decode(self, data: object, params: Mapping[str, Value]) -> list[Observation]:
+        return self.decode_counted(data, params)[0]
+
+    def decode_counted(
+        self, data: object, params: Mapping[str, Value]
+    ) -> tuple[list[Observation], tuple[str, ...]]:
+        """`decode`, and the XDR quads of the sentence that map to no quantity (for the bus
+        to count); DecodeError as `decode`."""
+        no_quads: tuple[list[Observation], tuple[str, ...]] = ([], ())
         if not isinstance(data, str):
             raise DecodeError(f"expected a text line, got {type(data).__name__}")
         # Resynchronise inside a line: noise before the last `$` (a talker powering up, a
@@ -73,20 +64,24 @@ class NmeaDecoder:
         start = data.rfind("$")
         if start < 0:
             if "!" in data:
-                return []  # `!` encapsulation (AIS on a shared multiplexer): not ours
+                return no_quads  # `!` encapsulation (AIS on a shared multiplexer): not ours
             raise DecodeError("not an NMEA sentence (no '$')")
         line = data[start:].rstrip("\r\n")
         kind = line[3:6]  # `$` + 2-letter talker + 3-letter type (sec. 5.3)
-        if kind not in self.sentences or kind not in _HANDLERS:
-            return []
+        if kind not in self.sentences or (kind not in _HANDLERS and kind != "XDR"):
+            return no_quads
         body = _verified_body(line, self.require_checksum)
         fields = body.split(",")
         if len(fields[0]) != 5 or fields[0][0] == "P":
-            return []  # proprietary ($P + maker code, sec. 5.3.3) or malformed address
-        out = _HANDLERS[kind](self, fields)
+            return no_quads  # proprietary ($P + maker code, sec. 5.3.3) or malformed address
+        unmapped: tuple[str, ...] = ()
+        if kind == "XDR":
+            out, unmapped = decode_xdr(fields, self.xdr)
+        else:
+            out = _HANDLERS[kind](self, fields)
         if self.rename:
             out = [_renamed(o, self.rename) for o in out]
-        return out
+        return out, unmapped
 
 
 def _renamed(o: Observation, rename: Mapping[str, str]) -> Observation:
@@ -217,32 +212,6 @@ def _mda(d: NmeaDecoder, f: list[str]) -> list[Observation]:
     return out
 
 
-def _xdr(d: NmeaDecoder, f: list[str]) -> list[Observation]:
-    # $--XDR,type,value,unit,name[,type,value,unit,name...]  (repeated quads)
-    if (len(f) - 1) % 4 != 0:
-        raise DecodeError(f"XDR has {len(f) - 1} fields, not a multiple of 4")
-    out: list[Observation] = []
-    seen: set[str] = set()
-    for i in range(1, len(f), 4):
-        kind, unit, name = f[i], f[i + 2], f[i + 3]
-        conversion = XDR_UNITS.get((kind, unit))
-        value = _num(f, i + 1)
-        if conversion is None or value is None:
-            continue
-        quantity, out_unit, factor = conversion
-        if d.xdr:
-            quantity = next(
-                (p.quantity for p in d.xdr if p.type == kind and p.name in ("", name)), ""
-            )
-            if not quantity:
-                continue
-        if quantity in seen:
-            continue  # a quantity appears once per sentence; the first quad wins
-        seen.add(quantity)
-        out.append(Observation(quantity, round(value * factor, DECIMALS + 3), out_unit))
-    return out
-
-
 def _latlon(f: list[str], i: int) -> tuple[float, float] | None:
     """Fields i..i+3: ddmm.mm,N|S,dddmm.mm,E|W -> degrees; None when the fix is empty."""
     lat_text, ns, lon_text, ew = (_field(f, i + k) for k in range(4))
@@ -296,7 +265,6 @@ _HANDLERS: dict[str, Callable[[NmeaDecoder, list[str]], list[Observation]]] = {
     "MTW": _mtw,
     "MWD": _mwd,
     "MDA": _mda,
-    "XDR": _xdr,
     "GGA": _gga,
     "RMC": _rmc,
 }
@@ -323,15 +291,6 @@ def compile_nmea(doc: Section) -> NmeaDecoder:
     head.ignore("name", "protocol", "description")
     head.finish()
     rename = doc.mapping("rename", str, "a quantity name")
-    points = []
-    for s in doc.sections("xdr"):
-        points.append(
-            XdrPoint(
-                type=s.text("type", choices=tuple(sorted({k for k, _ in XDR_UNITS}))),
-                name=s.text("name", ""),
-                quantity=s.text("quantity"),
-            )
-        )
-        s.finish()
+    points = compile_xdr(doc)
     attributes = doc.mapping("attributes", str, "a string")
-    return NmeaDecoder(frozenset(sentences), require, rename, tuple(points), attributes)
+    return NmeaDecoder(frozenset(sentences), require, rename, points, attributes)

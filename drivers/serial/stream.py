@@ -6,11 +6,13 @@ profile's pure decoder and turns the observations into what is emitted under whi
 * observations with a `source` (a trap id behind a receiver) go out under the device key
   `<device id>-<source>` (e.g. `trap-rx-17`) with the source cleared, so everything downstream
   (pipeline, alert rules, payloads) sees each trap as a device of its own;
-* event profiles (`events = true`) emit at once, after dropping radio resends (Deduplicator);
+* event profiles (`events = true`) emit at once, after dropping radio resends: back-to-back
+  repeats of one trap's last message (Deduplicator; a change of state always passes);
 * other profiles are averaged over the device `interval` (Sampler); `interval = 0` emits every
   line as it comes.
 
-Decode errors propagate to the bus, which counts them. No I/O, no clock of its own.
+Decode errors propagate to the bus, which counts them, as it counts the XDR quads `accept`
+returns unmapped. No I/O, no clock of its own.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from drivers.serial.events import Deduplicator, Sampler
+from drivers.serial.nmea import NmeaDecoder
 from drivers.serial.options import DeviceOptions
 from gateway.contract import DeviceConfig, options_as
 from gateway.model import Observation, Value
@@ -31,6 +34,8 @@ class DeviceStream:
             raise ValueError(f"device {device.id} has no decoder (profile not loaded)")
         self.device = device
         self.decoder = device.decoder
+        # NMEA also reports the XDR quads it could not map, for the bus to count.
+        self.nmea = device.decoder if isinstance(device.decoder, NmeaDecoder) else None
         self.params: Mapping[str, Value] = device.params
         options = (
             DeviceOptions() if device.options is None else options_as(device.options, DeviceOptions)
@@ -47,20 +52,26 @@ class DeviceStream:
         self.last_heard: float | None = None
         self.available: bool | None = None
 
-    def accept(self, line: str, now: float, batch: Batch) -> None:
-        """Decode `line` and add what should be emitted to `batch`; DecodeError propagates."""
+    def accept(self, line: str, now: float, batch: Batch) -> tuple[str, ...]:
+        """Decode `line` and add what should be emitted to `batch`; returns the XDR quads of
+        the line that map to no quantity (usually none). DecodeError propagates."""
         if self.talkers:
             start = line.rfind("$")
             if start >= 0 and line[start + 1 : start + 3] not in self.talkers:
-                return
-        observations = self.decoder.decode(line, self.params)
+                return ()
+        unmapped: tuple[str, ...] = ()
+        if self.nmea is not None:
+            observations, unmapped = self.nmea.decode_counted(line, self.params)
+        else:
+            observations = self.decoder.decode(line, self.params)
         self.last_heard = now
         if not observations:
-            return
+            return unmapped
         if self.sampler is not None:
             self.sampler.add(observations, now)
-            return
-        self._route(observations, now, batch)
+        else:
+            self._route(observations, now, batch)
+        return unmapped
 
     def flush(self, now: float, batch: Batch) -> None:
         if self.sampler is not None:
@@ -80,7 +91,7 @@ class DeviceStream:
                 content = tuple(
                     (o.quantity, o.value) for o in group if o.quantity not in self.ignore
                 )
-                if not self.dedup.admit((source, content), now):
+                if not self.dedup.admit(source, content, now):
                     continue
             # Sub-device observations keep their `source`: the pipeline builds (and
             # sanitises) the sub-device key and records the receiver as its parent.

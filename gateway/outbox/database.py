@@ -52,7 +52,9 @@ SELECT = "SELECT seq, lane, device, quantity, value, unit, ts, flags, parent FRO
 # Files written before sub-devices carried their parent get the column on open; their old
 # rows keep NULL (a sub-device row among them is published without its receiver's names).
 _ADD_PARENT = "ALTER TABLE outbox ADD COLUMN parent TEXT"
-_SYNCED, _BOOL = 1, 2
+# Bits of the `flags` column: stamped with a synchronised clock, a bool value, a value
+# outside its plausibility range (Reading.plausible False).
+_SYNCED, _BOOL, _IMPLAUSIBLE = 1, 2, 4
 # Per-row overhead (record header, rowid, index entry) on top of the text and value bytes;
 # measured on SQLite 3.40 with 1M small rows: ~38 B/row beyond the payload.
 _ROW_OVERHEAD = 40
@@ -82,6 +84,8 @@ def to_row(r: Reading) -> tuple[Any, ...]:
         flags, vsize = (_BOOL if v is True or v is False else 0), 8
     if r.synced:
         flags |= _SYNCED
+    if not r.plausible:
+        flags |= _IMPLAUSIBLE
     size = _ROW_OVERHEAD + len(r.device) + len(r.quantity) + len(r.unit) + vsize
     parent = r.parent
     if parent is None:
@@ -104,7 +108,16 @@ def from_row(row: tuple[Any, ...]) -> Reading:
     if flags & _BOOL:
         value = value == 1
     return Reading(
-        seq, device, quantity, value, unit, ts, flags & _SYNCED == 1, LANES[lane], parent
+        seq,
+        device,
+        quantity,
+        value,
+        unit,
+        ts,
+        flags & _SYNCED == 1,
+        LANES[lane],
+        parent,
+        not flags & _IMPLAUSIBLE,
     )
 
 

@@ -60,7 +60,8 @@ def _encode_msgpack_body(readings: Sequence[Reading], target: Target) -> bytes:
     s0, t0: first seq and first time (s); ds, dt: per-row deltas of seq and time (time in
     units of 1/tr s); di, qi: per-row indices into d and q; e: per-quantity decimal exponent;
     v: per-row value as the delta from the previous value of the same (device, quantity),
-    scaled by 10**e; x: {row: value} for values that are not numbers; ns: rows not synced.
+    scaled by 10**e; x: {row: value} for values that are not numbers; ns: rows not synced;
+    ip: rows flagged implausible (outside their plausibility range).
     """
     tables = _tables(readings, target)
     tr = 1 if all(float(r.ts).is_integer() for r in readings) else 1000
@@ -82,10 +83,10 @@ def _encode_msgpack_body(readings: Sequence[Reading], target: Target) -> bytes:
 def _columns(
     readings: Sequence[Reading], target: Target, tables: _Tables, s0: int, t0: int, tr: int
 ) -> dict[str, Any]:
-    """The per-row columns di, qi, ds, dt, v, and x / ns when any row needs them."""
+    """The per-row columns di, qi, ds, dt, v, and x / ns / ip when any row needs them."""
     di, qi_col, ds, dt, vs = [], [], [], [], []
     extra: dict[int, Value] = {}
-    unsynced = []
+    unsynced, implausible = [], []
     last_seq, last_t = s0, t0
     last_v: dict[tuple[int, int], int] = {}
     for i, r in enumerate(readings):
@@ -112,11 +113,15 @@ def _columns(
             last_v[(d, q)] = scaled
         if not r.synced:
             unsynced.append(i)
+        if not r.plausible:
+            implausible.append(i)
     columns: dict[str, Any] = {"di": di, "qi": qi_col, "ds": ds, "dt": dt, "v": vs}
     if extra:
         columns["x"] = extra
     if unsynced:
         columns["ns"] = unsynced
+    if implausible:
+        columns["ip"] = implausible
     return columns
 
 
@@ -134,13 +139,14 @@ def encode_msgpack(readings: Sequence[Reading], target: Target, max_bytes: int) 
 
 def decode_msgpack(payload: bytes) -> list[dict[str, Any]]:
     """Reverse of the msgpack format: one dict per reading (seq, device, attr, value, unit,
-    time in seconds, synced)."""
+    time in seconds, synced, plausible)."""
     body = msgpack.unpackb(zlib.decompress(payload), raw=False, strict_map_key=False)
     out = []
     seq, t = body["s0"], body["t0"]
     last_v: dict[tuple[int, int], int] = {}
     extra = body.get("x", {})
     unsynced = set(body.get("ns", ()))
+    implausible = set(body.get("ip", ()))
     for i in range(len(body["di"])):
         seq += body["ds"][i]
         t += body["dt"][i]
@@ -161,6 +167,7 @@ def decode_msgpack(payload: bytes) -> list[dict[str, Any]]:
                 "unit": body["u"][q],
                 "time": t / body["tr"],
                 "synced": i not in unsynced,
+                "plausible": i not in implausible,
             }
         )
     return out

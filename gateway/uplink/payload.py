@@ -12,6 +12,9 @@ readings that share a timestamp, and split so no payload exceeds `max_bytes`.
   `{"seq","quantity","value","unit","time","synced"}`.
 - `msgpack` (compact, metered links): `<prefix>/<gateway>/mp`, zlib-deflated columnar
   MessagePack of a whole batch across devices (gateway.uplink.compact).
+A value flagged implausible (Reading.plausible False) carries its flag in every format:
+`<attr>_implausible: true` beside it in the FIWARE formats, `"plausible": false` in `json`,
+the row in the `ip` column in `msgpack`.
 Alert rows (ALERT lane, quantity `alert`, a JSON object as text: gateway.alerts.alert) are embedded
 as objects in both JSON formats; UltraLight and msgpack carry the text as it is.
 No I/O here; the uplink publishes what these return. Message, Target and the size helpers
@@ -84,6 +87,12 @@ def _structured(r: Reading) -> Any:
 
 
 # -- FIWARE IoT Agent JSON ------------------------------------------------------------------
+# A value outside its plausibility range goes out as usual plus an attribute of this suffix,
+# `true`, in the same measure (`"bat":1.2,"bat_implausible":true`): measures carry no
+# metadata, and the IoT Agent passes undeclared attributes on to the Context Broker.
+FLAG_SUFFIX = "_implausible"
+
+
 def encode_fiware_json(
     readings: Sequence[Reading], target: Target, max_bytes: int
 ) -> list[Message]:
@@ -103,6 +112,9 @@ def encode_fiware_json(
                 obj: dict[str, Any] = {
                     names[r.quantity]: _structured(r) if structured else r.value for r in g
                 }
+                for r in g:
+                    if not r.plausible:
+                        obj[names[r.quantity] + FLAG_SUFFIX] = True
                 obj["TimeInstant"] = iso(g[0].ts)
                 objs.append(obj)
             body = objs[0] if len(objs) == 1 else objs
@@ -125,6 +137,11 @@ def _ul_value(v: Value) -> str:
     return str(v).translate(_UL_FORBIDDEN)
 
 
+def _ul_pair(r: Reading, names: dict[str, str]) -> str:
+    pair = f"|{names[r.quantity]}|{_ul_value(r.value)}"
+    return pair if r.plausible else f"{pair}|{names[r.quantity]}{FLAG_SUFFIX}|true"
+
+
 def encode_fiware_ul(readings: Sequence[Reading], target: Target, max_bytes: int) -> list[Message]:
     out = []
     for device, rs in by_device(readings).items():
@@ -133,8 +150,7 @@ def encode_fiware_ul(readings: Sequence[Reading], target: Target, max_bytes: int
 
         def render(groups: Sequence[Sequence[Reading]], names: dict[str, str] = names) -> bytes:
             return "#".join(
-                iso(g[0].ts) + "".join(f"|{names[r.quantity]}|{_ul_value(r.value)}" for r in g)
-                for g in groups
+                iso(g[0].ts) + "".join(_ul_pair(r, names) for r in g) for g in groups
             ).encode()
 
         for chunk, payload in split(_time_groups(rs, target), render, max_bytes):
@@ -143,6 +159,20 @@ def encode_fiware_ul(readings: Sequence[Reading], target: Target, max_bytes: int
 
 
 # -- generic JSON ---------------------------------------------------------------------------
+def _json_item(r: Reading) -> dict[str, Any]:
+    item = {
+        "seq": r.seq,
+        "quantity": r.quantity,
+        "value": _structured(r),
+        "unit": r.unit,
+        "time": iso(r.ts),
+        "synced": r.synced,
+    }
+    if not r.plausible:
+        item["plausible"] = False  # present only when flagged: absent means plausible
+    return item
+
+
 def encode_json(readings: Sequence[Reading], target: Target, max_bytes: int) -> list[Message]:
     out = []
     for device, rs in by_device(readings).items():
@@ -150,19 +180,7 @@ def encode_json(readings: Sequence[Reading], target: Target, max_bytes: int) -> 
 
         def render(items: Sequence[Reading]) -> bytes:
             return json.dumps(
-                [
-                    {
-                        "seq": r.seq,
-                        "quantity": r.quantity,
-                        "value": _structured(r),
-                        "unit": r.unit,
-                        "time": iso(r.ts),
-                        "synced": r.synced,
-                    }
-                    for r in items
-                ],
-                separators=(",", ":"),
-                ensure_ascii=False,
+                [_json_item(r) for r in items], separators=(",", ":"), ensure_ascii=False
             ).encode()
 
         for chunk, payload in split(rs, render, max_bytes):
