@@ -27,11 +27,17 @@ def config_text(tmp: Path, port: int, *, devices: str = "", window: float = 0.2)
 
 
 class Proc:
-    def __init__(self, cfg: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Path,
+        log: Path,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.log = log
         with open(log, "ab") as out:
             self.p = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "run", "-c", str(cfg)],
+                [sys.executable, "-m", "gateway", "run", "-c", str(cfg), *args],
                 cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -46,15 +52,18 @@ class Proc:
         return out
 
     def wait_event(self, name: str, timeout: float = 20) -> dict:
+        return self.wait_for(lambda e: e.get("event") == name, timeout, name)
+
+    def wait_for(self, match, timeout: float = 20, what: str = "matching") -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for e in self.events():
-                if e.get("event") == name:
+                if match(e):
                     return e
             if self.p.poll() is not None:
                 break
             time.sleep(0.05)
-        raise AssertionError(f"no {name!r} event; log:\n{self.log.read_text()[-3000:]}")
+        raise AssertionError(f"no {what!r} event; log:\n{self.log.read_text()[-3000:]}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         self.p.send_signal(sig)
