@@ -81,7 +81,7 @@ async def test_retry_returns_the_result_after_transient_failures_with_backoff():
     assert backoff.failures == 0  # a success resets the schedule
     # One warning for the outage (with the first reason and when the next try is), one line
     # for the recovery (with how long it was down).
-    assert [(lvl, ev, ctx) for lvl, ev, ctx in log.lines][0] == (
+    assert log.lines[0] == (
         "warning",
         "peer down",
         {"reason": "refused #1", "retry_in_s": 0.01},
