@@ -252,9 +252,11 @@ def retarget(uplink: Uplink, cfg: Config) -> None:
 
 def forget_devices(rt: Runtime, devices: Iterable[str]) -> None:
     """A stopped bus's relay modules leave the shared table (the alert side no longer
-    reaches them; the new bus registers its own)."""
+    reaches them; the new bus registers its own), and its devices' availability is
+    forgotten (`gateway status` lists no device that is no longer configured)."""
     for device in devices:
         rt.actuators.pop(device, None)
+        rt.pipeline.available.pop(device, None)
 
 
 def _bus_key_cfg(bus: BusConfig) -> object:

@@ -93,8 +93,14 @@ def _outbox_rows(path: Path) -> int:
         return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
 
-def test_daemon_with_a_missing_ca_keeps_sensors_running_and_heals_when_it_appears(tmp_path, pki):
+@pytest.mark.parametrize("fault", ["missing", "not PEM"])
+def test_daemon_with_a_bad_ca_keeps_sensors_running_and_heals_when_it_is_fixed(
+    tmp_path, pki, fault
+):
     ca = tmp_path / "etc" / "ca.pem"
+    if fault == "not PEM":
+        ca.parent.mkdir()
+        ca.write_bytes(b"\x00\x01 not a certificate\n" * 50)
     tls = BrokerTls(pki["ca"], *pki["server"])
     with LocalBroker(tmp_path / "b", tls=tls) as broker:
         cfg = tmp_path / "gw.toml"
@@ -106,6 +112,8 @@ def test_daemon_with_a_missing_ca_keeps_sensors_running_and_heals_when_it_appear
             down = proc.wait_event("uplink down")
             assert down["reason"].startswith(
                 f"uplink.tls.ca: cannot read {ca}: No such file or directory"
+                if fault == "missing"
+                else f"uplink.tls.ca: {ca} is not a PEM certificate"
             )
             proc.wait_event("gateway running")
             first = _outbox_rows(tmp_path / "outbox.sqlite")
@@ -116,7 +124,7 @@ def test_daemon_with_a_missing_ca_keeps_sensors_running_and_heals_when_it_appear
             assert proc.p.poll() is None  # still running
             downs = [e for e in proc.events() if e["event"] == "uplink down"]
             assert len(downs) == 1  # one line, not one per retry
-            ca.parent.mkdir()
+            ca.parent.mkdir(exist_ok=True)
             shutil.copy(pki["ca"], ca)
             proc.wait_event("uplink recovered", timeout=30)
             assert proc.stop() == 0
