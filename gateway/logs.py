@@ -1,6 +1,9 @@
 """Logging setup: structlog JSON lines on stdout for journald, colour on a TTY.
 
 Events carry bound context (`bus=`, `device=`); components log transitions, not repetitions.
+The standard library's logging (paho, pymodbus, bleak, aiosqlite, asyncio's "exception in
+callback") goes through the same renderer, so every line on a non-TTY stream is one JSON
+object (`logger` names the library); library loggers are kept at warning except at `debug`.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import sys
 from typing import Any
 
 import structlog
+
+LEVELS = ("debug", "info", "warning", "error")
 
 
 def setup(level: str = "info", *, json: bool | None = None, stream: Any = None) -> None:
@@ -27,16 +32,30 @@ def setup(level: str = "info", *, json: bool | None = None, stream: Any = None) 
         if json
         else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
+    numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     structlog.configure(
         processors=[*processors, structlog.processors.format_exc_info, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
-    # Library loggers (pymodbus, bleak, aiosqlite) go through the same stream, quieter.
-    logging.basicConfig(level=logging.WARNING, stream=stream, format="%(name)s: %(message)s")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *processors],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    # Library chatter (paho's every PUBLISH) only when a technician asks for debug.
+    root.setLevel(logging.DEBUG if numeric <= logging.DEBUG else max(numeric, logging.WARNING))
 
 
 def get(**context: Any) -> Any:

@@ -6,6 +6,11 @@ one bus per `[[buses]]` entry, the alert side when the config has `[alerts]`, an
 Everything the daemon runs or reports on is then a field of one `Runtime`: none is optional
 except `alerting`, which is absent exactly when the config configures no alerts.
 
+A reload (planned by `Changes.between(old, new)`) keeps the outbox, the
+pipeline, the router and the tables the buses share, and rebuilds only what changed:
+`add_buses`, `new_uplink` and `new_alerting` build the parts, `retire_*` unhook the old ones;
+the daemon stops and starts their tasks and freezes the result as the next `Runtime`.
+
 Must not: read the config file, start tasks (the daemon runs the parts in its TaskGroup), or
 know a driver other than through `gateway.registry`.
 """
@@ -13,20 +18,22 @@ know a driver other than through `gateway.registry`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.alerts.wiring import Alerting
 from gateway.clock import Clock
 from gateway.config.loader import Config
-from gateway.contract import Actuator, Bus, BusContext, CommandHandler
+from gateway.contract import Actuator, Bus, BusConfig, BusContext, CommandHandler
+from gateway.errors import Permanent
 from gateway.hotplug import Hotplug
 from gateway.outbox.store import Outbox
 from gateway.pipeline import Pipeline
 from gateway.registry import driver_for_transport
 from gateway.uplink.commands import CommandRouter
 from gateway.uplink.session import Uplink
+from gateway.uplink.wire import Target
 
 SwitchListener = Callable[[str, int, bool], None]
 """Told of every relay write a device confirmed: (device id, channel, on)."""
@@ -44,8 +51,18 @@ class Runtime:
     buses: tuple[Bus, ...]
     contexts: tuple[BusContext, ...]
     # The one table every bus registers its relay modules in (device id -> actuator).
-    actuators: Mapping[str, Actuator]
+    actuators: dict[str, Actuator]
     alerting: Alerting | None  # None: the config has no [alerts]
+    # The one table the buses register their commands in (chained per name, as drivers do).
+    commands: dict[str, CommandHandler]
+    # The actuators as the alert side sees them (tells the switch listeners of each write).
+    watched: Mapping[str, Actuator]
+    hub: Hotplug | None
+
+
+class StartupError(Permanent):
+    """Something a run needs cannot be opened (the store directory cannot be created, a file
+    stands where it should be): the daemon says so and exits 78, like a bad config."""
 
 
 def attribute_map(cfg: Config) -> dict[tuple[str, str], str]:
@@ -89,20 +106,20 @@ class ObservedActuators(Mapping[str, Actuator]):
         return len(self._table)
 
 
-def _create_buses(
-    cfg: Config,
+def add_buses(
+    configs: Iterable[BusConfig],
     sink: Pipeline,
     log: Any,
     hub: Hotplug | None,
     actuators: dict[str, Actuator],
-) -> tuple[list[Bus], list[BusContext], dict[str, CommandHandler]]:
+    commands: dict[str, CommandHandler],
+) -> tuple[list[Bus], list[BusContext]]:
     """One bus per config entry. Every context shares one actuator table and one command
     table, so relays on two buses are all reachable (a driver chains its handler to the
     one already registered under the same name)."""
     buses: list[Bus] = []
     contexts: list[BusContext] = []
-    commands: dict[str, CommandHandler] = {}
-    for bus_cfg in cfg.buses:
+    for bus_cfg in configs:
         driver = driver_for_transport(bus_cfg.transport)
         assert driver is not None  # config validation guarantees it
         ctx = BusContext(
@@ -114,7 +131,7 @@ def _create_buses(
         )
         contexts.append(ctx)
         buses.append(driver.create_bus(bus_cfg, ctx))
-    return buses, contexts, commands
+    return buses, contexts
 
 
 async def _open_store(
@@ -122,17 +139,26 @@ async def _open_store(
 ) -> tuple[Outbox, Pipeline]:
     """The outbox and the pipeline in front of it; the pipeline closes (flushes) first."""
     store = cfg.store
-    outbox = await stack.enter_async_context(
-        Outbox.open(
-            store.path,
-            sync=store.sync,
-            max_rows=store.max_rows,
-            max_bytes=store.max_bytes,
-            drop_policy=store.drop_policy,
-            memory_rows=store.memory_rows,
-            log=log.bind(component="outbox"),
+    try:
+        outbox = await stack.enter_async_context(
+            Outbox.open(
+                store.path,
+                sync=store.sync,
+                max_rows=store.max_rows,
+                max_bytes=store.max_bytes,
+                drop_policy=store.drop_policy,
+                memory_rows=store.memory_rows,
+                log=log.bind(component="outbox"),
+            )
         )
-    )
+    except OSError as exc:
+        # The directory cannot be created (no permission, a file in its place, read-only).
+        where = exc.filename or store.path
+        if isinstance(exc, FileExistsError | NotADirectoryError):
+            reason = "a file stands where the directory should be"
+        else:
+            reason = exc.strerror or str(exc)
+        raise StartupError(f"store.path: cannot create or open {where}: {reason}") from None
     pipe = await stack.enter_async_context(
         Pipeline(outbox, clock=clock, log=log.bind(component="pipeline"))
     )
@@ -156,16 +182,53 @@ async def build_runtime(
     outbox, pipe = await _open_store(stack, cfg, clock=clock, log=log)
     router = CommandRouter(cfg.uplink.commands, commands, log=log.bind(component="commands"))
     actuators: dict[str, Actuator] = {}
-    buses, contexts, bus_commands = _create_buses(cfg, pipe, log, hub, actuators)
-    for name, handler in bus_commands.items():
+    bus_commands: dict[str, CommandHandler] = {}
+    buses, contexts = add_buses(cfg.buses, pipe, log, hub, actuators, bus_commands)
+    register_all(router, bus_commands)
+    watched = ObservedActuators(actuators, switch_listeners)
+    alerting = new_alerting(cfg, pipe, outbox, watched, router, clock=clock, log=log)
+    return Runtime(
+        cfg=cfg,
+        outbox=outbox,
+        pipeline=pipe,
+        router=router,
+        uplink=new_uplink(cfg, outbox, router, log=log),
+        buses=tuple(buses),
+        contexts=tuple(contexts),
+        actuators=actuators,
+        alerting=alerting,
+        commands=bus_commands,
+        watched=watched,
+        hub=hub,
+    )
+
+
+def register_all(router: CommandRouter, handlers: Mapping[str, CommandHandler]) -> None:
+    for name, handler in handlers.items():
         router.register(name, handler)
-    alerting = None
-    if cfg.alerts.configured:
-        watched = ObservedActuators(actuators, switch_listeners)
-        alerting = Alerting(cfg, pipe, outbox, watched, clock=clock, log=log)
-        for name, handler in alerting.commands.items():
-            router.register(name, handler)
-    uplink = Uplink(
+
+
+def new_alerting(
+    cfg: Config,
+    pipe: Pipeline,
+    outbox: Outbox,
+    watched: Mapping[str, Actuator],
+    router: CommandRouter,
+    *,
+    clock: Clock,
+    log: Any,
+) -> Alerting | None:
+    """The alert side for `cfg` (None without [alerts]), hooked to the pipeline, its commands
+    registered with `router`."""
+    if not cfg.alerts.configured:
+        return None
+    alerting = Alerting(cfg, pipe, outbox, watched, clock=clock, log=log)
+    register_all(router, alerting.commands)
+    return alerting
+
+
+def new_uplink(cfg: Config, outbox: Outbox, router: CommandRouter, *, log: Any) -> Uplink:
+    return Uplink(
         cfg.uplink,
         cfg.site.id,
         outbox,
@@ -173,14 +236,74 @@ async def build_runtime(
         attributes=attribute_map(cfg),
         log=log.bind(component="uplink"),
     )
-    return Runtime(
-        cfg=cfg,
-        outbox=outbox,
-        pipeline=pipe,
-        router=router,
-        uplink=uplink,
-        buses=tuple(buses),
-        contexts=tuple(contexts),
-        actuators=actuators,
-        alerting=alerting,
-    )
+
+
+def retire_uplink(rt: Runtime) -> None:
+    """Unhook a stopped uplink from the outbox (its task is the daemon's to cancel)."""
+    with contextlib.suppress(ValueError):
+        rt.outbox.listeners.remove(rt.uplink._on_append)
+
+
+def retarget(uplink: Uplink, cfg: Config) -> None:
+    """Payload names follow the new devices without restarting the session."""
+    old = uplink.target
+    uplink.target = Target(old.apikey, old.gateway_id, old.topic_prefix, attribute_map(cfg))
+
+
+def forget_devices(rt: Runtime, devices: Iterable[str]) -> None:
+    """A stopped bus's relay modules leave the shared table (the alert side no longer
+    reaches them; the new bus registers its own), and its devices' availability is
+    forgotten (`gateway status` lists no device that is no longer configured)."""
+    for device in devices:
+        rt.actuators.pop(device, None)
+        rt.pipeline.available.pop(device, None)
+
+
+def _bus_key_cfg(bus: BusConfig) -> object:
+    # Compiled decoders compare by identity; the profile's name stands for them.
+    return replace(bus, devices=tuple(replace(d, decoder=None) for d in bus.devices))
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a reload from `old` to `new` restarts: the buses whose `[[buses]]` table changed
+    (by name: stopped, started), the uplink when `[uplink]` changed, the alert side when
+    `[alerts]` or a device's name or place changed. `needs_restart` names `[gateway]` and
+    `[store]` when they changed: the daemon refuses such a reload (restart it instead)."""
+
+    needs_restart: tuple[str, ...] = ()
+    stop_buses: tuple[str, ...] = ()
+    start_buses: tuple[str, ...] = ()
+    uplink: bool = False
+    alerts: bool = False
+    devices: bool = False
+
+    @classmethod
+    def between(cls, old: Config, new: Config) -> Changes:
+        needs = tuple(
+            name
+            for name, a, b in (("gateway", old.site, new.site), ("store", old.store, new.store))
+            if a != b
+        )
+        before = {b.name: _bus_key_cfg(b) for b in old.buses}
+        after = {b.name: _bus_key_cfg(b) for b in new.buses}
+        changed = {n for n in before.keys() & after.keys() if before[n] != after[n]}
+        stop = tuple(b.name for b in old.buses if b.name not in after or b.name in changed)
+        start = tuple(b.name for b in new.buses if b.name not in before or b.name in changed)
+        return cls(
+            needs_restart=needs,
+            stop_buses=stop,
+            start_buses=start,
+            uplink=old.uplink != new.uplink,
+            alerts=old.alerts != new.alerts or _places(old) != _places(new),
+            devices=bool(stop or start),
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.needs_restart or self.stop_buses or self.start_buses) or (
+            self.uplink or self.alerts
+        )
+
+
+def _places(cfg: Config) -> list[tuple[str, str, float | None, float | None]]:
+    return [(d.id, d.name, d.latitude, d.longitude) for d in cfg.devices()]

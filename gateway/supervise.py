@@ -62,20 +62,27 @@ class Health:
         self.what = what
         self.up_since: float | None = None
         self.down_reason: str | None = None
+        self.down_since: float | None = None
         self.transitions = 0
 
     def up(self, **context: object) -> None:
+        """Mark up; on recovery log once, with how long the outage lasted (`down_s`)."""
         if self.up_since is None:
             self.up_since = asyncio.get_running_loop().time()
             if self.down_reason is not None:
-                self.log.info(f"{self.what} recovered", **context)
+                down_s = round(self.up_since - (self.down_since or self.up_since), 1)
+                self.log.info(f"{self.what} recovered", down_s=down_s, **context)
                 self.transitions += 1
             self.down_reason = None
+            self.down_since = None
 
     def down(self, reason: str, **context: object) -> None:
+        """Mark down; the first failure of an outage is logged (with `context`, e.g. when
+        the next try is), the ones after it only update the reason."""
         if self.down_reason is None:
             self.log.warning(f"{self.what} down", reason=reason, **context)
             self.transitions += 1
+            self.down_since = asyncio.get_running_loop().time()
         self.down_reason = reason
         self.up_since = None
 
@@ -108,8 +115,9 @@ async def supervise(
             backoff.exhaust()
         if health.up_since is not None and loop.time() - started >= healthy_after:
             backoff.reset()
-        health.down(reason)
-        await _pause(backoff.next_delay(), wake)
+        delay = backoff.next_delay()
+        health.down(reason, retry_in_s=round(delay, 2))
+        await _pause(delay, wake)
 
 
 async def retry(
@@ -140,9 +148,10 @@ async def retry(
         else:
             backoff.reset()
             return result
+        delay = backoff.next_delay()
         if health is not None:
-            health.down(reason)
-        await _pause(backoff.next_delay(), wake)
+            health.down(reason, retry_in_s=round(delay, 2))
+        await _pause(delay, wake)
 
 
 async def _pause(delay: float, wake: asyncio.Event | None) -> None:

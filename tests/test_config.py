@@ -11,6 +11,7 @@ import pytest
 
 from gateway.config import loader as config
 from gateway.errors import ConfigError
+from tests.certs import make_ca
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,18 +148,43 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_check_command_exit_codes(tmp_path):
+    # 78 (EX_CONFIG) for every bad config, the code `gateway run` exits with: systemd's
+    # RestartPreventExitStatus=78 then holds for ExecStartPre=gateway check too.
+    _, _, ca = make_ca(tmp_path, "ca")
     good = tmp_path / "good.toml"
-    good.write_text(GOOD)
+    good.write_text(GOOD.replace("/etc/gateway/ca.pem", ca))
     ok = run_cli("check", "-c", str(good))
     assert ok.returncode == 0, ok.stderr
     assert "OK" in ok.stdout and "1 device(s)" in ok.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text(GOOD.replace("port = 8883", "port = 70000"))
     res = run_cli("check", "-c", str(bad))
-    assert res.returncode == 1
+    assert res.returncode == 78
     assert "uplink.port: expected 1..65535, got 70000" in res.stderr
     missing = run_cli("check", "-c", str(tmp_path / "nope.toml"))
-    assert missing.returncode == 1 and "cannot read" in missing.stderr
+    assert missing.returncode == 78 and "cannot read" in missing.stderr
+
+
+@pytest.mark.parametrize("command", ["check", "status", "run"])
+def test_a_config_file_that_is_not_utf8_is_a_clear_problem(tmp_path, command):
+    cfg = tmp_path / "latin1.toml"
+    cfg.write_bytes(
+        GOOD.replace('"paddy-site-01"', '"paddy-site-01"\nname = "Äcker"').encode("latin-1")
+    )
+    res = run_cli(command, "-c", str(cfg))
+    out = res.stdout + res.stderr
+    assert "Traceback" not in out
+    assert f"{cfg}: not UTF-8 text: byte 0xc4 on line 4 (save the file as UTF-8)" in out
+    if command != "status":  # status is helper "store"'s: it still exits 1 on a bad config
+        assert res.returncode == 78
+
+
+def test_run_log_level_is_one_of_its_choices():
+    res = run_cli("run", "--log-level", "verbose", "-c", "/nonexistent.toml")
+    assert res.returncode == 2
+    assert "invalid choice: 'verbose'" in res.stderr
+    helptext = run_cli("run", "--help").stdout
+    assert "debug, info, warning, error" in helptext
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.toml")), ids=lambda p: p.name)

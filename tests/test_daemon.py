@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,11 +29,17 @@ def config_text(tmp: Path, port: int, *, devices: str = "", window: float = 0.2)
 
 
 class Proc:
-    def __init__(self, cfg: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Path,
+        log: Path,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.log = log
         with open(log, "ab") as out:
             self.p = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "run", "-c", str(cfg)],
+                [sys.executable, "-m", "gateway", "run", "-c", str(cfg), *args],
                 cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -46,15 +54,18 @@ class Proc:
         return out
 
     def wait_event(self, name: str, timeout: float = 20) -> dict:
+        return self.wait_for(lambda e: e.get("event") == name, timeout, name)
+
+    def wait_for(self, match, timeout: float = 20, what: str = "matching") -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for e in self.events():
-                if e.get("event") == name:
+                if match(e):
                     return e
             if self.p.poll() is not None:
                 break
             time.sleep(0.05)
-        raise AssertionError(f"no {name!r} event; log:\n{self.log.read_text()[-3000:]}")
+        raise AssertionError(f"no {what!r} event; log:\n{self.log.read_text()[-3000:]}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         self.p.send_signal(sig)
@@ -189,6 +200,44 @@ def test_config_error_at_start_exits_78_with_the_problem(tmp_path):
     assert proc.p.wait(30) == 78
     problems = [e["problem"] for e in proc.events() if e["event"] == "config problem"]
     assert problems == ["uplink.port: expected 1..65535, got 0"]
+
+
+@pytest.mark.parametrize("obstacle", ["a file", "no permission"])
+def test_a_store_directory_that_cannot_be_created_exits_78_with_a_clear_line(obstacle):
+    # Outside pytest's 0700 tmp_path: the unprivileged run must read its config.
+    base = Path(tempfile.mkdtemp(prefix="gw-store-"))
+    try:
+        base.chmod(0o755)
+        (base / "root-only").mkdir(mode=0o755)  # root's: nobody cannot create in it
+        (base / "afile").write_text("")
+        store = base / ("afile" if obstacle == "a file" else "root-only/gw") / "outbox.sqlite"
+        cfg = base / "gw.toml"
+        cfg.write_text(f'[gateway]\nid = "gw1"\n[store]\npath = "{store}"\n')
+        cfg.chmod(0o644)
+        unprivileged = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        res = subprocess.run(
+            [
+                *(unprivileged if obstacle == "no permission" else []),
+                *(sys.executable, "-m", "gateway", "run", "-c", str(cfg)),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert res.returncode == 78, res.stdout + res.stderr
+        assert "Traceback" not in res.stdout + res.stderr
+        (event,) = [json.loads(line) for line in res.stdout.splitlines()]
+        assert event["event"] == "cannot start"
+        reason = (
+            "a file stands where the directory should be"
+            if obstacle == "a file"
+            else "Permission denied"
+        )
+        where = store.parent
+        assert event["problem"] == f"store.path: cannot create or open {where}: {reason}"
+    finally:
+        shutil.rmtree(base)
 
 
 @pytest.mark.parametrize("damage", [b"garbage" * 1000])

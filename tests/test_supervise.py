@@ -79,10 +79,15 @@ async def test_retry_returns_the_result_after_transient_failures_with_backoff():
     gaps = [b - a for a, b in itertools.pairwise(calls)]
     assert gaps[0] >= 0.009 and gaps[1] >= 0.019 and gaps[2] >= 0.039  # 0.01, 0.02, 0.04
     assert backoff.failures == 0  # a success resets the schedule
-    # One warning for the outage (with the first reason), one line for the recovery.
-    assert [(lvl, ev, ctx) for lvl, ev, ctx in log.lines] == [
-        ("warning", "peer down", {"reason": "refused #1"}),
-        ("info", "peer recovered", {}),
+    # One warning for the outage (with the first reason and when the next try is), one line
+    # for the recovery (with how long it was down).
+    assert log.lines[0] == (
+        "warning",
+        "peer down",
+        {"reason": "refused #1", "retry_in_s": 0.01},
+    )
+    assert [(lvl, ev, set(ctx)) for lvl, ev, ctx in log.lines][1:] == [
+        ("info", "peer recovered", {"down_s"}),
     ]
 
 

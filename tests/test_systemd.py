@@ -29,6 +29,16 @@ def test_unit_is_notify_with_watchdog_and_no_restart_on_bad_config():
     assert "Type=notify" in text and re.search(r"^WatchdogSec=\d+", text, re.M)
     assert "Restart=on-failure" in text and "RestartPreventExitStatus=78" in text
     assert "ExecReload=/bin/kill -HUP $MAINPID" in text
+    # gateway check exits 78 on a bad config (the code RestartPreventExitStatus names); it
+    # skips the TLS files, which keep only the uplink down.
+    assert re.search(r"^ExecStartPre=\S+/gateway check --skip-files ", text, re.M)
+
+
+def test_unit_allows_sc16is752_uarts_private_mounts_and_documents_ip_allow():
+    lines = UNIT.read_text().splitlines()
+    assert "DeviceAllow=char-ttySC rw" in lines
+    assert "PrivateMounts=yes" in lines
+    assert any(ln.startswith("#IPAddressAllow=") for ln in lines)
 
 
 def test_unit_exposure_stays_low():
@@ -40,4 +50,4 @@ def test_unit_exposure_stays_low():
     )
     match = re.search(r"Overall exposure level for gateway\.service: ([\d.]+)", res.stdout)
     assert match, res.stdout[-2000:] + res.stderr
-    assert float(match.group(1)) <= 2.5
+    assert float(match.group(1)) <= 1.7

@@ -1,7 +1,9 @@
 """`gateway run | check | status | decode | scan | sim | test-alert | demo` for technicians.
 
 Each subcommand parses its arguments, calls into the core or a driver, prints, and returns an
-exit code: 0 fine, 1 a problem found (bad config, undecodable input), 2 usage. Drivers add
+exit code: 0 fine, 78 a bad config (EX_CONFIG from sysexits.h, the same code `gateway run`
+exits with, so systemd's `RestartPreventExitStatus=78` applies to `ExecStartPre=gateway
+check` too), 1 another problem found (undecodable input), 2 usage. Drivers add
 simulators and scanners by declaring `SIMULATORS` / `SCANNERS` in their package
 (`{"nmea": "drivers.serial.sim:nmea_main"}`; the function takes argv and returns an exit code).
 """
@@ -15,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from gateway.config import loader as config_mod
+from gateway.config import tls
 from gateway.config.profiles import ProfileLibrary, default_dirs
 from gateway.errors import ConfigError, DecodeError, Problem
 from gateway.model import Observation, Value
@@ -34,6 +37,10 @@ def _call_plugin(spec: str, argv: list[str]) -> int:
     return int(fn(argv) or 0)
 
 
+EX_CONFIG = 78  # sysexits.h: configuration error; the daemon exits with it too
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 def _load(path: str) -> config_mod.Config | None:
     """The config, or None after printing every problem (path: message) and a count."""
     try:
@@ -48,7 +55,15 @@ def _load(path: str) -> config_mod.Config | None:
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
-        return 1
+        return EX_CONFIG
+    if not args.skip_files:
+        # The daemon runs without these (only the uplink stays down), but they are wrong.
+        problems = tls.problems(cfg.uplink)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if problems:
+            print(f"{args.config}: {len(problems)} problem(s)", file=sys.stderr)
+            return EX_CONFIG
     devices = cfg.devices()
     profiles = sorted({d.profile for d in devices if d.profile})
     print(
@@ -134,7 +149,7 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config)
     if cfg is None:
-        return 1
+        return EX_CONFIG
     return asyncio.run(technician_test(cfg, args.rule, args.device, args.send, sys.stdout))
 
 
@@ -164,9 +179,20 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = with_config(sub.add_parser("run", help="run the daemon"))
-    p.add_argument("--log-level", default="info")
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=LOG_LEVELS,
+        help=f"least severe event logged: {', '.join(LOG_LEVELS)} (default: info)",
+    )
     p.set_defaults(func=cmd_run)
     p = with_config(sub.add_parser("check", help="validate a config and its device profiles"))
+    p.add_argument(
+        "--skip-files",
+        action="store_true",
+        help="do not read the TLS and password files [uplink] names: a missing one keeps only "
+        "the uplink down, so the systemd unit's ExecStartPre skips them",
+    )
     p.set_defaults(func=cmd_check)
     p = with_config(sub.add_parser("status", help="outbox depth, drops and oldest reading"))
     p.set_defaults(func=cmd_status)

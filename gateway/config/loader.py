@@ -105,6 +105,17 @@ def load(path: str | Path, profiles: ProfileLibrary | None = None) -> Config:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([Problem(str(p), f"cannot read: {exc.strerror or exc}")]) from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            [
+                Problem(
+                    str(p),
+                    f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} on line {line} "
+                    "(save the file as UTF-8)",
+                )
+            ]
+        ) from None
     return parse(text, str(p), profiles)
 
 

@@ -23,8 +23,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gateway.config import tls
 from gateway.config.loader import UplinkConfig
-from gateway.errors import LinkDown, LinkRefused
+from gateway.errors import ConfigError, LinkDown, LinkRefused
 
 if TYPE_CHECKING:
     from paho.mqtt.client import SocketLike  # a typing-only Protocol in paho
@@ -67,7 +68,8 @@ class Connection:
         on_puback: Callable[[int], None],
         on_lost: Callable[[], None],
     ) -> None:
-        """Builds the client (raises LinkRefused when the password file is unreadable)."""
+        """Builds the client (raises LinkRefused when the password file or a TLS file is
+        unreadable or not a usable PEM file, naming the file)."""
         self.cfg = cfg
         self.command_topic = command_topic
         self.on_puback = on_puback
@@ -95,11 +97,16 @@ class Connection:
         if cfg.username:
             client.username_pw_set(cfg.username, self._password())
         if cfg.tls.enabled:
-            context = ssl.create_default_context(cafile=cfg.tls.ca or None)
-            if cfg.tls.cert:
-                context.load_cert_chain(cfg.tls.cert, cfg.tls.key or None)
+            try:
+                context = tls.context(cfg.tls)
+            except ConfigError as exc:
+                # A missing or bad CA/cert/key keeps the uplink down, never the daemon: the
+                # session retries on its backoff, so fixing the file heals it.
+                raise LinkRefused(str(exc)) from None
             client.tls_set_context(context)
-        client.enable_logger(None)  # paho's own chatter stays out of our logs
+        # paho logs through the stdlib logger "paho.mqtt.client", which gateway.logs renders
+        # as JSON like every other line (debug chatter only at --log-level debug).
+        client.enable_logger(None)
         return client
 
     def _password(self) -> str | None:

@@ -137,7 +137,8 @@ class Uplink:
             await conn.open()
             self.stats.connected = True
             self.stats.connects += 1
-            health.up(host=self.cfg.host, port=self.cfg.port)
+            # On recovery the line says how long it was down and how much waits to go out.
+            health.up(host=self.cfg.host, port=self.cfg.port, queued=self.outbox.rows)
             conn.publish(self.cfg.status_topic, b"online", 1, retain=True)
             conn.subscribe(self.cmd_topic, qos=1)
             await self._serve(conn)
