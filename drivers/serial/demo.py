@@ -12,17 +12,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 from drivers.serial.ptyline import pty_line
 from drivers.serial.sim import BuoyTalker, Faults, TrapReceiver, run_talker
 
+# The demo's two serial buses; `gateway demo` appends them to its config.
+BUSES = """
+[[buses]]
+name = "buoy"
+transport = "serial"
+port = "{buoy}"
+baudrate = 4800
 
-async def field(stack: contextlib.AsyncExitStack, workdir: Path) -> str:
-    buoy_line = await stack.enter_async_context(pty_line(workdir / "buoy-tty"))
-    trap_line = await stack.enter_async_context(pty_line(workdir / "trap-rx-tty"))
-    talker = BuoyTalker(seed=1)
-    receiver = TrapReceiver(["17", "18", "A3"], seed=1)
+[[buses.devices]]
+id = "buoy-1"
+name = "Imizu harbour buoy"
+profile = "buoy-nmea"
+interval = 10
+silence = 30
+
+[[buses]]
+name = "trap-rx"
+transport = "serial"
+port = "{traps}"
+baudrate = 9600
+
+[[buses.devices]]
+id = "trap-rx"
+name = "Trap receiver (base unit)"
+profile = "trap-receiver"
+"""
+
+
+def _trap_script(receiver: TrapReceiver) -> Callable[[float], list[str]]:
+    """What the receiver prints by elapsed time: an event every 20 s from 5 s on, heartbeats
+    every minute."""
     due = {"event": 5.0, "hb": 0.0}
 
     def trap_lines(elapsed: float) -> list[str]:
@@ -35,6 +61,14 @@ async def field(stack: contextlib.AsyncExitStack, workdir: Path) -> str:
             due["hb"] += 60.0
         return out
 
+    return trap_lines
+
+
+async def field(stack: contextlib.AsyncExitStack, workdir: Path) -> str:
+    buoy_line = await stack.enter_async_context(pty_line(workdir / "buoy-tty"))
+    trap_line = await stack.enter_async_context(pty_line(workdir / "trap-rx-tty"))
+    talker = BuoyTalker(seed=1)
+    trap_lines = _trap_script(TrapReceiver(["17", "18", "A3"], seed=1))
     tasks = [
         asyncio.create_task(
             run_talker(
@@ -59,28 +93,4 @@ async def field(stack: contextlib.AsyncExitStack, workdir: Path) -> str:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     stack.push_async_callback(stop)
-    return f"""
-[[buses]]
-name = "buoy"
-transport = "serial"
-port = "{buoy_line.port}"
-baudrate = 4800
-
-[[buses.devices]]
-id = "buoy-1"
-name = "Imizu harbour buoy"
-profile = "buoy-nmea"
-interval = 10
-silence = 30
-
-[[buses]]
-name = "trap-rx"
-transport = "serial"
-port = "{trap_line.port}"
-baudrate = 9600
-
-[[buses.devices]]
-id = "trap-rx"
-name = "Trap receiver (base unit)"
-profile = "trap-receiver"
-"""
+    return BUSES.format(buoy=buoy_line.port, traps=trap_line.port)
