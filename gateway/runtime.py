@@ -154,7 +154,12 @@ async def build_runtime(
     `commands` are the core's own (ping, reload); drivers' and the alert side's follow, in
     that order. `switch_listeners` see the alert actions' confirmed relay writes."""
     outbox, pipe = await _open_store(stack, cfg, clock=clock, log=log)
-    router = CommandRouter(cfg.uplink.commands, commands, log=log.bind(component="commands"))
+    router = CommandRouter(
+        cfg.uplink.commands,
+        commands,
+        log=log.bind(component="commands"),
+        max_bytes=cfg.uplink.command_max_bytes,
+    )
     actuators: dict[str, Actuator] = {}
     buses, contexts, bus_commands = _create_buses(cfg, pipe, log, hub, actuators)
     for name, handler in bus_commands.items():

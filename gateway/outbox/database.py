@@ -18,8 +18,10 @@ from typing import Any, cast
 import aiosqlite
 
 from gateway.model import Lane, Reading
+from gateway.outbox import deadletter
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS outbox(
     seq INTEGER PRIMARY KEY,
     lane INTEGER NOT NULL,
@@ -37,6 +39,8 @@ CREATE TABLE IF NOT EXISTS outbox(
 CREATE INDEX IF NOT EXISTS outbox_urgent ON outbox(lane, seq) WHERE lane != 2;
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+    + deadletter.TABLE
+)
 # Columns named: `parent` is last in a migrated file's table. A row of a configured device
 # (nearly all) leaves `parent` out: binding a NULL for it costs about as much again as the
 # rest of the insert (measured, SQLite 3.40 via the sqlite3 module).
