@@ -208,6 +208,8 @@ class Uplink:
                     payload = await conn.commands.get()
             except TimeoutError:
                 conn.loop_misc()
+                if self._busy_unanswered:
+                    await self._answer_busy(conn)
                 continue
             self.stats.commands += 1
             await self._answer(conn, await self.commands.answer(payload, self._answer_limit))
