@@ -117,7 +117,10 @@ class CommandRouter:
         """Run one message and encode its answer in at most `limit` bytes (never raises
         for anything the message holds)."""
         results = await self.handle(payload)
-        body = json.dumps(results, ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            body = json.dumps(results, ensure_ascii=False, separators=(",", ":")).encode()
+        except UnicodeEncodeError:  # a handler's text that is not valid Unicode: escape it
+            body = json.dumps(results, separators=(",", ":")).encode()
         if len(body) > limit:
             self.log.warning("command answer too large; replaced", size=len(body), limit=limit)
             body = json.dumps({"error": "ERROR: answer larger than max_payload_bytes"}).encode()

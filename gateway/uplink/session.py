@@ -212,13 +212,10 @@ class Uplink:
                     await self._answer_busy(conn)
                 continue
             self.stats.commands += 1
-            await self._answer(conn, await self.commands.answer(payload, self._answer_limit))
+            answer = await self.commands.answer(payload, self.cfg.max_payload_bytes)
+            await self._answer(conn, answer)
             if self._busy_unanswered and conn.commands.empty():
                 await self._answer_busy(conn)
-
-    @property
-    def _answer_limit(self) -> int:
-        return self.cfg.max_payload_bytes
 
     async def _answer(self, conn: Connection, body: bytes) -> None:
         """Publish a command answer on cmdexe through the same byte budget as telemetry."""
