@@ -19,21 +19,6 @@ import aiosqlite
 
 from gateway.model import Reading
 
-TABLE = """
-CREATE TABLE IF NOT EXISTS dead_letter(
-    seq INTEGER PRIMARY KEY,
-    lane INTEGER NOT NULL,
-    device TEXT NOT NULL,
-    quantity TEXT NOT NULL,
-    value,
-    unit TEXT NOT NULL,
-    ts REAL NOT NULL,
-    synced INTEGER NOT NULL,
-    parent TEXT,
-    reason TEXT NOT NULL,
-    at REAL NOT NULL  -- UTC seconds when the row was moved here
-);
-"""
 # OR REPLACE: a crash after the move but before the uplink forgot the row may move it twice.
 _INSERT = (
     "INSERT OR REPLACE INTO dead_letter"
