@@ -11,7 +11,7 @@ frozen `Options` subclasses with every invariant already checked (problems are r
 Section with their path); a bus takes them as they are and never re-checks them.
 
 This module is part of the core foundation: it imports only gateway.model, gateway.hotplug,
-gateway.section and the standard library, and it must not import any driver.
+gateway.section, gateway.schema and the standard library, and it must not import any driver.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from gateway.hotplug import Hotplug
 from gateway.model import Observation, Value
+from gateway.schema import Schema
 from gateway.section import Section
 
 
@@ -143,8 +144,23 @@ class Bus(Protocol):
 
 
 # A command's argument is what the platform sent (decoded JSON or its text); the handler
-# validates it and answers with a result text ("OK", "error: ...").
+# answers with a result text ("OK", "error: ..."). A plain handler takes no arguments (the
+# router calls it with None); one that takes arguments is a `Command` with a schema.
 CommandHandler = Callable[[object], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A platform command that takes arguments: its declared `schema` and `run`, which gets
+    only the checked arguments (a dict of the schema's fields). The command router checks
+    the schema before `run` acts; calling the command itself does the same (check, then run),
+    so a Command is a CommandHandler too."""
+
+    schema: Schema
+    run: Callable[[dict[str, object]], Awaitable[str]]
+
+    async def __call__(self, args: object) -> str:
+        return await self.run(self.schema.check(args))
 
 
 @dataclass(frozen=True)

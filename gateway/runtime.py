@@ -180,7 +180,12 @@ async def build_runtime(
     `commands` are the core's own (ping, reload); drivers' and the alert side's follow, in
     that order. `switch_listeners` see the alert actions' confirmed relay writes."""
     outbox, pipe = await _open_store(stack, cfg, clock=clock, log=log)
-    router = CommandRouter(cfg.uplink.commands, commands, log=log.bind(component="commands"))
+    router = CommandRouter(
+        cfg.uplink.commands,
+        commands,
+        log=log.bind(component="commands"),
+        max_bytes=cfg.uplink.command_max_bytes,
+    )
     actuators: dict[str, Actuator] = {}
     bus_commands: dict[str, CommandHandler] = {}
     buses, contexts = add_buses(cfg.buses, pipe, log, hub, actuators, bus_commands)

@@ -43,6 +43,7 @@ LAYERS: dict[str, Layer] = {
             "gateway.clock",
             "gateway.supervise",
             "gateway.contract",
+            "gateway.schema",
             "gateway.hotplug",
             "gateway.notify",
             "gateway.logs",

@@ -1,11 +1,13 @@
 """Relay channels on Modbus coils: Actuators for local alerts and the `relay` downlink command.
 
 Each device whose profile gives coils a `channel` becomes `ctx.actuators[device_id]`; the bus
-registers one `relay` command handler taking {"device": "relay-1", "channel": 1,
-"state": true, "seconds": 30} (state defaults to true when seconds is given; seconds switches
-the channel off again after that long). A timed switch-off is retried with gateway.supervise's
-Backoff until the module confirms it, so a siren never stays on because one write was lost or
-the bus was down at that moment. The allow-list is the core's job.
+registers one `relay` command (a gateway.contract.Command with a declared schema) taking
+{"device": "relay-1", "channel": 1, "state": true, "seconds": 30}: the device must be a relay
+module, channel an integer, state a boolean (default true when seconds is given), seconds a
+finite number in (0, 86400] that switches the channel off again after that long. A timed
+switch-off is retried with gateway.supervise's Backoff until the module confirms it, so a siren
+never stays on because one write was lost or the bus was down at that moment. The allow-list is
+the core's job.
 
 Everything here talks to the bus through `CoilWriter` (its public, queued `write_coils`); this
 module does not import the bus and never touches a link.
@@ -15,15 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.contract import BusContext, CommandHandler
+from gateway.contract import BusContext, Command
 from gateway.errors import Transient
+from gateway.schema import Field, Schema
 from gateway.supervise import Backoff
 
 RETRY_OFF = 2.0  # seconds before the first retry of a switch-off the module did not confirm
@@ -138,79 +140,59 @@ class RelayActuator:
             self.timers.start(self.device, channel, address, seconds)
 
 
-@dataclass(frozen=True)
-class _Request:
-    channel: int
-    state: bool
-    seconds: float | None
-
-
-def _target(arg: object) -> tuple[dict[str, object], str] | str:
-    """(the command's table, its device), or the error text to answer with."""
-    try:
-        request = json.loads(arg) if isinstance(arg, str | bytes) else arg
-    except json.JSONDecodeError as exc:
-        return f"error: not JSON: {exc.msg}"
-    if not isinstance(request, dict):
-        return 'error: expected {"device": ..., "channel": ..., "state": ...}'
-    device = request.get("device")
-    if not isinstance(device, str):
-        return 'error: "device" must be a device id string'
-    return request, device
-
-
-def _validate(request: dict[str, object]) -> _Request | str:
-    """The switch to do, or the error text to answer with."""
-    unknown = set(request) - {"device", "channel", "state", "seconds"}
-    if unknown:
-        return f"error: unknown key(s) {', '.join(sorted(unknown))}"
-    channel = request.get("channel", 1)
-    seconds = request.get("seconds")
-    state = request.get("state", True if seconds is not None else None)
-    if isinstance(channel, bool) or not isinstance(channel, int):
-        return f'error: "channel" must be an integer, got {channel!r}'
-    if not isinstance(state, bool):
-        return f'error: "state" must be true or false, got {state!r}'
-    if seconds is not None and (
-        isinstance(seconds, bool)
-        or not isinstance(seconds, int | float)
-        or not 0 < seconds <= 86400
-    ):
-        return f'error: "seconds" must be a number in (0, 86400], got {seconds!r}'
-    return _Request(channel, state, None if seconds is None else float(seconds))
-
-
 class RelayCommand:
-    """The `relay` command for every relay module of one bus, chained to other buses'."""
+    """The `relay` command for every relay module of one bus, chained to other buses' (an
+    earlier bus's RelayCommand is `previous`): its declared schema (`command`) accepts only a
+    device that is a relay module of one of them."""
 
-    def __init__(
-        self,
-        writer: CoilWriter,
-        actuators: Mapping[str, object],
-        previous: CommandHandler | None,
-    ) -> None:
-        self.writer = writer
+    def __init__(self, actuators: Mapping[str, object], previous: RelayCommand | None) -> None:
         self.actuators = actuators
         self.previous = previous
+        self.command = Command(
+            Schema(
+                {
+                    "device": Field(
+                        "text",
+                        required=True,
+                        accept=lambda d: self.find(d) is not None,
+                        expect="a relay module of this gateway",
+                    ),
+                    "channel": Field("integer", lo=1, hi=65536),
+                    "state": Field("boolean"),
+                    # A day at most: a timed switch is for a siren or a pump, not a setting.
+                    "seconds": Field("number", lo=0, hi=86400, accept=_positive, expect="> 0"),
+                }
+            ),
+            self.run,
+        )
 
-    async def __call__(self, arg: object) -> str:
-        target = _target(arg)
-        if isinstance(target, str):
-            return target
-        request, device = target
+    def find(self, device: str) -> RelayActuator | None:
         actuator = self.actuators.get(device)
-        if not isinstance(actuator, RelayActuator) or actuator.writer is not self.writer:
-            if self.previous is not None:
-                return await self.previous(arg)
+        if isinstance(actuator, RelayActuator):
+            return actuator
+        return self.previous.find(device) if self.previous is not None else None
+
+    async def run(self, args: dict[str, object]) -> str:
+        """Switch as the checked `args` say; the error text to answer with when it fails."""
+        device, channel = args["device"], args.get("channel", 1)
+        seconds = args.get("seconds")
+        state = args.get("state", True if seconds is not None else None)
+        assert isinstance(device, str) and isinstance(channel, int)  # the schema checked them
+        assert seconds is None or isinstance(seconds, int | float)
+        if not isinstance(state, bool):
+            return 'error: "state" (true or false) is required unless "seconds" is given'
+        actuator = self.find(device)
+        if actuator is None:  # gone since the check (a reload)
             return f'error: no relay module "{device}"'
-        switch = _validate(request)
-        if isinstance(switch, str):
-            return switch
         try:
-            await actuator.switch(switch.channel, switch.state, switch.seconds)
+            await actuator.switch(channel, state, None if seconds is None else float(seconds))
         except (ValueError, Transient) as exc:
             return f"error: {exc}"
         return "OK"
+
+
+def _positive(value: float) -> bool:
+    return value > 0
 
 
 def register(
@@ -227,4 +209,8 @@ def register(
             ctx.actuators[device_id] = RelayActuator(writer, timers, device_id, device_channels)
             found = True
     if found:
-        ctx.commands["relay"] = RelayCommand(writer, ctx.actuators, ctx.commands.get("relay"))
+        previous = ctx.commands.get("relay")
+        chained = getattr(previous, "run", None)
+        earlier = getattr(chained, "__self__", None)  # the earlier bus's RelayCommand
+        relay = RelayCommand(ctx.actuators, earlier if isinstance(earlier, RelayCommand) else None)
+        ctx.commands["relay"] = relay.command

@@ -22,6 +22,8 @@ mailer when it connects, never here.
     device = "relay-1"         # a relay module (ctx.actuators) and its channel
     channel = 1
     seconds = 30
+    max_seconds = 600          # the longest a platform command may run it (default 600,
+                               # or `seconds` when that is longer)
     pattern = [1.0, 0.5]       # on, off seconds repeated; empty = steady
     at_night = "skip"          # "run" | "skip" during quiet hours
 
@@ -85,6 +87,7 @@ class ActionConfig:
     seconds: float = 30.0
     pattern: tuple[float, ...] = ()
     at_night: str = "run"
+    max_seconds: float = 600.0  # the longest a platform command (`siren`) may run it
 
 
 @dataclass(frozen=True)
@@ -198,14 +201,18 @@ def _actions(s: Section, device_ids: set[str]) -> dict[str, ActionConfig]:
         ):
             a.problem("pattern", "expected an array of positive seconds [on, off, ...]")
             pattern = []
+        seconds = a.number("seconds", 30.0, lo=0.1, hi=86400)
         action = ActionConfig(
             name,
             device=a.text("device"),
             channel=a.integer("channel", 1, lo=1, hi=65536),
-            seconds=a.number("seconds", 30.0, lo=0.1, hi=86400),
+            seconds=seconds,
             pattern=tuple(float(x) for x in pattern),
             at_night=a.text("at_night", "run", choices=("run", "skip")),
+            max_seconds=a.number("max_seconds", max(600.0, seconds), lo=0.1, hi=86400),
         )
+        if action.seconds > action.max_seconds:
+            a.problem("seconds", f"longer than max_seconds ({action.max_seconds:g})")
         if action.device and action.device not in device_ids:
             a.problem("device", f'no configured device "{action.device}"')
         actions[name] = action

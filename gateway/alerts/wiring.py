@@ -4,27 +4,31 @@ task in the daemon's TaskGroup. Its platform commands (`siren`, `alert-test`) ar
 as a plain mapping `commands` (name -> async handler) that the daemon registers with its
 command router: the alert side never sees the uplink.
 
-It holds no logic of its own beyond argument checking for the two commands.
+It holds no logic of its own beyond the two commands' declared argument schemas
+(gateway.schema: a siren runs at most its action's `max_seconds`; a test alert's device is a
+configured device or a sub-device key of one) and the checks that need the running engine.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import ChainMap
 from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from gateway.alerts.actions import Actions
+from gateway.alerts.config import ActionConfig
 from gateway.alerts.digest import Digest
 from gateway.alerts.engine import AlertEngine, Place
 from gateway.alerts.mailer import Mailer
 from gateway.clock import Clock
 from gateway.config.loader import Config
-from gateway.contract import Actuator, CommandHandler
+from gateway.contract import Actuator, Command, CommandHandler
+from gateway.model import typed_sub_device
 from gateway.outbox.store import Outbox
 from gateway.pipeline import Pipeline
+from gateway.schema import ArgumentError, Field, Schema
 from gateway.supervise import Backoff
 
 
@@ -111,6 +115,8 @@ class Alerting:
         if self.digest is not None:
             pipe.observers.append(self.digest.observe)
         # For the daemon's command router; the names must also be allowed in [uplink].commands.
+        self.siren_command = Command(self._siren_schema(a.actions), self._siren)
+        self.test_command = Command(self._test_schema(), self._test)
         self.commands: Mapping[str, CommandHandler] = {
             "siren": self.siren_command,
             "alert-test": self.test_command,
@@ -136,29 +142,54 @@ class Alerting:
             if self.digest is not None:
                 self.pipe.observers.remove(self.digest.observe)
 
-    # -- commands --------------------------------------------------------------------------
-    async def siren_command(self, args: Any) -> str:
-        """`{"siren": {"seconds": 30, "flash": true}}` (or a number of seconds, or 0 = off)."""
-        if isinstance(args, str) and args.strip().startswith("{"):
-            args = json.loads(args)
-        if isinstance(args, dict):
-            unknown = set(args) - {"seconds", "flash"}
-            if unknown:
-                raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))}")
-            seconds, flash = args.get("seconds"), args.get("flash", False)
-        else:
-            seconds, flash = (None if args in ("", None) else args), False
-        if isinstance(seconds, str):
-            seconds = float(seconds)
-        if seconds is not None and (
-            isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0
-        ):
-            raise ValueError(f"seconds must be a number >= 0, got {seconds!r}")
-        if not isinstance(flash, bool):
-            raise ValueError(f"flash must be true or false, got {flash!r}")
+    # -- commands ----------------------------------------------------------------------------
+    def _siren_schema(self, actions: Mapping[str, ActionConfig]) -> Schema:
+        """`{"siren": {"seconds": 30, "flash": true}}` or a bare number of seconds (0 = off);
+        seconds finite and at most the siren's `max_seconds`."""
+        siren = actions.get("siren")
+        return Schema(
+            {
+                "seconds": Field(
+                    "number", lo=0, hi=siren.max_seconds if siren else None, from_text=True
+                ),
+                "flash": Field("boolean"),
+            },
+            bare="seconds",
+        )
+
+    def _test_schema(self) -> Schema:
+        """`{"alert-test": "trap"}` or `{"alert-test": {"rule": "trap", "device": "traps-7"}}`;
+        the device a configured one or a sub-device key one of them has (or can have)."""
+        return Schema(
+            {
+                "rule": Field("text", required=True),
+                "device": Field(
+                    "text",
+                    accept=self._known_device,
+                    expect="a configured device or a sub-device key of one",
+                ),
+            },
+            bare="rule",
+        )
+
+    def _known_device(self, key: str) -> bool:
+        """A configured device, a sub-device key seen in readings, or one a configured device
+        can build (`typed_sub_device`): never a topic-unsafe text."""
+        engine = self.engine
+        if key in engine.places or engine.place(key)[1] is not None:
+            return True
+        return typed_sub_device(key, engine.places) is not None
+
+    async def _siren(self, args: dict[str, object]) -> str:
+        seconds, flash = args.get("seconds"), args.get("flash", False)
+        assert seconds is None or isinstance(seconds, int | float)  # the schema checked it
         names = ["siren"] + (["flash"] if flash else [])
         if self.actions is None or any(n not in self.actions.channels for n in names):
             raise ValueError(f"no [alerts.actions.{'] or ['.join(names)}] configured")
+        for name in names:
+            longest = self.actions.channels[name].cfg.max_seconds
+            if seconds is not None and seconds > longest:
+                raise ArgumentError(f'"seconds" must be at most {longest:g} for {name}')
         for name in names:
             if seconds == 0:
                 self.actions.stop(name)
@@ -166,16 +197,8 @@ class Alerting:
                 self.actions.trigger(name, seconds or None, force=True)
         return "OK"
 
-    async def test_command(self, args: Any) -> str:
-        """`{"alert-test": "trap"}` or `{"alert-test": {"rule": "trap", "device": "trap-01"}}`."""
-        if isinstance(args, str) and args.strip().startswith("{"):
-            args = json.loads(args)
-        device = None
-        if isinstance(args, dict):
-            rule, device = args.get("rule"), args.get("device")
-        else:
-            rule = args
-        if not isinstance(rule, str) or not rule:
-            raise ValueError('expected a rule name or {"rule": ..., "device": ...}')
+    async def _test(self, args: dict[str, object]) -> str:
+        rule, device = args["rule"], args.get("device")
+        assert isinstance(rule, str) and (device is None or isinstance(device, str))
         alert = self.engine.test(rule, device)
         return f"OK {alert.id}"

@@ -45,6 +45,10 @@ def _show_outbox(store: Path, now: float) -> None:
     drops = {k: v for k, v in box.dropped.items() if v}
     if drops:
         print("  dropped  " + ", ".join(f"{k} {v}" for k, v in sorted(drops.items())))
+    if box.dead_letters:
+        print(
+            f"  dead letters {box.dead_letters} (rows the uplink can never send: table dead_letter)"
+        )
     print(f"  last seq {box.last_seq}")
 
 

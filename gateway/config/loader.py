@@ -71,6 +71,7 @@ class UplinkConfig:
     reconnect_min: float = 5.0
     reconnect_max: float = 300.0
     commands: tuple[str, ...] = BUILTIN_COMMANDS
+    command_max_bytes: int = 4096  # a platform command larger than this is refused unparsed
     enabled: bool = True
 
 
@@ -196,6 +197,7 @@ def _uplink(s: Section, site: SiteConfig) -> UplinkConfig:
         reconnect_min=reconnect_min,
         reconnect_max=reconnect_max,
         commands=s.strings("commands", BUILTIN_COMMANDS),
+        command_max_bytes=s.integer("command_max_bytes", 4096, lo=64, hi=1 << 20),
         enabled=s.flag("enabled", True),
     )
     if cfg.password_file and not cfg.username:

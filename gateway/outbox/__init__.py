@@ -4,7 +4,7 @@ Owns: the database file and its rows (`database`), the queue with its bounds, le
 acknowledgements (`store`, the facade: `Outbox`, built from `writer` and its one
 `transaction`, the drop policy `bounds`, the persisted `meta` counters, the row `counts`, the
 lease bookkeeping and tail cache `leases`, the disk-full memory buffer `spill`), and read-only
-inspection for `gateway status` (`inspect`).
+inspection for `gateway status` (`inspect`); rows that can never be sent (`deadletter`).
 May import: `gateway.model`, `gateway.errors` and aiosqlite/sqlite3 (structlog only for the
 default logger of `Outbox.open`). Nothing else: it knows no config, MQTT, driver or alert.
 """

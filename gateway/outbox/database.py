@@ -36,6 +36,20 @@ CREATE TABLE IF NOT EXISTS outbox(
 -- anything; telemetry (lane 2) is scanned in rowid order, which is seq order.
 CREATE INDEX IF NOT EXISTS outbox_urgent ON outbox(lane, seq) WHERE lane != 2;
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+-- Rows the uplink can never publish, with why and when (UTC s): gateway.outbox.deadletter.
+CREATE TABLE IF NOT EXISTS dead_letter(
+    seq INTEGER PRIMARY KEY,
+    lane INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    quantity TEXT NOT NULL,
+    value,
+    unit TEXT NOT NULL,
+    ts REAL NOT NULL,
+    synced INTEGER NOT NULL,
+    parent TEXT,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL
+);
 """
 # Columns named: `parent` is last in a migrated file's table. A row of a configured device
 # (nearly all) leaves `parent` out: binding a NULL for it costs about as much again as the

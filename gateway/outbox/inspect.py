@@ -1,5 +1,5 @@
 """Read-only queries on an outbox file for `gateway status`: rows per lane, the oldest
-waiting reading, drops, the last sequence number.
+waiting reading, drops, dead letters, the last sequence number.
 
 Opens the file read-only (sqlite3, `mode=ro`) beside a running daemon, which keeps writing
 in WAL mode meanwhile. Never writes, never creates the file, never quarantines: a damaged
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.model import Lane
-from gateway.outbox import meta
+from gateway.outbox import deadletter, meta
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class OutboxSummary:
     dropped: dict[str, int]  # persisted drop counters by lane name (zeros included)
     last_seq: int  # the sequence high-water mark
     file_bytes: int  # size of the main file (not the WAL)
+    dead_letters: int = 0  # rows moved aside as unsendable (gateway.outbox.deadletter)
 
     @property
     def rows(self) -> int:
@@ -49,6 +50,7 @@ def summary(path: Path) -> OutboxSummary | None:
             )
         }
         values: dict[str, int] = dict(db.execute(meta.SELECT_ALL))
+        dead = deadletter.count_readonly(db)
     finally:
         db.close()
     return OutboxSummary(
@@ -56,4 +58,5 @@ def summary(path: Path) -> OutboxSummary | None:
         dropped=meta.drops(values),
         last_seq=values.get(meta.SEQ_HWM, 0),
         file_bytes=path.stat().st_size,
+        dead_letters=dead,
     )

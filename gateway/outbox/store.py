@@ -22,7 +22,7 @@ answers counts; the parts live beside it: the file and its rows (`database`), th
 (`writer`) and its transaction (`transaction`), the drop policy (`bounds`), the persisted
 counters (`meta`), the row counts (`counts`), lease bookkeeping and the tail cache
 (`leases`), the disk-full buffer (`spill`). It knows nothing about MQTT, payload formats or
-drivers.
+drivers. Rows that can never be sent leave for the dead letters (`deadletter`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ from typing import Any
 import aiosqlite
 
 from gateway.model import Lane, Reading
-from gateway.outbox import meta
+from gateway.outbox import deadletter, meta
 from gateway.outbox.bounds import OLDEST_TELEMETRY, Bounds
 from gateway.outbox.counts import Counts
 from gateway.outbox.database import SELECT, cap_size, connect, fetch, from_row, quarantine
@@ -57,6 +58,7 @@ class OutboxStats:
     disk_full: bool
     next_seq: int
     quarantined: str | None
+    dead_letters: int = 0  # rows moved to the dead-letter table (they could never be sent)
 
 
 class Outbox:
@@ -80,6 +82,7 @@ class Outbox:
         self.log = log
         self.quarantined = quarantined
         self._next_seq = 1
+        self._dead_letters = 0
         self._counts = Counts()
         self._leases = Leases(tail_limit)
         self._spill = Spill(memory_rows, log)
@@ -150,6 +153,7 @@ class Outbox:
         await self._counts.load(self.db, counters)
         ((top,),) = await fetch(self.db, "SELECT max(seq) FROM outbox")
         self._next_seq = max(top or 0, counters.get(meta.SEQ_HWM, 0)) + 1
+        self._dead_letters = await deadletter.count(self.db)
 
     async def set_hard_limit(self, limit_bytes: int) -> None:
         """Cap the file size through SQLite's page budget (0 lifts the cap)."""
@@ -219,6 +223,15 @@ class Outbox:
             # Shielded like append: the counts must follow what the file holds.
             await asyncio.shield(self._writer.ack(readings))
 
+    async def dead_letter(self, readings: Sequence[Reading], reason: str) -> None:
+        """Move leased rows that can never be published (invalid topic, unencodable, too
+        large alone) to the dead-letter table with `reason` and the time, in one transaction,
+        ending their leases: they never block the rows behind them. On a full disk they stay
+        queued (and are tried again)."""
+        if readings:
+            moved = await asyncio.shield(self._writer.dead_letter(readings, reason, time.time()))
+            self._dead_letters += moved
+
     # -- inspection ------------------------------------------------------------------------
     @property
     def memory_rows(self) -> int:
@@ -252,6 +265,7 @@ class Outbox:
             disk_full=self._spill.full,
             next_seq=self._next_seq,
             quarantined=self.quarantined,
+            dead_letters=self._dead_letters,
         )
 
 

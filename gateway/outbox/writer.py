@@ -19,7 +19,7 @@ import aiosqlite
 
 from gateway.errors import StoreFull
 from gateway.model import Lane, Reading
-from gateway.outbox import meta
+from gateway.outbox import deadletter, meta
 from gateway.outbox.bounds import Bounds, Dropped
 from gateway.outbox.counts import Counts
 from gateway.outbox.database import insert, is_full, runs, shrink, to_row
@@ -182,3 +182,23 @@ class Writer:
             self.spill.shift_times(delta, since_seq)
             self.leases.clear_tail()  # its copies carry the old stamps
             return changed
+
+    async def dead_letter(self, readings: Sequence[Reading], reason: str, at: float) -> int:
+        """Move rows that can never be published to the dead-letter table in one transaction,
+        ending their leases; the rows moved (0 when the disk is full: they stay queued)."""
+        gone = {r.seq for r in readings}
+        async with self._lock:
+            self.leases.end(gone)
+            try:
+                async with transaction(self.db) as db:
+                    await deadletter.move(db, readings, reason, at)
+            except sqlite3.Error as exc:
+                if is_full(exc):
+                    self.spill.enter(str(exc))
+                    return 0
+                raise
+            self.spill.discard(gone)
+            for lane in {r.lane for r in readings}:
+                self.leases.forget(lane, gone)
+            await self.counts.recount(self.db)  # dead letters are rare: recount, exactly
+            return len(readings)

@@ -5,7 +5,8 @@ session (clean_session false, fixed client id), the retained status topic's last
 `offline`, username + password from a file (read at each connect, never logged), TLS and
 mutual TLS. Only the blocking TCP/TLS connect runs in a worker thread; paho then runs on the
 event loop through its external-loop hooks (add_reader/add_writer). paho's callbacks become
-the `lost` future (the reason the session ended), `on_puback(mid)` and the `commands` queue;
+the `lost` future (the reason the session ended), `on_puback(mid)` and the bounded `commands`
+queue (retained command messages and those over the bound go to `on_command_refused`);
 paho's exceptions and return codes become gateway.errors.
 Must not: lease, encode, acknowledge or retry anything: that is the session's job.
 """
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from paho.mqtt.client import SocketLike  # a typing-only Protocol in paho
 
 CONNACK_TIMEOUT = 15.0  # seconds from TCP connect to the broker's CONNACK
-COMMAND_QUEUE = 100  # platform commands waiting to run; more are dropped by paho's callback
+COMMAND_QUEUE = 100  # platform commands waiting to run; more are refused as busy
 
 
 class Delivery:
@@ -67,13 +68,16 @@ class Connection:
         command_topic: str,
         on_puback: Callable[[int], None],
         on_lost: Callable[[], None],
+        on_command_refused: Callable[[str], None] = lambda why: None,
     ) -> None:
         """Builds the client (raises LinkRefused when the password file or a TLS file is
-        unreadable or not a usable PEM file, naming the file)."""
+        unreadable or not a usable PEM file, naming the file).
+        `on_command_refused("retained" | "busy")` hears of every command message not queued."""
         self.cfg = cfg
         self.command_topic = command_topic
         self.on_puback = on_puback
         self.on_lost = on_lost
+        self.on_command_refused = on_command_refused
         self.loop = asyncio.get_running_loop()
         self.lost: asyncio.Future[str] = self.loop.create_future()
         self.commands: asyncio.Queue[bytes] = asyncio.Queue(maxsize=COMMAND_QUEUE)
@@ -226,8 +230,17 @@ class Connection:
         self.on_puback(mid)
 
     def _on_message(self, c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic == self.command_topic:
+        if msg.topic != self.command_topic:
+            return
+        if msg.retain:
+            # Sent again at every subscribe: acting on it would repeat a reload or a siren
+            # at every reconnect, for ever.
+            self.on_command_refused("retained")
+            return
+        try:
             self.commands.put_nowait(bytes(msg.payload))
+        except asyncio.QueueFull:
+            self.on_command_refused("busy")
 
     def _read(self) -> None:
         rc = self.client.loop_read()

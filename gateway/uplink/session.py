@@ -10,7 +10,14 @@ Contract:
 - Capped jittered reconnect backoff (gateway.supervise), the in-flight window (`window`), a
   token-bucket byte rate limit for LPWA links (`ratelimit`), a retained status topic with birth
   `online` (the client sets the will `offline`).
-- Platform commands arrive on the FIWARE command topic and are answered on cmdexe.
+- A leased row that can never be published (a topic MQTT forbids, a value the format cannot
+  encode, too large alone: `triage`) moves to the outbox's dead letters, counted and logged;
+  the rows behind it go on.
+- Platform commands arrive on the FIWARE command topic and are answered on cmdexe, each
+  answer bounded by max_payload_bytes and paid from the same token bucket as telemetry.
+  Retained command messages are ignored (logged once per connect, counted); when the bounded
+  command queue is full, messages are refused as busy (counted, logged once per burst, and
+  answered with one "busy" answer once the queue has drained).
 The paho client, TLS and credentials live in `client` (the only module importing paho).
 """
 
@@ -33,6 +40,7 @@ from gateway.uplink.client import Connection
 from gateway.uplink.commands import CommandRouter
 from gateway.uplink.payload import ENCODERS, Message, Target, command_topics, wire_bytes
 from gateway.uplink.ratelimit import TokenBucket
+from gateway.uplink.triage import triage
 from gateway.uplink.window import Batch, InflightWindow
 
 
@@ -46,6 +54,9 @@ class UplinkStats:
     connects: int = 0
     commands: int = 0
     oversized: int = 0
+    commands_retained: int = 0  # retained command messages ignored
+    commands_busy: int = 0  # command messages refused: the command queue was full
+    dead_letters: int = 0  # rows moved to the outbox's dead letters (never publishable)
 
 
 class Uplink:
@@ -81,6 +92,8 @@ class Uplink:
         self._settled = asyncio.Event()  # set on every PUBACK and when a session ends
         self._conn: Connection | None = None  # the current session's, while there is one
         self._window_started: float | None = None
+        self._retained_seen = False  # this session logged its first retained command
+        self._busy_unanswered = 0  # busy refusals not yet told to the platform
         outbox.listeners.append(self._on_append)
 
     # -- notifications ---------------------------------------------------------------------
@@ -88,6 +101,20 @@ class Uplink:
         self.kick.set()
         if Lane.ALERT in lanes:
             self.wake.set()
+
+    def _on_command_refused(self, why: str) -> None:
+        """A command message was not queued: retained (ignored, logged once per connect) or
+        the queue was full (counted, logged once per burst, answered "busy" after it)."""
+        if why == "retained":
+            self.stats.commands_retained += 1
+            if not self._retained_seen:
+                self._retained_seen = True
+                self.log.warning("retained command ignored", topic=self.cmd_topic)
+            return
+        self.stats.commands_busy += 1
+        if not self._busy_unanswered:
+            self.log.warning("command queue full; refusing commands as busy")
+        self._busy_unanswered += 1
 
     def _on_puback(self, mid: int) -> None:
         self._settled.set()
@@ -131,8 +158,10 @@ class Uplink:
             command_topic=self.cmd_topic,
             on_puback=self._on_puback,
             on_lost=self._settled.set,
+            on_command_refused=self._on_command_refused,
         )
         self._conn = conn
+        self._retained_seen = False
         try:
             await conn.open()
             self.stats.connected = True
@@ -180,10 +209,27 @@ class Uplink:
                     payload = await conn.commands.get()
             except TimeoutError:
                 conn.loop_misc()
+                if self._busy_unanswered:
+                    await self._answer_busy(conn)
                 continue
             self.stats.commands += 1
-            result = await self.commands.handle(payload)
-            conn.publish(self.cmdexe_topic, json.dumps(result, ensure_ascii=False).encode(), 1)
+            answer = await self.commands.answer(payload, self.cfg.max_payload_bytes)
+            await self._answer(conn, answer)
+            if self._busy_unanswered and conn.commands.empty():
+                await self._answer_busy(conn)
+
+    async def _answer(self, conn: Connection, body: bytes) -> None:
+        """Publish a command answer on cmdexe through the same byte budget as telemetry."""
+        await self.bucket.take(wire_bytes(Message(self.cmdexe_topic, body, ()), 1))
+        if self.stats.connected:
+            conn.publish(self.cmdexe_topic, body, 1)
+
+    async def _answer_busy(self, conn: Connection) -> None:
+        """One answer for the command messages refused while the queue was full."""
+        refused, self._busy_unanswered = self._busy_unanswered, 0
+        self.log.warning("command queue drained; busy refusals answered", refused=refused)
+        text = f"ERROR: busy: {refused} command message(s) refused; send them again"
+        await self._answer(conn, json.dumps({"error": text, "refused": refused}).encode())
 
     # -- publishing ------------------------------------------------------------------------
     async def _pump(self, conn: Connection) -> None:
@@ -232,24 +278,26 @@ class Uplink:
         rows = await self.outbox.lease(lane, limit)
         if not rows:
             return False
-        messages = self.encode(rows, self.target, self.cfg.max_payload_bytes)
-        oversized = [m for m in messages if len(m.payload) > self.cfg.max_payload_bytes]
-        if oversized:
-            # One reading alone larger than the limit would be refused for ever and block
-            # the queue behind it: drop it loudly instead.
-            drop = {s for m in oversized for s in m.seqs}
-            self.log.error(
-                "reading too large for max_payload_bytes; dropped",
-                seqs=sorted(drop)[:10],
-                max_payload_bytes=self.cfg.max_payload_bytes,
-            )
-            self.stats.oversized += len(drop)
-            self.window.finish([r for r in rows if r.seq in drop])
-            messages = [m for m in messages if m not in oversized]
-            rows = [r for r in rows if r.seq not in drop]
-        if rows:
-            await self._publish(conn, messages, rows)
+        sorted_ = triage(rows, self.encode, self.target, self.cfg.max_payload_bytes)
+        for bad, reason in sorted_.dead:
+            await self._dead_letter(bad, reason)
+        if sorted_.rows:
+            await self._publish(conn, sorted_.messages, sorted_.rows)
         return True
+
+    async def _dead_letter(self, rows: list[Reading], reason: str) -> None:
+        """Rows that can never be published leave the queue for the dead letters, loudly:
+        one bad row must never block the rows behind it."""
+        self.log.error(
+            "unsendable rows moved to dead letters",
+            reason=reason,
+            seqs=[r.seq for r in rows[:10]],
+            device=rows[0].device.encode("utf-8", "backslashreplace").decode()[:64],
+        )
+        if reason.startswith("larger than max_payload_bytes"):
+            self.stats.oversized += len(rows)
+        self.stats.dead_letters += len(rows)
+        await self.outbox.dead_letter(rows, reason)
 
     async def _publish(
         self, conn: Connection, messages: Sequence[Message], rows: list[Reading]
