@@ -245,8 +245,7 @@ def new_uplink(cfg: Config, outbox: Outbox, router: CommandRouter, *, log: Any) 
 
 def retire_uplink(rt: Runtime) -> None:
     """Unhook a stopped uplink from the outbox (its task is the daemon's to cancel)."""
-    with contextlib.suppress(ValueError):
-        rt.outbox.listeners.remove(rt.uplink._on_append)
+    rt.uplink.detach()
 
 
 def retarget(uplink: Uplink, cfg: Config) -> None:

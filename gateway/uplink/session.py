@@ -96,6 +96,11 @@ class Uplink:
         self._busy_unanswered = 0  # busy refusals not yet told to the platform
         outbox.listeners.append(self._on_append)
 
+    def detach(self) -> None:
+        """Stop hearing of outbox appends (a stopped uplink replaced by a reload)."""
+        with contextlib.suppress(ValueError):
+            self.outbox.listeners.remove(self._on_append)
+
     # -- notifications ---------------------------------------------------------------------
     def _on_append(self, lanes: set[Lane]) -> None:
         self.kick.set()
