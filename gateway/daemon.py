@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,13 +25,14 @@ from gateway import hotplug, logs
 from gateway.clock import Clock, SystemClock
 from gateway.config import loader as config_mod
 from gateway.config.loader import Config
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StoreFull, StoreUnusable
 from gateway.notify import Notifier
 from gateway.registry import hotplug_subsystems
 from gateway.report import Report
 from gateway.runtime import Runtime, SwitchListener, build_runtime
 
 EX_CONFIG = 78  # sysexits.h: configuration error (systemd unit does not restart on it)
+EX_TEMPFAIL = 75  # sysexits.h: try again later (systemd restarts it)
 
 
 @dataclass
@@ -109,7 +111,7 @@ class Daemon:
             self._built.set()
             report = Report(rt, clock=self.clock, notifier=self.notifier)
             await self._serve(rt, report)
-            report.write()
+            report.write(stopped=True)
             self.log.info("gateway stopped", outbox_rows=rt.outbox.rows)
 
     async def _serve(self, rt: Runtime, report: Report) -> None:
@@ -175,7 +177,15 @@ async def serve(path: str, *, control: Control | None = None) -> int:
     while True:
         control.reload = False
         control.stop.clear()
-        await Daemon(cfg, control).run()
+        try:
+            await Daemon(cfg, control).run()
+        except StoreUnusable as exc:
+            # Locked, read-only, not ours: a person has to act; the rows stay where they are.
+            log.error("outbox unusable; not starting", path=exc.path, cause=exc.cause)
+            return EX_CONFIG
+        except StoreFull as exc:
+            log.error("outbox cannot be opened: disk full; retrying later", error=str(exc))
+            return EX_TEMPFAIL
         if not control.reload:
             return 0
         try:
@@ -189,6 +199,9 @@ async def serve(path: str, *, control: Control | None = None) -> int:
 
 def main(path: str, *, log_level: str = "info") -> int:
     logs.setup(log_level)
+    # Every file the daemon creates (outbox, WAL, status, alert state, mail log) is 0600
+    # whoever started it and whatever umask it inherited: they hold the site's data.
+    os.umask(0o077)
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(serve(path))
     return 0

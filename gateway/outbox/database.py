@@ -9,6 +9,7 @@ statements the store runs beyond those. No queue logic here: that is gateway.out
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -59,6 +60,20 @@ _ROW_OVERHEAD = 40
 # SQLITE_FULL, and the I/O error class (SQLITE_IOERR and its extended codes) a full disk
 # produces on WAL writes (sqlite3.h result codes).
 _SQLITE_FULL, _SQLITE_IOERR = 13, 10
+# What SQLite itself calls a damaged file (sqlite3.h): only these are ever quarantined.
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+# Another connection holds the file (SQLITE_BUSY, SQLITE_LOCKED).
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+
+
+# Pages freed per step of `shrink` (4 KiB each: 256 KiB of WAL at most per step).
+_VACUUM_STEP = 64
+# The WAL is cut back to this size after a checkpoint (it only grows otherwise).
+_WAL_LIMIT = 1 << 20
+
+
+class CheckFailed(sqlite3.DatabaseError):
+    """`PRAGMA quick_check` found damage in a file that opened."""
 
 
 LANES = tuple(Lane)  # index -> Lane without the Enum call per row
@@ -125,6 +140,26 @@ def runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
     return runs
 
 
+def is_corrupt(exc: sqlite3.Error) -> bool:
+    """SQLite says the file is damaged (not a database, malformed, failed its check); a lock,
+    a permission or an I/O problem is not."""
+    if isinstance(exc, CheckFailed):
+        return True
+    code: int | None = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+
+
+def is_busy(exc: sqlite3.Error) -> bool:
+    code: int | None = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+
+
+def describe(exc: sqlite3.Error) -> str:
+    """The error as a log line shows it: SQLite's message and its code name."""
+    name = getattr(exc, "sqlite_errorname", None)
+    return f"{exc} ({name})" if name else str(exc)
+
+
 def is_full(exc: sqlite3.Error) -> bool:
     code: int | None = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
@@ -133,7 +168,11 @@ def is_full(exc: sqlite3.Error) -> bool:
 
 
 async def connect(path: Path, sync: str) -> aiosqlite.Connection:
-    """Open and verify; raises sqlite3.DatabaseError when the file is not a sound database."""
+    """Open, verify and take the write lock once; raises sqlite3.Error when that fails
+    (`is_corrupt` tells a damaged file from a locked or read-only one) and PermissionError
+    when the file or its WAL is not readable and writable by this user."""
+    for name in (path.name, path.name + "-wal", path.name + "-shm"):
+        _check_access(path.with_name(name))
     # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) so that one
     # batch is exactly one transaction and PRAGMAs run outside any.
     db = await aiosqlite.connect(path, isolation_level=None)
@@ -143,10 +182,15 @@ async def connect(path: Path, sync: str) -> aiosqlite.Connection:
         await db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         await db.execute("PRAGMA journal_mode = WAL")
         await db.execute(f"PRAGMA synchronous = {'FULL' if sync == 'full' else 'NORMAL'}")
+        await db.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT}")
         async with db.execute("PRAGMA quick_check") as cur:
             result = list(await cur.fetchall())
         if [tuple(r) for r in result] != [("ok",)]:
-            raise sqlite3.DatabaseError(f"quick_check: {result[:3]}")
+            raise CheckFailed(f"quick_check: {result[:3]}")
+        # Take the write lock once: a file held by another process or opened read-only
+        # fails here, at start, not at the first append.
+        await db.execute("BEGIN IMMEDIATE")
+        await db.execute("ROLLBACK")
         await db.executescript(SCHEMA)
         async with db.execute("PRAGMA table_info(outbox)") as cur:
             columns = {row[1] for row in await cur.fetchall()}
@@ -156,6 +200,18 @@ async def connect(path: Path, sync: str) -> aiosqlite.Connection:
         await db.close()
         raise
     return db
+
+
+def _check_access(path: Path) -> None:
+    # SQLite opens a file it may not write read-only without a word; the first write would
+    # then fail deep in the daemon. Root passes (it may write anything not on a read-only
+    # mount, and a read-only mount fails the write probe).
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        st = path.stat()
+        raise PermissionError(
+            f"not readable and writable by uid {os.getuid()} "
+            f"(owner uid {st.st_uid}, mode {st.st_mode & 0o777:04o})"
+        )
 
 
 def quarantine(path: Path) -> str:
@@ -193,7 +249,17 @@ async def cap_size(db: aiosqlite.Connection, limit_bytes: int) -> None:
 
 
 async def shrink(db: aiosqlite.Connection) -> None:
-    """Give a drained file's pages back to the filesystem and truncate the WAL."""
-    # executescript steps the pragma to completion; a cursor frees one page a step.
-    await db.executescript("PRAGMA incremental_vacuum;")
+    """Give a drained file's free pages back to the filesystem and truncate the WAL.
+
+    In steps, with the WAL truncated between them, so that it works on a full disk: each
+    step needs WAL space for `_VACUUM_STEP` pages only."""
     await fetch(db, "PRAGMA wal_checkpoint(TRUNCATE)")
+    left = 2**63
+    while True:
+        ((free,),) = await fetch(db, "PRAGMA freelist_count")
+        if not free or free >= left:  # done, or a file without incremental auto_vacuum
+            return
+        left = free
+        # executescript steps the pragma to completion; a cursor frees one page a step.
+        await db.executescript(f"PRAGMA incremental_vacuum({_VACUUM_STEP});")
+        await fetch(db, "PRAGMA wal_checkpoint(TRUNCATE)")
