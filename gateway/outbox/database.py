@@ -68,8 +68,6 @@ _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 
 # Pages freed per step of `shrink` (4 KiB each: 256 KiB of WAL at most per step).
 _VACUUM_STEP = 64
-# The WAL is cut back to this size after a checkpoint (it only grows otherwise).
-_WAL_LIMIT = 1 << 20
 
 
 class CheckFailed(sqlite3.DatabaseError):
@@ -173,6 +171,9 @@ async def connect(path: Path, sync: str) -> aiosqlite.Connection:
     when the file or its WAL is not readable and writable by this user."""
     for name in (path.name, path.name + "-wal", path.name + "-shm"):
         _check_access(path.with_name(name))
+    # Created here, 0600, rather than by SQLite (0644 less the umask): the WAL and shm files
+    # take the main file's mode, so the whole outbox is private whatever the umask.
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
     # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) so that one
     # batch is exactly one transaction and PRAGMAs run outside any.
     db = await aiosqlite.connect(path, isolation_level=None)
@@ -182,7 +183,6 @@ async def connect(path: Path, sync: str) -> aiosqlite.Connection:
         await db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         await db.execute("PRAGMA journal_mode = WAL")
         await db.execute(f"PRAGMA synchronous = {'FULL' if sync == 'full' else 'NORMAL'}")
-        await db.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT}")
         async with db.execute("PRAGMA quick_check") as cur:
             result = list(await cur.fetchall())
         if [tuple(r) for r in result] != [("ok",)]:
@@ -246,6 +246,20 @@ async def cap_size(db: aiosqlite.Connection, limit_bytes: int) -> None:
     ((page,),) = await fetch(db, "PRAGMA page_size")
     pages = max(1, limit_bytes // page) if limit_bytes else 2**31 - 2
     await db.execute(f"PRAGMA max_page_count = {int(pages)}")
+
+
+async def checkpoint(db: aiosqlite.Connection) -> None:
+    """Move every WAL page into the file and truncate the WAL to nothing."""
+    await fetch(db, "PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+async def limit_wal(db: aiosqlite.Connection, pages: int) -> None:
+    """Checkpoint automatically once the WAL holds `pages` pages, and cut it back to that
+    size after each checkpoint (0 leaves SQLite's defaults)."""
+    if pages:
+        ((page,),) = await fetch(db, "PRAGMA page_size")
+        await db.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
+        await db.execute(f"PRAGMA journal_size_limit = {int(pages) * page}")
 
 
 async def shrink(db: aiosqlite.Connection) -> None:

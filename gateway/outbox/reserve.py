@@ -5,7 +5,9 @@ completely full not even an acknowledgement can be committed and the rows on dis
 leave. `Reserve` keeps a file of `size` bytes beside the outbox (`<outbox>.reserve`, 0600,
 allocated with `posix_fallocate`). The writer releases it when a delete fails for lack of
 space, and takes it back (`restore`) before it lets appends onto the disk again, so the space
-it frees serves the drain, never more appends. Knows nothing of SQL or rows.
+it frees serves the drain, never more appends. The WAL is checkpointed before it exceeds half
+the reserve (`wal_pages`), so the reserve can always move it into the file. Knows nothing of
+SQL or rows.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 SUFFIX = ".reserve"
-DEFAULT_SIZE = 1 << 20  # a WAL for deleting a few 1,000-row batches, checkpointed between
+# Twice the WAL that may wait for a checkpoint (`wal_pages`): 4 MiB of WAL is what SQLite
+# lets wait by default (1,000 pages), so the default costs appends nothing.
+DEFAULT_SIZE = 8 << 20
 
 
 class Reserve:
@@ -50,13 +54,23 @@ class Reserve:
         self.log.info("outbox space reserve restored", path=str(self.path), bytes=self.size)
         return True
 
-    def release(self) -> bool:
-        """Give the reserved space to the outbox; False when there was none to give."""
+    def release(self, *, quiet: bool = False) -> bool:
+        """Give the reserved space to the outbox; False when there was none to give.
+
+        Logged unless `quiet` (the writer borrows it for a moment and restores it)."""
         if self.size == 0 or not self.path.exists():
             return False
         try:
             self.path.unlink()
         except OSError:
             return False
-        self.log.warning("disk full: released the outbox space reserve to drain", bytes=self.size)
+        if not quiet:
+            self.log.warning(
+                "disk full: released the outbox space reserve to drain", bytes=self.size
+            )
         return True
+
+    def wal_pages(self, page_size: int) -> int:
+        """How many WAL pages may wait for a checkpoint: half the reserve, so that moving
+        them into the file on a full disk fits in the reserve's space (0: SQLite's default)."""
+        return max(16, self.size // 2 // page_size) if self.size else 0

@@ -61,6 +61,7 @@ from gateway.outbox.database import (
     is_busy,
     is_corrupt,
     is_full,
+    limit_wal,
     quarantine,
 )
 from gateway.outbox.leases import TAIL_LIMIT, Leases
@@ -180,6 +181,7 @@ class Outbox:
         )
         try:
             await outbox._load(sound=existed and quarantined is None)
+            await limit_wal(db, reserve.wal_pages(4096))
             reserve.restore()
             if hard_limit_bytes is not None:
                 await outbox.set_hard_limit(hard_limit_bytes)

@@ -26,7 +26,7 @@ from gateway.model import Lane, Reading
 from gateway.outbox import meta
 from gateway.outbox.bounds import Bounds, Dropped
 from gateway.outbox.counts import Counts
-from gateway.outbox.database import insert, is_full, runs, shrink, to_row
+from gateway.outbox.database import checkpoint, insert, is_full, runs, shrink, to_row
 from gateway.outbox.leases import Leases
 from gateway.outbox.losses import Losses
 from gateway.outbox.reserve import Reserve
@@ -64,7 +64,7 @@ class Writer:
         """Write the spill back, then `readings` (or buffer them while the disk is full);
         then tell the listeners which lanes got rows."""
         async with self._lock:
-            if self.spill:
+            if self.spill or self.spill.full:
                 await self.flush()
             if not readings:
                 return
@@ -82,10 +82,11 @@ class Writer:
     async def flush(self) -> None:
         """Write the spill back to the file, if the file takes it now (caller holds the lock,
         or the outbox is closing)."""
-        if not self.spill:
-            return
         if self.spill.full and not self.reserve.restore():
             return  # the space freed so far serves the drain, not more rows
+        if not self.spill:
+            self.spill.leave()  # drained in memory; the reserve is back: try the disk again
+            return
         # Rows already acked while in memory were removed from the spill by ack().
         try:
             await self._write(list(self.spill))
@@ -111,7 +112,9 @@ class Writer:
                 await meta.raise_to(db, meta.SEQ_HWM, max(r.seq for r in readings))
         except sqlite3.Error as exc:
             if is_full(exc):
-                self.spill.enter(str(exc))
+                if not self.spill.full:
+                    self.spill.enter(str(exc))
+                    await self._consolidate()
                 raise StoreFull(str(exc)) from exc
             raise
         gone = self._apply_drops(dropped) if dropped else set()
@@ -188,6 +191,19 @@ class Writer:
             # Leases are mostly contiguous: delete by runs, not one IN list per row.
             await db.executemany("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", runs(seqs))
             return db.total_changes - before
+
+    async def _consolidate(self) -> None:
+        """The disk just filled: move what the WAL holds into the file and cut the WAL to
+        nothing, on the reserve's space, then take the reserve back. Without this the rows
+        of the last few batches live only in the WAL, and checkpointing them (needed before
+        any delete can be recorded) needs space that never comes back."""
+        if not self.reserve.release(quiet=True):
+            return
+        try:
+            await checkpoint(self.db)
+        except sqlite3.Error as exc:
+            self.log.warning("outbox checkpoint on a full disk failed", error=str(exc))
+        self.reserve.restore()
 
     async def _shrink(self) -> None:
         try:
