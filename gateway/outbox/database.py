@@ -204,14 +204,18 @@ async def connect(path: Path, sync: str) -> aiosqlite.Connection:
 
 def _check_access(path: Path) -> None:
     # SQLite opens a file it may not write read-only without a word; the first write would
-    # then fail deep in the daemon. Root passes (it may write anything not on a read-only
-    # mount, and a read-only mount fails the write probe).
-    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+    # then fail deep in the daemon. Open it for writing once to get the real reason.
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
         st = path.stat()
         raise PermissionError(
-            f"not readable and writable by uid {os.getuid()} "
-            f"(owner uid {st.st_uid}, mode {st.st_mode & 0o777:04o})"
-        )
+            f"cannot open for writing: {exc.strerror} (uid {os.getuid()}; the file's owner "
+            f"uid {st.st_uid}, mode {st.st_mode & 0o777:04o})"
+        ) from None
+    os.close(fd)
 
 
 def quarantine(path: Path) -> str:

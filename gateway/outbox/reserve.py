@@ -18,15 +18,17 @@ from pathlib import Path
 from typing import Any
 
 SUFFIX = ".reserve"
-# Twice the WAL that may wait for a checkpoint (`wal_pages`): 4 MiB of WAL is what SQLite
+# At most (an eighth of the filesystem when that is less): twice the WAL that may wait for a
+# checkpoint (`wal_pages`): 4 MiB of WAL is what SQLite
 # lets wait by default (1,000 pages), so the default costs appends nothing.
 DEFAULT_SIZE = 8 << 20
 
 
 class Reserve:
-    def __init__(self, outbox: Path, size: int, log: Any) -> None:
+    def __init__(self, outbox: Path, size: int | None, log: Any) -> None:
+        """`size` None: an eighth of the outbox's filesystem, at most DEFAULT_SIZE."""
         self.path = outbox.with_name(outbox.name + SUFFIX)
-        self.size = size
+        self.size = _fitting(outbox.parent) if size is None else size
         self.log = log
 
     @property
@@ -74,3 +76,12 @@ class Reserve:
         """How many WAL pages may wait for a checkpoint: half the reserve, so that moving
         them into the file on a full disk fits in the reserve's space (0: SQLite's default)."""
         return max(16, self.size // 2 // page_size) if self.size else 0
+
+
+def _fitting(directory: Path) -> int:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return DEFAULT_SIZE
+    # An eighth: a small card (or the tests' 2 MiB tmpfs) keeps most of its space for rows.
+    return min(DEFAULT_SIZE, st.f_blocks * st.f_frsize // 8)

@@ -65,7 +65,7 @@ from gateway.outbox.database import (
     quarantine,
 )
 from gateway.outbox.leases import TAIL_LIMIT, Leases
-from gateway.outbox.reserve import DEFAULT_SIZE, Reserve
+from gateway.outbox.reserve import Reserve
 from gateway.outbox.salvage import last_seq
 from gateway.outbox.spill import Spill
 from gateway.outbox.writer import Writer
@@ -140,7 +140,7 @@ class Outbox:
         memory_rows: int = 100_000,
         hard_limit_bytes: int | None = None,
         tail_limit: int = TAIL_LIMIT,
-        reserve_bytes: int = DEFAULT_SIZE,
+        reserve_bytes: int | None = None,
         log: Any = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> AsyncIterator[Outbox]:
@@ -150,7 +150,8 @@ class Outbox:
         exactly like a full disk (SQLITE_FULL). Use it to keep the outbox off a shared card.
         `tail_limit` is how many of each lane's newest rows are kept in memory to serve
         leases without a SELECT. `reserve_bytes` is the space held back beside the file so
-        that a full disk can still be drained (0: none). Raises StoreLocked when another
+        that a full disk can still be drained (0: none; None: an eighth of the filesystem, at most
+        8 MiB). Raises StoreLocked when another
         process has the outbox open, StoreUnusable when it cannot be used as it is (both
         leave every file as it was), StoreFull when the disk is too full to open it.
         """
