@@ -66,6 +66,7 @@ def refused(proc: Proc) -> dict:
     return line
 
 
+@pytest.mark.slow  # SQLite waits 5 s for the lock before it gives up
 def test_a_locked_outbox_stops_the_start_with_exit_78_and_keeps_its_rows(tmp_path):
     cfg = tmp_path / "gw.toml"
     cfg.write_text(config_text(tmp_path, 1))
@@ -168,6 +169,7 @@ def test_a_second_daemon_on_one_outbox_refuses_to_start(tmp_path, broker):
     assert first.stop() == 0
 
 
+@pytest.mark.slow  # several processes
 def test_status_reports_a_stopped_daemon_at_once(tmp_path, broker):
     cfg = tmp_path / "gw.toml"
     cfg.write_text(config_text(tmp_path, broker.port))
@@ -201,6 +203,7 @@ def test_daemon_files_are_0600_whatever_the_umask(tmp_path, broker):
     assert set(modes.values()) == {"0o600"}, modes
 
 
+@pytest.mark.slow  # several processes
 def test_status_names_quarantined_files_and_salvage_requeues_them_once(tmp_path):
     cfg = tmp_path / "gw.toml"
     cfg.write_text(config_text(tmp_path, 1))
@@ -229,6 +232,7 @@ def test_status_names_quarantined_files_and_salvage_requeues_them_once(tmp_path)
     assert rows_in(path) == len(rows)
 
 
+@pytest.mark.slow  # several processes
 def test_salvage_refuses_while_the_daemon_holds_the_outbox(tmp_path, broker):
     cfg = tmp_path / "gw.toml"
     cfg.write_text(config_text(tmp_path, broker.port))
@@ -289,3 +293,41 @@ def test_a_disk_filled_while_the_link_was_down_drains_and_shrinks_after_a_restar
         assert proc.stop() == 0
         assert rows_in(path) < on_disk / 10
         assert path.stat().st_size < full_size / 4
+
+
+@pytest.mark.slow
+async def test_alert_state_and_mail_log_are_0600_whatever_the_umask(tmp_path):
+    from drivers.modbus.sim import Simulator
+    from tests.smtp_peer import MailSink
+    from tests.test_alert_daemon import _config, _relay_unit, _until
+
+    mail = await MailSink().start()
+    try:
+        async with Simulator({2: _relay_unit()}, "tcp:127.0.0.1:0") as sim:
+            path = tmp_path / "gateway.toml"
+            path.write_text(_config(tmp_path, sim, mail.port, ["set", "triggered"] + ["set"] * 99))
+            old = os.umask(0)
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "gateway",
+                    "run",
+                    "-c",
+                    str(path),
+                    cwd=ROOT,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
+            finally:
+                os.umask(old)
+            state, sent = tmp_path / "alert-state.json", tmp_path / "mail-sent.log"
+            try:
+                await _until(lambda: state.exists() and sent.exists(), timeout=30)
+            finally:
+                proc.terminate()
+                await proc.wait()
+    finally:
+        await mail.stop()
+    assert oct(state.stat().st_mode & 0o777) == "0o600"
+    assert oct(sent.stat().st_mode & 0o777) == "0o600"

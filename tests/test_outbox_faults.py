@@ -46,6 +46,7 @@ def hold_write_lock(path) -> subprocess.Popen[str]:
     return proc
 
 
+@pytest.mark.slow  # SQLite waits 5 s for the lock before it gives up
 async def test_a_locked_outbox_is_refused_not_quarantined(tmp_path):
     path = tmp_path / "outbox.sqlite"
     async with Outbox.open(path) as ob:

@@ -5,7 +5,8 @@ acknowledgements (`store`, the facade: `Outbox`, built from `writer` and its one
 `transaction`, the drop policy `bounds`, the persisted `meta` counters, the row `counts`, the
 lease bookkeeping and tail cache `leases`, the disk-full memory buffer `spill`, the space
 `reserve` that lets a full disk drain, drop logging `losses`), the one-process lock and seq
-ceiling beside the file (`claim`), read-only inspection for `gateway status` (`inspect`) and
+ceiling beside the file (`claim`), opening with quarantine of a damaged file only
+(`quarantine`), read-only inspection for `gateway status` (`inspect`) and
 reading a quarantined file back (`salvage`).
 May import: `gateway.model`, `gateway.errors` and aiosqlite/sqlite3 (structlog only for the
 default logger of `Outbox.open`). Nothing else: it knows no config, MQTT, driver or alert.

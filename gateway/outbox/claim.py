@@ -43,13 +43,21 @@ class Claim:
         self.fd = fd
         self.ceiling = ceiling
         self.log = log
+        self.found_outbox = False  # whether the outbox file existed when the claim was taken
         self._warned = False
 
     @classmethod
     def take(cls, outbox: Path, log: Any) -> Claim:
-        """Lock `<outbox>.seq`; StoreLocked when another process holds it, StoreUnusable when
-        it cannot be created or opened (read-only directory, no permission)."""
+        """Create the store directory if missing and lock `<outbox>.seq`; StoreLocked when
+        another process holds it, StoreUnusable when it cannot be created or opened
+        (read-only directory, no permission)."""
         path = claim_path(outbox)
+        try:
+            outbox.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnusable(
+                str(outbox.parent), f"cannot create the store directory: {_cause(exc)}"
+            ) from None
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
@@ -67,6 +75,7 @@ class Claim:
             raise StoreUnusable(str(path), _cause(exc)) from None
         claim = cls(path, fd, _read(fd)[0], log)
         claim._write(claim.ceiling)  # records our pid for the next one who tries
+        claim.found_outbox = outbox.exists()
         return claim
 
     def cover(self, seq: int) -> None:

@@ -45,26 +45,14 @@ from typing import Any
 
 import aiosqlite
 
-from gateway.errors import StoreFull, StoreLocked, StoreUnusable
 from gateway.model import Lane, Reading
 from gateway.outbox import meta
 from gateway.outbox.bounds import OLDEST_TELEMETRY, Bounds
 from gateway.outbox.claim import Claim
 from gateway.outbox.counts import Counts
-from gateway.outbox.database import (
-    SELECT,
-    cap_size,
-    connect,
-    describe,
-    fetch,
-    from_row,
-    is_busy,
-    is_corrupt,
-    is_full,
-    limit_wal,
-    quarantine,
-)
+from gateway.outbox.database import SELECT, cap_size, fetch, from_row, limit_wal
 from gateway.outbox.leases import TAIL_LIMIT, Leases
+from gateway.outbox.quarantine import open_checked
 from gateway.outbox.reserve import Reserve
 from gateway.outbox.salvage import last_seq
 from gateway.outbox.spill import Spill
@@ -159,9 +147,9 @@ class Outbox:
 
         log = log or structlog.get_logger().bind(component="outbox")
         p = Path(path)
-        claim, existed = _claim(p, log)
+        claim = Claim.take(p, log)
         try:
-            db, quarantined = await _connect(p, sync, log)
+            db, quarantined = await open_checked(p, sync, log)
         except BaseException:
             claim.release()
             raise
@@ -181,7 +169,7 @@ class Outbox:
             monotonic=monotonic,
         )
         try:
-            await outbox._load(sound=existed and quarantined is None)
+            await outbox._load(sound=claim.found_outbox and quarantined is None)
             await limit_wal(db, reserve.wal_pages(4096))
             reserve.restore()
             if hard_limit_bytes is not None:
@@ -326,49 +314,3 @@ class Outbox:
             next_seq=self._next_seq,
             quarantined=self.quarantined,
         )
-
-
-def _claim(path: Path, log: Any) -> tuple[Claim, bool]:
-    """The store directory (created if missing), the exclusive claim on the outbox, and
-    whether the outbox file existed when the claim was taken."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreUnusable(
-            str(path.parent), f"cannot create the store directory: {exc.strerror or exc}"
-        ) from None
-    claim = Claim.take(path, log)
-    return claim, path.exists()
-
-
-async def _connect(path: Path, sync: str, log: Any) -> tuple[aiosqlite.Connection, str | None]:
-    """Open the file; a damaged one is moved aside (loudly) and a fresh one started.
-
-    Returns the connection and where the damaged file went (None when it was sound).
-    Anything else that stops the open (a lock, a permission, a read-only disk) raises."""
-    try:
-        return await connect(path, sync), None
-    except PermissionError as exc:
-        raise StoreUnusable(str(path), str(exc)) from None
-    except sqlite3.Error as exc:
-        if is_full(exc):
-            raise StoreFull(f"{path}: {describe(exc)}") from None
-        if is_busy(exc):
-            raise StoreLocked(str(path), f"locked by another process: {describe(exc)}") from None
-        if not is_corrupt(exc):
-            raise StoreUnusable(str(path), describe(exc)) from None
-        damage = describe(exc)
-    try:
-        quarantined = quarantine(path)
-    except OSError as exc:
-        raise StoreUnusable(
-            str(path), f"damaged ({damage}) and cannot be moved aside: {exc.strerror or exc}"
-        ) from None
-    log.error(
-        "outbox file is corrupt; moved aside and starting a fresh one",
-        path=str(path),
-        moved_to=quarantined,
-        error=damage,
-        salvage=f"gateway outbox salvage {quarantined}",
-    )
-    return await connect(path, sync), quarantined
