@@ -232,3 +232,14 @@ async def test_a_full_disk_drains_after_a_restart_and_buffered_rows_lost_are_log
             await drain(ob)
             assert await ob.count() == 0
             assert path.stat().st_size < full_size / 4
+
+
+async def test_salvage_of_a_file_that_is_no_database_at_all_is_an_error(tmp_path):
+    from gateway.outbox.salvage import requeue
+
+    bad = tmp_path / "outbox.sqlite.corrupt-x"
+    bad.write_bytes(b"garbage" * 1000)
+    async with Outbox.open(tmp_path / "outbox.sqlite") as ob:
+        with pytest.raises(sqlite3.DatabaseError):
+            await requeue(ob.db, ob.allocate, bad)
+        assert await ob.count() == 0

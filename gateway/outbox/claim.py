@@ -48,16 +48,13 @@ class Claim:
 
     @classmethod
     def take(cls, outbox: Path, log: Any) -> Claim:
-        """Create the store directory if missing and lock `<outbox>.seq`; StoreLocked when
-        another process holds it, StoreUnusable when it cannot be created or opened
-        (read-only directory, no permission)."""
+        """Create the store directory if missing (OSError when it cannot be) and lock
+        `<outbox>.seq`; StoreLocked when another process holds it, StoreUnusable when it
+        cannot be created or opened (read-only directory, no permission)."""
         path = claim_path(outbox)
-        try:
-            outbox.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreUnusable(
-                str(outbox.parent), f"cannot create the store directory: {_cause(exc)}"
-            ) from None
+        # A directory that cannot be created raises OSError as it is: the daemon's runtime
+        # maps that (with its path) to a start-up error.
+        outbox.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
