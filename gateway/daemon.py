@@ -6,7 +6,7 @@ SIGHUP (or the `reload` command) re-reads the config: a valid one replaces the r
 of tasks, an invalid one is logged and the old one keeps running. A task that fails with a
 bug ends the group and the process exits non-zero for systemd to restart it.
 What runs is one frozen `gateway.runtime.Runtime` built from the config; `gateway.report`
-writes `status.json` beside the outbox every few seconds for `gateway status`.
+writes `status.json` in `[store] runtime_dir` every few seconds for `gateway status`.
 """
 
 from __future__ import annotations
