@@ -10,13 +10,15 @@ table changed (added, removed or edited), the uplink only if `[uplink]` changed 
 changed; the outbox, the pipeline and every unchanged bus keep running through it.
 A task that fails with a bug ends the group and the process exits non-zero for systemd to
 restart it. What runs is one frozen `gateway.runtime.Runtime` built from the config (the next
-one after a reload); `gateway.report` writes `status.json` every few seconds.
+one after a reload); `gateway.report` writes `status.json` in `[store] runtime_dir` every few
+seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -28,7 +30,7 @@ from gateway import hotplug, logs
 from gateway.clock import Clock, SystemClock
 from gateway.config import loader as config_mod
 from gateway.config.loader import Config
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StoreFull, StoreUnusable
 from gateway.notify import Notifier
 from gateway.registry import hotplug_subsystems
 from gateway.report import Report
@@ -48,6 +50,7 @@ from gateway.runtime import (
 )
 
 EX_CONFIG = 78  # sysexits.h: configuration error (systemd unit does not restart on it)
+EX_TEMPFAIL = 75  # sysexits.h: try again later (systemd restarts it)
 
 
 @dataclass
@@ -143,7 +146,7 @@ class Daemon:
             self._built.set()
             report = Report(rt, clock=self.clock, notifier=self.notifier)
             await self._serve(rt, report)
-            report.write()
+            report.write(stopped=True)
             self.log.info("gateway stopped", outbox_rows=rt.outbox.rows)
 
     async def _serve(self, rt: Runtime, report: Report) -> None:
@@ -332,11 +335,21 @@ async def serve(path: str, *, control: Control | None = None) -> int:
         # Store start-up errors (the directory, the file) map to exit codes here.
         log.error("cannot start", problem=str(exc))
         return EX_CONFIG
+    except StoreUnusable as exc:
+        # Locked, read-only, not ours: a person has to act; the rows stay where they are.
+        log.error("outbox unusable; not starting", path=exc.path, cause=exc.cause)
+        return EX_CONFIG
+    except StoreFull as exc:
+        log.error("outbox cannot be opened: disk full; retrying later", error=str(exc))
+        return EX_TEMPFAIL
     return 0
 
 
 def main(path: str, *, log_level: str = "info") -> int:
     logs.setup(log_level)
+    # Every file the daemon creates (outbox, WAL, status, alert state, mail log) is 0600
+    # whoever started it and whatever umask it inherited: they hold the site's data.
+    os.umask(0o077)
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(serve(path))
     return 0

@@ -69,6 +69,21 @@ class StoreFull(Transient):
     """The outbox could not write: the disk (or the configured page budget) is full."""
 
 
+class StoreUnusable(Permanent):
+    """The outbox cannot be used as it is: no permission, a read-only directory, a file that
+    is corrupt and cannot be moved aside. `path` is the file, `cause` what is wrong with it;
+    the daemon stops (exit 78) and leaves every row where it is."""
+
+    def __init__(self, path: str, cause: str) -> None:
+        self.path = path
+        self.cause = cause
+        super().__init__(f"{path}: {cause}")
+
+
+class StoreLocked(StoreUnusable):
+    """Another process holds the outbox (a second daemon, or a tool inside a transaction)."""
+
+
 class LinkDown(Transient):
     """The uplink has no session with the broker."""
 

@@ -1,9 +1,10 @@
-"""The running daemon's report: `status.json` beside the outbox and systemd's STATUS= line.
+"""The running daemon's report: `status.json` in the runtime directory and systemd's STATUS=.
 
 `gateway status` reads the file (it is replaced atomically, never half-written); systemd shows
 the line. Refreshed every 10 s and at once when the link, the disk-full flag or a device's
-availability changes. Only reads the runtime's counters: it must not change any state, and a
-full disk never stops it (the outbox reports that).
+availability changes, and written a last time at stop with `stopped` set. The file lives in
+`[store] runtime_dir` (a tmpfs, /run/gateway), not beside the outbox, so a full data disk
+cannot stop it. Only reads the runtime's counters: it must not change any state.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import structlog
+
 from gateway.clock import Clock
 from gateway.notify import Notifier
 from gateway.runtime import Runtime
@@ -22,12 +25,18 @@ from gateway.runtime import Runtime
 REFRESH = 10.0  # seconds between reports when nothing changes
 
 
+def status_path(runtime_dir: str) -> Path:
+    """Where the daemon of a config with this `[store] runtime_dir` reports."""
+    return Path(runtime_dir) / "status.json"
+
+
 class Report:
     def __init__(self, runtime: Runtime, *, clock: Clock, notifier: Notifier) -> None:
         self.runtime = runtime
         self.clock = clock
         self.notifier = notifier
-        self.path = Path(runtime.cfg.store.path).with_name("status.json")
+        self.path = status_path(runtime.cfg.store.runtime_dir)
+        self._failing = False
 
     def line(self) -> str:
         """The one-line summary systemd shows (`systemctl status`)."""
@@ -36,11 +45,14 @@ class Report:
         extra = " DISK FULL" if stats.disk_full else ""
         return f"uplink {link}, outbox {stats.rows + stats.memory_rows} rows{extra}"
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self, *, stopped: bool = False) -> dict[str, object]:
         """What status.json holds (the format `gateway status` reads)."""
         rt = self.runtime
+        now = time.time()
         return {
-            "time": time.time(),
+            "time": now,
+            "stopped": now if stopped else None,
+            "store": rt.cfg.store.path,
             "gateway": rt.cfg.site.id,
             "pid": os.getpid(),
             "clock_synced": self.clock.synced(),
@@ -55,13 +67,25 @@ class Report:
             },
         }
 
-    def write(self) -> None:
+    def write(self, *, stopped: bool = False) -> None:
+        """Replace status.json; `stopped` records that the daemon has stopped (the last write).
+
+        A failure is logged once (and once when it works again), never raised."""
         tmp = self.path.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps(self.snapshot(), indent=1))
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(self.snapshot(stopped=stopped), indent=1))
             tmp.replace(self.path)
-        except OSError:
-            pass  # a full disk must not stop the daemon; the outbox reports it
+        except OSError as exc:
+            if not self._failing:
+                self._failing = True
+                structlog.get_logger().warning(
+                    "cannot write the status file", path=str(self.path), error=str(exc)
+                )
+            return
+        if self._failing:
+            self._failing = False
+            structlog.get_logger().info("status file written again", path=str(self.path))
 
     def _key(self) -> tuple[object, ...]:
         """What, when it changes, is reported at once."""

@@ -282,5 +282,6 @@ def test_status_command_reports_outbox_and_daemon(tmp_path, broker):
         text=True,
         timeout=30,
     )
-    # status.json was written at stop; it is fresh but says the link is gone.
-    assert "uplink DOWN" in stale.stdout
+    # The daemon recorded its stop: reported stopped at once (issue 10; it used to show the
+    # stopped daemon as running, link down, for 30 s).
+    assert stale.returncode == 3 and "stopped" in stale.stdout

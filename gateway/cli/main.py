@@ -1,4 +1,4 @@
-"""`gateway run | check | status | decode | scan | sim | test-alert | demo` for technicians.
+"""`gateway run | check | status | outbox | decode | scan | sim | test-alert | demo`.
 
 Each subcommand parses its arguments, calls into the core or a driver, prints, and returns an
 exit code: 0 fine, 78 a bad config (EX_CONFIG from sysexits.h, the same code `gateway run`
@@ -16,6 +16,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from gateway.cli import outbox as outbox_cli
 from gateway.config import loader as config_mod
 from gateway.config import tls
 from gateway.config.profiles import ProfileLibrary, default_dirs
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
     p = with_config(sub.add_parser("status", help="outbox depth, drops and oldest reading"))
     p.set_defaults(func=cmd_status)
+    outbox_cli.add_parser(sub, str(config_mod.DEFAULT_PATH))
     p = sub.add_parser("decode", help="decode one input (or '-' for stdin lines) with a profile")
     p.add_argument("profile")
     p.add_argument("input", help="hex bytes, a register list or a text line; '-' reads stdin")

@@ -83,6 +83,8 @@ class StoreConfig:
     max_bytes: int = 1 << 30
     drop_policy: str = "oldest-telemetry"
     memory_rows: int = 100_000
+    # status.json lives here, off the data disk: a full disk cannot stop it (RuntimeDirectory=).
+    runtime_dir: str = "/run/gateway"
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,10 @@ def _store(s: Section) -> StoreConfig:
         max_bytes=s.integer("max_bytes", StoreConfig.max_bytes, lo=64 * 1024),
         drop_policy=s.text("drop_policy", "oldest-telemetry", choices=DROP_POLICIES),
         memory_rows=s.integer("memory_rows", StoreConfig.memory_rows, lo=100),
+        runtime_dir=s.text("runtime_dir", StoreConfig.runtime_dir),
     )
+    if not cfg.runtime_dir:
+        s.problem("runtime_dir", "must name a directory (default /run/gateway)")
     s.finish()
     return cfg
 

@@ -3,8 +3,11 @@
 Owns: the database file and its rows (`database`), the queue with its bounds, leases and
 acknowledgements (`store`, the facade: `Outbox`, built from `writer` and its one
 `transaction`, the drop policy `bounds`, the persisted `meta` counters, the row `counts`, the
-lease bookkeeping and tail cache `leases`, the disk-full memory buffer `spill`), and read-only
-inspection for `gateway status` (`inspect`); rows that can never be sent (`deadletter`).
+lease bookkeeping and tail cache `leases`, the disk-full memory buffer `spill`, the space
+`reserve` that lets a full disk drain, drop logging `losses`), the one-process lock and seq
+ceiling beside the file (`claim`), opening with quarantine of a damaged file only
+(`quarantine`), read-only inspection for `gateway status` (`inspect`),
+reading a quarantined file back (`salvage`) and rows that can never be sent (`deadletter`).
 May import: `gateway.model`, `gateway.errors` and aiosqlite/sqlite3 (structlog only for the
 default logger of `Outbox.open`). Nothing else: it knows no config, MQTT, driver or alert.
 """

@@ -9,6 +9,7 @@ statements the store runs beyond those. No queue logic here: that is gateway.out
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -75,6 +76,18 @@ _ROW_OVERHEAD = 40
 # SQLITE_FULL, and the I/O error class (SQLITE_IOERR and its extended codes) a full disk
 # produces on WAL writes (sqlite3.h result codes).
 _SQLITE_FULL, _SQLITE_IOERR = 13, 10
+# What SQLite itself calls a damaged file (sqlite3.h): only these are ever quarantined.
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+# Another connection holds the file (SQLITE_BUSY, SQLITE_LOCKED).
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+
+
+# Pages freed per step of `shrink` (4 KiB each: 256 KiB of WAL at most per step).
+_VACUUM_STEP = 64
+
+
+class CheckFailed(sqlite3.DatabaseError):
+    """`PRAGMA quick_check` found damage in a file that opened."""
 
 
 LANES = tuple(Lane)  # index -> Lane without the Enum call per row
@@ -152,6 +165,26 @@ def runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
     return runs
 
 
+def is_corrupt(exc: sqlite3.Error) -> bool:
+    """SQLite says the file is damaged (not a database, malformed, failed its check); a lock,
+    a permission or an I/O problem is not."""
+    if isinstance(exc, CheckFailed):
+        return True
+    code: int | None = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+
+
+def is_busy(exc: sqlite3.Error) -> bool:
+    code: int | None = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+
+
+def describe(exc: sqlite3.Error) -> str:
+    """The error as a log line shows it: SQLite's message and its code name."""
+    name = getattr(exc, "sqlite_errorname", None)
+    return f"{exc} ({name})" if name else str(exc)
+
+
 def is_full(exc: sqlite3.Error) -> bool:
     code: int | None = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
@@ -160,7 +193,14 @@ def is_full(exc: sqlite3.Error) -> bool:
 
 
 async def connect(path: Path, sync: str) -> aiosqlite.Connection:
-    """Open and verify; raises sqlite3.DatabaseError when the file is not a sound database."""
+    """Open, verify and take the write lock once; raises sqlite3.Error when that fails
+    (`is_corrupt` tells a damaged file from a locked or read-only one) and PermissionError
+    when the file or its WAL is not readable and writable by this user."""
+    for name in (path.name, path.name + "-wal", path.name + "-shm"):
+        _check_access(path.with_name(name))
+    # Created here, 0600, rather than by SQLite (0644 less the umask): the WAL and shm files
+    # take the main file's mode, so the whole outbox is private whatever the umask.
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
     # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) so that one
     # batch is exactly one transaction and PRAGMAs run outside any.
     db = await aiosqlite.connect(path, isolation_level=None)
@@ -173,7 +213,11 @@ async def connect(path: Path, sync: str) -> aiosqlite.Connection:
         async with db.execute("PRAGMA quick_check") as cur:
             result = list(await cur.fetchall())
         if [tuple(r) for r in result] != [("ok",)]:
-            raise sqlite3.DatabaseError(f"quick_check: {result[:3]}")
+            raise CheckFailed(f"quick_check: {result[:3]}")
+        # Take the write lock once: a file held by another process or opened read-only
+        # fails here, at start, not at the first append.
+        await db.execute("BEGIN IMMEDIATE")
+        await db.execute("ROLLBACK")
         await db.executescript(SCHEMA)
         async with db.execute("PRAGMA table_info(outbox)") as cur:
             columns = {row[1] for row in await cur.fetchall()}
@@ -183,6 +227,22 @@ async def connect(path: Path, sync: str) -> aiosqlite.Connection:
         await db.close()
         raise
     return db
+
+
+def _check_access(path: Path) -> None:
+    # SQLite opens a file it may not write read-only without a word; the first write would
+    # then fail deep in the daemon. Open it for writing once to get the real reason.
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        st = path.stat()
+        raise PermissionError(
+            f"cannot open for writing: {exc.strerror} (uid {os.getuid()}; the file's owner "
+            f"uid {st.st_uid}, mode {st.st_mode & 0o777:04o})"
+        ) from None
+    os.close(fd)
 
 
 def quarantine(path: Path) -> str:
@@ -219,8 +279,32 @@ async def cap_size(db: aiosqlite.Connection, limit_bytes: int) -> None:
     await db.execute(f"PRAGMA max_page_count = {int(pages)}")
 
 
-async def shrink(db: aiosqlite.Connection) -> None:
-    """Give a drained file's pages back to the filesystem and truncate the WAL."""
-    # executescript steps the pragma to completion; a cursor frees one page a step.
-    await db.executescript("PRAGMA incremental_vacuum;")
+async def checkpoint(db: aiosqlite.Connection) -> None:
+    """Move every WAL page into the file and truncate the WAL to nothing."""
     await fetch(db, "PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+async def limit_wal(db: aiosqlite.Connection, pages: int) -> None:
+    """Checkpoint automatically once the WAL holds `pages` pages, and cut it back to that
+    size after each checkpoint (0 leaves SQLite's defaults)."""
+    if pages:
+        ((page,),) = await fetch(db, "PRAGMA page_size")
+        await db.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
+        await db.execute(f"PRAGMA journal_size_limit = {int(pages) * page}")
+
+
+async def shrink(db: aiosqlite.Connection) -> None:
+    """Give a drained file's free pages back to the filesystem and truncate the WAL.
+
+    In steps, with the WAL truncated between them, so that it works on a full disk: each
+    step needs WAL space for `_VACUUM_STEP` pages only."""
+    await fetch(db, "PRAGMA wal_checkpoint(TRUNCATE)")
+    left = 2**63
+    while True:
+        ((free,),) = await fetch(db, "PRAGMA freelist_count")
+        if not free or free >= left:  # done, or a file without incremental auto_vacuum
+            return
+        left = free
+        # executescript steps the pragma to completion; a cursor frees one page a step.
+        await db.executescript(f"PRAGMA incremental_vacuum({_VACUUM_STEP});")
+        await fetch(db, "PRAGMA wal_checkpoint(TRUNCATE)")

@@ -10,11 +10,18 @@ Contract:
 - Bounded by rows and bytes. Over the bound, telemetry goes first (oldest-first by default, or
   the newest arrivals with `drop_policy="newest-telemetry"`), then mail, then alerts: an alert
   is never dropped while telemetry remains. Every drop is counted (persisted in `meta`).
-- A corrupt or truncated file at open is moved aside as `<path>.corrupt-<UTC time>` with a loud
-  log line, and a fresh outbox is started: never a crash loop.
+- One process at a time: `open` takes an exclusive lock (`claim`) before touching the file;
+  a second one gets StoreLocked. The same side file keeps the seq ceiling, so seq stays
+  strictly increasing even across a quarantine.
+- Only a file SQLite calls damaged (not a database, malformed, failed `quick_check`) is moved
+  aside as `<path>.corrupt-<UTC time>` with a loud log line, and a fresh outbox is started:
+  never a crash loop. A locked, unreadable or read-only file (or directory) raises
+  StoreUnusable naming the file and the cause, and is left exactly as it is.
 - When the disk (or the optional hard byte limit) is full, appends go to a bounded in-memory
   buffer, the condition is logged once and shown in `stats()`, and the buffer is written back
-  when space returns. Leases serve buffered rows too, so a live link keeps draining.
+  when space returns. Leases serve buffered rows too, so a live link keeps draining. A space
+  `reserve` beside the file is released so that acknowledged rows can still be deleted on a
+  full disk; rows still only in memory at close are counted and logged as lost.
 - The file shrinks after a drain (incremental vacuum and a WAL checkpoint).
 
 This module is the facade: it opens the file, hands out sequence numbers and leases, and
@@ -41,9 +48,13 @@ import aiosqlite
 from gateway.model import Lane, Reading
 from gateway.outbox import deadletter, meta
 from gateway.outbox.bounds import OLDEST_TELEMETRY, Bounds
+from gateway.outbox.claim import Claim
 from gateway.outbox.counts import Counts
-from gateway.outbox.database import SELECT, cap_size, connect, fetch, from_row, quarantine
+from gateway.outbox.database import SELECT, cap_size, fetch, from_row, limit_wal
 from gateway.outbox.leases import TAIL_LIMIT, Leases
+from gateway.outbox.quarantine import open_checked
+from gateway.outbox.reserve import Reserve
+from gateway.outbox.salvage import last_seq
 from gateway.outbox.spill import Spill
 from gateway.outbox.writer import Writer
 
@@ -75,12 +86,16 @@ class Outbox:
         memory_rows: int,
         log: Any,
         quarantined: str | None,
+        claim: Claim,
+        reserve: Reserve,
         tail_limit: int = TAIL_LIMIT,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.db = db
         self.path = path
         self.log = log
         self.quarantined = quarantined
+        self.claim = claim
         self._next_seq = 1
         self._dead_letters = 0
         self._counts = Counts()
@@ -97,6 +112,8 @@ class Outbox:
             spill=self._spill,
             listeners=self.listeners,
             log=log,
+            reserve=reserve,
+            monotonic=monotonic,
         )
 
     # -- opening ---------------------------------------------------------------------------
@@ -113,20 +130,32 @@ class Outbox:
         memory_rows: int = 100_000,
         hard_limit_bytes: int | None = None,
         tail_limit: int = TAIL_LIMIT,
+        reserve_bytes: int | None = None,
         log: Any = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> AsyncIterator[Outbox]:
         """Open (creating or quarantining as needed) and close on exit.
 
         `hard_limit_bytes` caps the file through SQLite's page budget; exceeding it behaves
         exactly like a full disk (SQLITE_FULL). Use it to keep the outbox off a shared card.
         `tail_limit` is how many of each lane's newest rows are kept in memory to serve
-        leases without a SELECT.
+        leases without a SELECT. `reserve_bytes` is the space held back beside the file so
+        that a full disk can still be drained (0: none; None: an eighth of the filesystem, at most
+        8 MiB). Raises StoreLocked when another
+        process has the outbox open, StoreUnusable when it cannot be used as it is (both
+        leave every file as it was), StoreFull when the disk is too full to open it.
         """
         import structlog
 
         log = log or structlog.get_logger().bind(component="outbox")
         p = Path(path)
-        db, quarantined = await _connect(p, sync, log)
+        claim = Claim.take(p, log)
+        try:
+            db, quarantined = await open_checked(p, sync, log)
+        except BaseException:
+            claim.release()
+            raise
+        reserve = Reserve(p, reserve_bytes, log)
         outbox = cls(
             db,
             p,
@@ -136,24 +165,54 @@ class Outbox:
             memory_rows=memory_rows,
             log=log,
             quarantined=quarantined,
+            claim=claim,
+            reserve=reserve,
             tail_limit=tail_limit,
+            monotonic=monotonic,
         )
         try:
-            await outbox._load()
+            await outbox._load(sound=claim.found_outbox and quarantined is None)
+            await limit_wal(db, reserve.wal_pages(4096))
+            reserve.restore()
             if hard_limit_bytes is not None:
                 await outbox.set_hard_limit(hard_limit_bytes)
             yield outbox
         finally:
             with contextlib.suppress(sqlite3.Error):
                 await outbox._writer.flush()
+            outbox._report_lost_at_close()
             await db.close()
+            claim.release()
 
-    async def _load(self) -> None:
+    async def _load(self, *, sound: bool) -> None:
+        """Counts, drop counters and the next seq. A file that was not there or was just
+        quarantined starts above the claim's ceiling (and the old file's mark, if readable),
+        so seq never goes back."""
         counters = await meta.read(self.db)
         await self._counts.load(self.db, counters)
         ((top,),) = await fetch(self.db, "SELECT max(seq) FROM outbox")
-        self._next_seq = max(top or 0, counters.get(meta.SEQ_HWM, 0)) + 1
+        mark = max(top or 0, counters.get(meta.SEQ_HWM, 0))
+        if not sound:
+            old = last_seq(Path(self.quarantined)) if self.quarantined else 0
+            mark = max(mark, self.claim.ceiling, old)
+        self._next_seq = mark + 1
+        self.claim.cover(mark)
         self._dead_letters = await deadletter.count(self.db)
+
+    def _report_lost_at_close(self) -> None:
+        """Rows only in memory (the disk stayed full) end with the process: count and say so."""
+        if not self._spill:
+            return
+        lost: dict[str, int] = {}
+        for r in self._spill:
+            self._counts.lost_in_memory(r.lane)
+            lost[r.lane.name.lower()] = lost.get(r.lane.name.lower(), 0) + 1
+        self.log.error(
+            "outbox closing with rows only in memory (disk full); they are lost",
+            lost=lost,
+            dropped_total=self._counts.dropped_by_lane(),
+        )
+        self._spill.clear()
 
     async def set_hard_limit(self, limit_bytes: int) -> None:
         """Cap the file size through SQLite's page budget (0 lifts the cap)."""
@@ -164,6 +223,7 @@ class Outbox:
         """Reserve `n` sequence numbers; they become durable with the rows that use them."""
         start = self._next_seq
         self._next_seq += n
+        self.claim.cover(self._next_seq - 1)  # durable before any row carries them
         return range(start, start + n)
 
     # -- writing ---------------------------------------------------------------------------
@@ -267,21 +327,3 @@ class Outbox:
             quarantined=self.quarantined,
             dead_letters=self._dead_letters,
         )
-
-
-async def _connect(path: Path, sync: str, log: Any) -> tuple[aiosqlite.Connection, str | None]:
-    """Open the file; a corrupt one is moved aside (loudly) and a fresh one started.
-
-    Returns the connection and where the corrupt file went (None when it was sound)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return await connect(path, sync), None
-    except sqlite3.DatabaseError as exc:
-        quarantined = quarantine(path)
-        log.error(
-            "outbox file is corrupt; moved aside and starting a fresh one",
-            path=str(path),
-            moved_to=quarantined,
-            error=str(exc),
-        )
-        return await connect(path, sync), quarantined

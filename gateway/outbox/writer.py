@@ -4,8 +4,12 @@ Appends (with the bounds enforced in the same transaction), acknowledgements and
 corrections run under one lock, each in `transaction(db)`. Only after a commit are the
 in-memory views brought up to date (counts, leases, the tail), so a failed write leaves
 them as the file is. A full disk sends appends to the spill and is never raised to the
-caller; the spill is written back before the next batch. Nothing here reads for a caller or
-hands out leases, and nothing here shields against cancellation: the store's facade does.
+caller; the spill is written back before the next batch, once the space `reserve` is held
+again. A delete that fails for lack of space releases the reserve and is retried, and while
+the disk is full every acknowledgement checkpoints the WAL and gives freed pages back, so a
+full disk drains. Drops are logged on transitions and as a periodic count (`losses`).
+Nothing here reads for a caller or hands out leases, and nothing here shields against
+cancellation: the store's facade does.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from gateway.model import Lane, Reading
 from gateway.outbox import deadletter, meta
 from gateway.outbox.bounds import Bounds, Dropped
 from gateway.outbox.counts import Counts
-from gateway.outbox.database import insert, is_full, runs, shrink, to_row
+from gateway.outbox.database import checkpoint, insert, is_full, runs, shrink, to_row
 from gateway.outbox.leases import Leases
+from gateway.outbox.losses import Losses
+from gateway.outbox.reserve import Reserve
 from gateway.outbox.spill import Spill
 from gateway.outbox.transaction import transaction
 
@@ -39,6 +45,8 @@ class Writer:
         spill: Spill,
         listeners: list[Callable[[set[Lane]], None]],
         log: Any,
+        reserve: Reserve,
+        monotonic: Callable[[], float],
     ) -> None:
         self.db = db
         self.bounds = bounds
@@ -47,13 +55,16 @@ class Writer:
         self.spill = spill
         self.listeners = listeners
         self.log = log
+        self.reserve = reserve
+        self.drops = Losses(log, "outbox full", monotonic=monotonic)
+        self.spill_drops = Losses(log, "outbox memory buffer full", monotonic=monotonic)
         self._lock = asyncio.Lock()
 
     async def append(self, readings: Sequence[Reading]) -> None:
         """Write the spill back, then `readings` (or buffer them while the disk is full);
         then tell the listeners which lanes got rows."""
         async with self._lock:
-            if self.spill:
+            if self.spill or self.spill.full:
                 await self.flush()
             if not readings:
                 return
@@ -71,7 +82,10 @@ class Writer:
     async def flush(self) -> None:
         """Write the spill back to the file, if the file takes it now (caller holds the lock,
         or the outbox is closing)."""
+        if self.spill.full and not self.reserve.restore():
+            return  # the space freed so far serves the drain, not more rows
         if not self.spill:
+            self.spill.leave()  # drained in memory; the reserve is back: try the disk again
             return
         # Rows already acked while in memory were removed from the spill by ack().
         try:
@@ -98,10 +112,14 @@ class Writer:
                 await meta.raise_to(db, meta.SEQ_HWM, max(r.seq for r in readings))
         except sqlite3.Error as exc:
             if is_full(exc):
-                self.spill.enter(str(exc))
+                if not self.spill.full:
+                    self.spill.enter(str(exc))
+                    await self._consolidate()
                 raise StoreFull(str(exc)) from exc
             raise
         gone = self._apply_drops(dropped) if dropped else set()
+        if not dropped:
+            self.drops.clear()
         self.counts.added(readings, added)
         self.leases.remember([r for r in readings if r.seq not in gone] if gone else readings)
         self.spill.leave()
@@ -114,38 +132,48 @@ class Writer:
             all_gone |= seqs
             self.leases.drop(lane, seqs)
             self.counts.lost(lane, gone)
-        self.log.warning(
-            "outbox full; dropped rows",
-            dropped={lane.name.lower(): len(gone) for lane, gone in dropped.items()},
+        self.drops.lost(
+            {lane.name.lower(): len(gone) for lane, gone in dropped.items()},
             max_rows=self.bounds.max_rows,
             max_bytes=self.bounds.max_bytes,
         )
         return all_gone
 
     def _buffer(self, readings: Sequence[Reading]) -> None:
+        lost: dict[str, int] = {}
         for victim in self.spill.add(readings):
             self.leases.discard(victim.lane, victim.seq)
             self.counts.lost_in_memory(victim.lane)
+            name = victim.lane.name.lower()
+            lost[name] = lost.get(name, 0) + 1
+        if lost:
+            self.spill_drops.lost(lost, memory_limit=self.spill.limit)
+        else:
+            self.spill_drops.clear()
 
     async def ack(self, readings: Sequence[Reading]) -> None:
         """Delete delivered rows in one transaction; rows dropped meanwhile are fine. On a
-        full disk the rows stay (deleting needs WAL space too) and are re-sent later."""
+        full disk the space reserve is released for the delete; without one the rows stay
+        (deleting needs WAL space too) and are re-sent later."""
         seqs = sorted(r.seq for r in readings)
         acked = set(seqs)
         async with self._lock:
             self.leases.end(acked)
             self.spill.discard(acked)
             try:
-                async with transaction(self.db) as db:
-                    before = db.total_changes
-                    # Leases are mostly contiguous: delete by runs, not one IN list per row.
-                    await db.executemany("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", runs(seqs))
-                    deleted = db.total_changes - before
+                deleted = await self._delete(seqs)
             except sqlite3.Error as exc:
-                if is_full(exc):
-                    self.spill.enter(str(exc))
+                if not is_full(exc):
+                    raise
+                self.spill.enter(str(exc))
+                if not self.reserve.release():
                     return
-                raise
+                try:
+                    deleted = await self._delete(seqs)
+                except sqlite3.Error as again:
+                    if is_full(again):
+                        return
+                    raise
             for lane in {r.lane for r in readings}:
                 self.leases.forget(lane, acked)
             if deleted == len(readings):
@@ -153,14 +181,36 @@ class Writer:
             else:
                 # Some were dropped or still in memory only: recount from the file.
                 await self.counts.recount(self.db)
-            if not self.counts.total:
+            if not self.counts.total or self.spill.full:
+                # Drained, or draining a full disk: give the WAL and free pages back now.
                 await self._shrink()
+
+    async def _delete(self, seqs: list[int]) -> int:
+        async with transaction(self.db) as db:
+            before = db.total_changes
+            # Leases are mostly contiguous: delete by runs, not one IN list per row.
+            await db.executemany("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", runs(seqs))
+            return db.total_changes - before
+
+    async def _consolidate(self) -> None:
+        """The disk just filled: move what the WAL holds into the file and cut the WAL to
+        nothing, on the reserve's space, then take the reserve back. Without this the rows
+        of the last few batches live only in the WAL, and checkpointing them (needed before
+        any delete can be recorded) needs space that never comes back."""
+        if not self.reserve.release(quiet=True):
+            return
+        try:
+            await checkpoint(self.db)
+        except sqlite3.Error as exc:
+            self.log.warning("outbox checkpoint on a full disk failed", error=str(exc))
+        self.reserve.restore()
 
     async def _shrink(self) -> None:
         try:
             await shrink(self.db)
         except sqlite3.Error as exc:
-            self.log.warning("outbox shrink failed", error=str(exc))
+            if not is_full(exc):  # on a full disk it is retried after the next ack
+                self.log.warning("outbox shrink failed", error=str(exc))
 
     async def correct_times(self, delta: float, since_seq: int) -> int:
         """Shift unsynchronised stamps from `since_seq` on by `delta` seconds, marking them
