@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -40,34 +42,44 @@ def test_sim_trap_rejects_a_bad_script(capsys: pytest.CaptureFixture[str]) -> No
     assert "bad --script" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-async def test_sim_trap_process_feeds_a_bus_through_its_link(tmp_path: Path) -> None:
-    link = tmp_path / "trap-rx"
+@contextlib.asynccontextmanager
+async def trap_sim(link: Path, traps: str, script: str, seconds: str) -> AsyncIterator[None]:
+    """`gateway sim trap` as a process on a pty linked at `link`, every message sent three
+    times; yields once the simulator said where it listens, and stops it on exit."""
     sim = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "sim", "trap", "--link", str(link),
-        "--traps", "17,18", "--heartbeat", "1000", "--repeats", "3",
-        "--script", "2 17 TRIG; 2.5 18 FAULT", "--seconds", "6",
+        "--traps", traps, "--heartbeat", "1000", "--repeats", "3",
+        "--script", script, "--seconds", seconds,
         cwd=ROOT, stdout=subprocess.PIPE,
     )  # fmt: skip
     try:
         assert sim.stdout is not None
         first = await asyncio.wait_for(sim.stdout.readline(), 10)
         assert first.decode().strip() == f"trap receiver simulator on {link}"
-        async with running_bus(bus_toml(str(link), TRAPS)) as r:
-            await until_available(r.sink, "rx")
-            await r.sink.wait_for(
-                lambda s: (
-                    s.values("rx-17", "trap_state") == ["triggered"]
-                    and s.values("rx-18", "trap_state") == ["fault"]
-                )
-            )
-            # Two events sent three times each; the t=0 heartbeats are normally flushed by
-            # the port opening, but may land if the bus was quicker than the simulator.
-            assert r.bus.stats()["duplicates"] in (4, 8)
+        yield
     finally:
         if sim.returncode is None:
             sim.terminate()
         await sim.wait()
+
+
+@pytest.mark.slow
+async def test_sim_trap_process_feeds_a_bus_through_its_link(tmp_path: Path) -> None:
+    link = tmp_path / "trap-rx"
+    async with (
+        trap_sim(link, "17,18", "2 17 TRIG; 2.5 18 FAULT", "6"),
+        running_bus(bus_toml(str(link), TRAPS)) as r,
+    ):
+        await until_available(r.sink, "rx")
+        await r.sink.wait_for(
+            lambda s: (
+                s.values("rx-17", "trap_state") == ["triggered"]
+                and s.values("rx-18", "trap_state") == ["fault"]
+            )
+        )
+        # Two events sent three times each; the t=0 heartbeats are normally flushed by
+        # the port opening, but may land if the bus was quicker than the simulator.
+        assert r.bus.stats()["duplicates"] in (4, 8)
 
 
 @pytest.mark.slow
@@ -75,23 +87,13 @@ async def test_sim_trap_set_trig_set_trig_within_six_seconds_is_four_events(tmp_
     """The trap simulator process on a real pty: one trap SET, TRIG, SET, TRIG within 6 s,
     every message sent three times. All four events arrive; the second animal is not lost."""
     link = tmp_path / "trap-rx"
-    sim = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "sim", "trap", "--link", str(link),
-        "--traps", "17", "--heartbeat", "1000", "--repeats", "3",
-        "--script", "2 17 SET; 3.5 17 TRIG; 5 17 SET; 6.5 17 TRIG", "--seconds", "8",
-        cwd=ROOT, stdout=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert sim.stdout is not None
-        first = await asyncio.wait_for(sim.stdout.readline(), 10)
-        assert first.decode().strip() == f"trap receiver simulator on {link}"
-        async with running_bus(bus_toml(str(link), TRAPS)) as r:
-            await until_available(r.sink, "rx")
-            want = ["set", "triggered", "set", "triggered"]
-            await r.sink.wait_for(lambda s: s.values("rx-17", "trap_state") == want)
-            # Four events three times each; the t=0 heartbeat may land too (see above).
-            assert r.bus.stats()["duplicates"] in (8, 10)
-    finally:
-        if sim.returncode is None:
-            sim.terminate()
-        await sim.wait()
+    script = "2 17 SET; 3.5 17 TRIG; 5 17 SET; 6.5 17 TRIG"
+    async with (
+        trap_sim(link, "17", script, "8"),
+        running_bus(bus_toml(str(link), TRAPS)) as r,
+    ):
+        await until_available(r.sink, "rx")
+        want = ["set", "triggered", "set", "triggered"]
+        await r.sink.wait_for(lambda s: s.values("rx-17", "trap_state") == want)
+        # Four events three times each; the t=0 heartbeat may land too (see above).
+        assert r.bus.stats()["duplicates"] in (8, 10)
