@@ -57,6 +57,8 @@ def test_template_fills_in_the_run_values_and_the_relay_actions(tmp_path):
     cfg = config_mod.parse(text, "<demo>")
     assert (cfg.uplink.host, cfg.uplink.port) == ("::1", 18830)
     assert cfg.store.path == str(workdir / "outbox.sqlite")
+    # Whoever runs the demo can write its status file (not /run/gateway, the unit's).
+    assert cfg.store.runtime_dir == str(workdir / "run")
     assert cfg.alerts.smtp is not None and cfg.alerts.smtp.port == 2525
     assert {d.id for d in cfg.devices()} >= {"paddy-01", "buoy-01", "trap-01", "relay-1"}
     assert set(cfg.alerts.actions) == {"siren", "flash"}

@@ -27,7 +27,7 @@ class DemoValues:
 
     uplink_host: str  # the broker the demo publishes to
     uplink_port: int
-    workdir: Path  # the outbox lives here
+    workdir: Path  # the outbox and the status file live here
     smtp_port: int  # the local mail sink
     driver_buses: tuple[str, ...] = ()  # `[[buses]]` TOML from each driver's DEMO hook
 
@@ -55,6 +55,8 @@ def render(values: DemoValues) -> str:
         uplink_host=_toml_string(values.uplink_host),
         uplink_port=int(values.uplink_port),
         outbox_path=_toml_string(str(values.workdir / "outbox.sqlite")),
+        # The demo runs as whoever starts it: its status file stays in its own directory.
+        runtime_dir=_toml_string(str(values.workdir / "run")),
         smtp_port=int(values.smtp_port),
         driver_buses=buses,
         relay_actions=_resource("relay.toml") if relay else "",
