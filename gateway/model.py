@@ -29,6 +29,11 @@ motion              ""      True when motion is detected
 presence            ""      True while a tag is seen
 latitude/longitude  deg     WGS84 position (buoys)
 relay               ""      coil state of a relay channel
+door                ""      True while a door or window contact is open
+button              ""      a button event: "press", "double_press", "long_press", ...
+acceleration        g       along one axis, suffixed: acceleration_x, _y, _z
+movement_count      ""      movements counted by the tag (wraps around)
+tx_power            dBm     transmit power the advertiser declares
 ==================  ======  ===============================================
 """
 

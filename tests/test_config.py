@@ -107,12 +107,54 @@ def test_unknown_transport_lists_known_ones():
     assert "synthetic" in msg
 
 
+def test_unknown_transport_is_one_problem_not_one_per_driver_key():
+    # A typo in the transport: the Modbus bus and device keys nobody can read are not blamed.
+    bad = GOOD + (
+        '[[buses]]\nname = "rs485"\ntransport = "modbus-rtx"\nport = "/dev/ttyUSB0"\n'
+        'baud = 9600\ntimeout = 1.0\n[[buses.devices]]\nid = "paddy-02"\nprofile = "urm14"\n'
+        "unit = 12\nparams = { mount_height = 1200.0 }\n"
+    )
+    (msg,) = problems(bad)
+    assert msg.startswith('buses[1].transport: unknown transport "modbus-rtx"; known: ')
+    assert problems(bad.replace('transport = "modbus-rtx"\n', "")) == [
+        "buses[1].transport: required key is missing"
+    ]
+
+
+def test_an_empty_file_is_one_problem(tmp_path):
+    for text in ("", "# only a comment\n\n"):
+        path = tmp_path / "gateway.toml"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as info:
+            config.load(path)
+        assert [str(p) for p in info.value.problems] == [
+            f'{path}: empty (or only comments); a config needs at least [gateway] id = "..."'
+        ]
+
+
 def test_missing_required_and_duplicates():
     bad = GOOD.replace('id = "paddy-site-01"', "") + GOOD[GOOD.index("[[buses]]") :]
     assert problems(bad) == [
         "gateway.id: required key is missing",
-        'duplicate device id "paddy-01"',
-        'duplicate bus name "synthetic"',
+        'buses[1].devices[0].id: duplicate device id "paddy-01" (first at buses[0].devices[0].id)',
+        'buses[1].name: duplicate bus name "synthetic" (first at buses[0].name)',
+    ]
+
+
+def test_a_duplicate_device_id_names_both_places():
+    devices = "".join(
+        f'[[buses.devices]]\nid = "{d}"\npoints = [ {{ quantity = "water_level" }} ]\n'
+        for d in ("a", "b", "x")
+    )
+    second = '[[buses]]\nname = "more"\ntransport = "synthetic"\n'
+    bad = (
+        '[gateway]\nid = "g"\n[[buses]]\nname = "one"\ntransport = "synthetic"\n'
+        + devices
+        + second
+        + devices.replace('"a"', '"c"').replace('"b"', '"d"')
+    )
+    assert problems(bad) == [
+        'buses[1].devices[2].id: duplicate device id "x" (first at buses[0].devices[2].id)'
     ]
 
 

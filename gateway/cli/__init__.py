@@ -1,8 +1,9 @@
-"""The `gateway` command for technicians: run, check, status, outbox, decode, sim, scan,
-test-alert, demo.
+"""The `gateway` command for technicians: run, check, status, outbox, decode, profiles, sim,
+scan, test-alert, demo.
 
-Owns: argument parsing and printing (`main`), the status report (`status`) and outbox
-maintenance (`outbox`: salvage a quarantined file).
+Owns: argument parsing and printing (`main`), the status report (`status`), outbox
+maintenance (`outbox`: salvage a quarantined file), trying a profile on captured input
+(`decode`) and listing the device profiles (`profiles`).
 May import anything in the core; it is the outermost layer. Subcommands import what they
 need lazily so `gateway check` does not load the daemon.
 """

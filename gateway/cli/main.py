@@ -1,27 +1,29 @@
-"""`gateway run | check | status | outbox | decode | scan | sim | test-alert | demo`.
+"""`gateway run | check | status | outbox | decode | profiles | scan | sim | test-alert | demo`.
 
 Each subcommand parses its arguments, calls into the core or a driver, prints, and returns an
 exit code: 0 fine, 78 a bad config (EX_CONFIG from sysexits.h, the same code `gateway run`
 exits with, so systemd's `RestartPreventExitStatus=78` applies to `ExecStartPre=gateway
 check` too), 1 another problem found (undecodable input), 2 usage. Drivers add
 simulators and scanners by declaring `SIMULATORS` / `SCANNERS` in their package
-(`{"nmea": "drivers.serial.sim:nmea_main"}`; the function takes argv and returns an exit code).
+(`{"nmea": "drivers.serial.sim:nmea_main"}`; the function takes argv and returns an exit code);
+`gateway sim --help` / `scan --help` list them. `decode` and `profiles` live in their own
+modules (`gateway.cli.decode`, `gateway.cli.profiles`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from collections.abc import Callable, Sequence
 
+from gateway import __version__
+from gateway.cli import decode as decode_cli
 from gateway.cli import outbox as outbox_cli
+from gateway.cli import profiles as profiles_cli
 from gateway.config import loader as config_mod
 from gateway.config import tls
-from gateway.config.profiles import ProfileLibrary, default_dirs
-from gateway.errors import ConfigError, DecodeError, Problem
-from gateway.model import Observation, Value
+from gateway.errors import ConfigError
 from gateway.registry import driver_modules
 
 
@@ -80,57 +82,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _readings_json(observations: Sequence[Observation]) -> str:
-    out = []
-    for o in observations:
-        item: dict[str, Value | None] = {"quantity": o.quantity, "value": o.value, "unit": o.unit}
-        if o.source is not None:
-            item["source"] = o.source
-        if not o.plausible:
-            item["plausible"] = False
-        out.append(item)
-    return json.dumps(out, ensure_ascii=False)
-
-
-def _params(items: Sequence[str]) -> dict[str, Value]:
-    """`-p KEY=VALUE` options: VALUE as JSON (a number, true/false) or else as text."""
-    params: dict[str, Value] = {}
-    for item in items:
-        key, _, raw = item.partition("=")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        params[key] = value if isinstance(value, bool | int | float | str) else raw
-    return params
-
-
-def cmd_decode(args: argparse.Namespace) -> int:
-    problems: list[Problem] = []
-    library = ProfileLibrary(default_dirs(args.profile_dir or ()))
-    profile = library.get(args.profile, problems, "profile")
-    if profile is None:
-        for p in problems:
-            print(p, file=sys.stderr)
-        return 1
-    params = _params(args.param or ())
-    lines = sys.stdin if args.input == "-" else [args.input]
-    failed = 0
-    for number, line in enumerate(lines, 1):
-        text = line.rstrip("\r\n")
-        if args.input == "-" and not text.strip():
-            continue
-        try:
-            observations = profile.decoder.decode(profile.decoder.parse_input(text), params)
-        except DecodeError as exc:
-            failed += 1
-            where = f"line {number}: " if args.input == "-" else ""
-            print(f"error: {where}{exc}", file=sys.stderr if args.input != "-" else sys.stdout)
-            continue
-        print(_readings_json(observations), flush=True)
-    return 1 if failed and args.input != "-" else 0
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway import daemon
 
@@ -169,13 +120,32 @@ def cmd_plugin(kind: str, args: argparse.Namespace) -> int:
     return _call_plugin(table[args.name], args.rest)
 
 
+def _plugin_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], kind: str) -> None:
+    """`gateway sim NAME ...` / `gateway scan NAME ...`; the help lists the drivers' names."""
+    what = "simulator" if kind == "sim" else "scanner"
+    names = ", ".join(sorted(_plugins("SIMULATORS" if kind == "sim" else "SCANNERS"))) or "none"
+    p = sub.add_parser(
+        kind,
+        help=f"run a device {what}: {names}",
+        description=f"Run a device {what}. Available: {names}. "
+        f"`gateway {kind} NAME --help` shows its options.",
+    )
+    p.add_argument("name", help=f"the {what}: {names}")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=f"the {what}'s own options")
+    p.set_defaults(func=lambda a: cmd_plugin(kind, a))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument(
-            "-c", "--config", default=str(config_mod.DEFAULT_PATH), help="config TOML file"
+            "-c",
+            "--config",
+            default=str(config_mod.DEFAULT_PATH),
+            help="config TOML file (default: %(default)s)",
         )
         return p
 
@@ -198,17 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(sub.add_parser("status", help="outbox depth, drops and oldest reading"))
     p.set_defaults(func=cmd_status)
     outbox_cli.add_parser(sub, str(config_mod.DEFAULT_PATH))
-    p = sub.add_parser("decode", help="decode one input (or '-' for stdin lines) with a profile")
-    p.add_argument("profile")
-    p.add_argument("input", help="hex bytes, a register list or a text line; '-' reads stdin")
-    p.add_argument("-p", "--param", action="append", help="device parameter KEY=VALUE")
-    p.add_argument("--profile-dir", action="append", help="extra profile directory")
-    p.set_defaults(func=cmd_decode)
+    decode_cli.add_parser(sub)
+    profiles_cli.add_parser(sub)
     for kind in ("sim", "scan"):
-        p = sub.add_parser(kind, help=f"run a device {'simulator' if kind == 'sim' else 'scan'}")
-        p.add_argument("name")
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=lambda a, k=kind: cmd_plugin(k, a))
+        _plugin_parser(sub, kind)
     p = with_config(sub.add_parser("test-alert", help="show (and --send) a rule's test alert"))
     p.add_argument("rule", help="an [[alerts.rules]] name")
     p.add_argument("--device", help="the device key to raise it for (default: the rule's first)")

@@ -127,15 +127,32 @@ def parse(text: str, where: str = "<config>", profiles: ProfileLibrary | None = 
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([Problem(where, f"not valid TOML: {exc}")]) from None
+    if not raw:
+        # One problem, not one per missing key: nothing was written yet.
+        message = 'empty (or only comments); a config needs at least [gateway] id = "..."'
+        raise ConfigError([Problem(where, message)])
     problems: list[Problem] = []
     root = Section(raw, "", problems)
     site = _site(root.section("gateway", required=True))
     library = profiles or ProfileLibrary(default_dirs(site.profile_dirs))
     uplink = _uplink(root.section("uplink"), site)
     store = _store(root.section("store"))
-    buses = tuple(_bus(s, library) for s in root.sections("buses"))
-    _unique([d.id for b in buses for d in b.devices], "device id", problems)
-    _unique([b.name for b in buses], "bus name", problems)
+    bus_sections = root.sections("buses")
+    buses = tuple(_bus(s, library) for s in bus_sections)
+    _unique(
+        [
+            (f"{s.at('devices')}[{j}].id", d.id)
+            for s, b in zip(bus_sections, buses, strict=True)
+            for j, d in enumerate(b.devices)
+        ],
+        "device id",
+        problems,
+    )
+    _unique(
+        [(s.at("name"), b.name) for s, b in zip(bus_sections, buses, strict=True)],
+        "bus name",
+        problems,
+    )
     alerts = alertconfig.parse(root.section("alerts"), {d.id for b in buses for d in b.devices})
     root.finish()
     if problems:
@@ -143,12 +160,15 @@ def parse(text: str, where: str = "<config>", profiles: ProfileLibrary | None = 
     return Config(site, uplink, store, buses, where, alerts=alerts)
 
 
-def _unique(names: list[str], what: str, problems: list[Problem]) -> None:
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            problems.append(Problem("", f'duplicate {what} "{name}"'))
-        seen.add(name)
+def _unique(named: list[tuple[str, str]], what: str, problems: list[Problem]) -> None:
+    """A problem at each repeat of a name, pointing back at its first place ((path, name))."""
+    first: dict[str, str] = {}
+    for path, name in named:
+        if not name:
+            continue  # missing: already reported as required
+        if name in first:
+            problems.append(Problem(path, f'duplicate {what} "{name}" (first at {first[name]})'))
+        first.setdefault(name, path)
 
 
 def _site(s: Section) -> SiteConfig:
@@ -240,6 +260,10 @@ def _bus(s: Section, library: ProfileLibrary) -> BusConfig:
             f'unknown transport "{transport}"; known: {", ".join(known_transports())}',
         )
     options = driver.parse_bus(s, transport) if driver else None
+    if driver is None:
+        # Without a driver nobody can read its keys: one problem (the transport), not one
+        # "unknown key" per bus and device key the driver would have read.
+        s.ignore(*(k for k in s.raw if k != "devices"))
     devices = []
     for d in s.sections("devices"):
         device = DeviceConfig(
@@ -266,6 +290,8 @@ def _bus(s: Section, library: ProfileLibrary) -> BusConfig:
                     f'"{transport}" decodes {", ".join(protocols) or "no profiles"}',
                 )
         device_options = driver.parse_device(d, transport, decoder) if driver else None
+        if driver is None:
+            d.ignore(*d.raw)  # the driver's device keys: see the bus's keys above
         d.finish()
         devices.append(_with_decoder(replace(device, options=device_options), decoder))
     s.finish()

@@ -17,6 +17,7 @@ and by the test suite for every shipped profile. This module does no device I/O.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import tomllib
@@ -30,6 +31,9 @@ from gateway.errors import DecodeError, Problem
 from gateway.model import Observation, Value
 from gateway.registry import driver_for_protocol, known_protocols
 from gateway.section import Section
+
+# The type a profile gives a device parameter (its examples' params): true/false, number, text.
+ParamKind = type[bool] | type[float] | type[str]
 
 BUILTIN_DIR = Path(__file__).resolve().parents[2] / "firmware-configs"
 SYSTEM_DIR = Path("/etc/gateway/firmware-configs")
@@ -60,6 +64,19 @@ class Profile:
     description: str
     decoder: Decoder
     examples: tuple[Example, ...]
+
+    def param_kinds(self) -> dict[str, ParamKind]:
+        """The device parameters the profile declares, by the type its examples give them.
+
+        `bool`, `float` (an integer or a real) or `str`; the first example naming a key
+        decides. A key no example names is not declared (callers keep it as text).
+        """
+        kinds: dict[str, ParamKind] = {}
+        for example in self.examples:
+            for key, value in example.params.items():
+                kind = bool if isinstance(value, bool) else str if isinstance(value, str) else float
+                kinds.setdefault(key, kind)
+        return kinds
 
 
 def find_profile_file(name: str, dirs: Sequence[Path]) -> Path | None:
@@ -225,12 +242,23 @@ class ProfileLibrary:
         if name not in self._cache:
             path = find_profile_file(name, self.dirs)
             if path is None:
-                problems.append(
-                    Problem(where, f'no profile "{name}" in {", ".join(map(str, self.dirs))}')
-                )
+                problems.append(Problem(where, self._unknown(name)))
                 return None
             self._cache[name] = load_profile(path, problems)
         return self._cache[name]
+
+    def names(self) -> list[str]:
+        """Every profile name in the search directories (file stems, first one wins)."""
+        return [path.stem for path in all_profile_files(self.dirs)]
+
+    def _unknown(self, name: str) -> str:
+        close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.6)
+        quoted = " or ".join(f'"{c}"' for c in close)
+        hint = f"; did you mean {quoted}?" if close else ""
+        return (
+            f'no profile "{name}" in {", ".join(map(str, self.dirs))}{hint} '
+            "(`gateway profiles` lists them)"
+        )
 
     def all(self, problems: list[Problem]) -> list[Profile]:
         profiles = []
