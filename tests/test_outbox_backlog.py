@@ -104,6 +104,9 @@ def test_export_beside_a_running_daemon_then_import_forwards_once_through_anothe
     dump = tmp_path / "backlog.csv"
     res = gateway("outbox", "export", "-c", str(cfg_a), "--format", "csv", "-o", str(dump))
     assert proc.p.poll() is None  # the daemon kept running, and kept writing
+    purge = ["outbox", "purge", "--lane", "telemetry", "--before", iso(T0 * 2), "--yes"]
+    locked = gateway(*purge, "-c", str(cfg_a))
+    assert locked.returncode == 1 and "stop the daemon first" in locked.stderr
     assert res.returncode == 0, res.stderr
     exported = list(csv.DictReader(dump.open()))
     assert len(exported) >= 500 and {r["gateway"] for r in exported} == {"gw1"}
