@@ -2,8 +2,8 @@
 scan, test-alert, demo.
 
 Owns: argument parsing and printing (`main`), the status report (`status`), outbox
-maintenance (`outbox`: salvage a quarantined file), trying a profile on captured input
-(`decode`) and listing the device profiles (`profiles`).
+maintenance (`outbox`: salvage a quarantined file; `backlog`: export, import, purge), trying
+a profile on captured input (`decode`) and listing the device profiles (`profiles`).
 May import anything in the core; it is the outermost layer. Subcommands import what they
 need lazily so `gateway check` does not load the daemon.
 """

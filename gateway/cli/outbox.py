@@ -6,7 +6,8 @@ the current outbox with new sequence numbers above its high-water mark (lane, de
 and stamps kept, in their original order). Running it again on the same file re-queues
 nothing twice. It needs the outbox to itself: stop the daemon first. The damaged file is
 left as it is. Exit 0 when rows were re-queued or none were left to take, 1 when the file
-cannot be read at all or the outbox is in use, 2 for usage errors.
+cannot be read at all or the outbox is in use, 2 for usage errors. The other `gateway outbox`
+subcommands (export, import, purge) are in gateway.cli.backlog.
 """
 
 from __future__ import annotations
@@ -27,12 +28,17 @@ if TYPE_CHECKING:
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], config: str) -> None:
     """`gateway outbox salvage FILE [-c CONFIG]` on the main parser's subcommands."""
-    p = sub.add_parser("outbox", help="outbox maintenance: salvage a quarantined file")
+    p = sub.add_parser(
+        "outbox", help="outbox maintenance: salvage a quarantined file; export, import, purge"
+    )
     actions = p.add_subparsers(dest="action", required=True)
     s = actions.add_parser("salvage", help="re-queue the readable rows of a quarantined file")
     s.add_argument("file", help="a quarantined outbox file (outbox.sqlite.corrupt-...)")
     s.add_argument("-c", "--config", default=config, help="config TOML file")
     s.set_defaults(func=main)
+    from gateway.cli import backlog  # export, import, purge: the backlog by hand
+
+    backlog.add_parsers(actions, config)
 
 
 async def _salvage(store: Path, damaged: Path) -> Salvaged:

@@ -7,7 +7,9 @@ lease bookkeeping and tail cache `leases`, the disk-full memory buffer `spill`, 
 `reserve` that lets a full disk drain, drop logging `losses`), the one-process lock and seq
 ceiling beside the file (`claim`), opening with quarantine of a damaged file only
 (`quarantine`), read-only inspection for `gateway status` (`inspect`),
-reading a quarantined file back (`salvage`) and rows that can never be sent (`deadletter`).
+reading a quarantined file back (`salvage`), rows that can never be sent (`deadletter`), and
+the backlog by hand: reading rows out read-only in chunks (`export`), queuing another
+gateway's export once (`intake`), deleting a lane's old rows as counted drops (`purge`).
 May import: `gateway.model`, `gateway.errors` and aiosqlite/sqlite3 (structlog only for the
 default logger of `Outbox.open`). Nothing else: it knows no config, MQTT, driver or alert.
 """

@@ -1,0 +1,36 @@
+"""Deleting a lane's old rows by hand, for `gateway outbox purge`, counted as drops.
+
+`purge(db, lane, before)` deletes the rows of `lane` stamped before `before` (UTC seconds) in
+one transaction and adds them to the lane's persisted drop counter in `meta` in the same
+transaction, exactly as the drop policy counts what it drops, so `gateway status` shows
+them. The caller holds the outbox's claim (no daemon running) and asks for confirmation.
+No logging here: the caller logs the line.
+"""
+
+from __future__ import annotations
+
+import aiosqlite
+
+from gateway.model import Lane
+from gateway.outbox import meta
+from gateway.outbox.database import fetch
+from gateway.outbox.transaction import transaction
+
+_WHERE = "FROM outbox WHERE lane = ? AND ts < ?"
+
+
+async def count(db: aiosqlite.Connection, lane: Lane, before: float) -> int:
+    """How many rows `purge` would delete now."""
+    ((n,),) = await fetch(db, f"SELECT count(*) {_WHERE}", (int(lane), before))
+    return int(n)
+
+
+async def purge(db: aiosqlite.Connection, lane: Lane, before: float) -> int:
+    """Delete the rows of `lane` stamped before `before`; how many were deleted."""
+    async with transaction(db) as tx:
+        cur = await tx.execute(f"DELETE {_WHERE}", (int(lane), before))
+        n = cur.rowcount
+        await cur.close()
+        if n:
+            await meta.add(tx, meta.dropped_key(lane), n)
+    return n
