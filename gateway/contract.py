@@ -1,7 +1,7 @@
 """The driver contract: what a driver package, its options, a bus and a decoder must provide.
 
 A driver is a package `drivers/<family>/` whose `__init__.py` satisfies `Driver` (below):
-declarations (TRANSPORTS, PROTOCOLS, HOTPLUG, ACTUATORS, SIMULATORS, SCANNERS, DEMO) and four
+declarations (TRANSPORTS, PROTOCOLS, HOTPLUG, ACTUATORS, SIMULATORS, SCANNERS, DEMO) and five
 entry functions. It imports no transport library at import time (that happens in `create_bus`).
 `gateway.registry` finds drivers by these names; there is no central list to edit. Transport
 names are `<family>` or `<family>-<variant>` (`modbus-rtu` lives in drivers/modbus).
@@ -246,4 +246,14 @@ class Driver(Protocol):
 
     def create_bus(self, bus: BusConfig, ctx: BusContext) -> Bus:
         """The bus task for one physical resource; decoders are in bus.devices[i].decoder."""
+        ...
+
+    def reach(self, bus: BusConfig, hotplug: Hotplug | None) -> list[tuple[str, str]]:
+        """What would keep `bus` from its resource right now: (bus key at fault, sentence)
+        pairs (`("port", "/dev/ttyUSB0 does not exist ...")`, a udev match no device
+        answers); empty when nothing is seen or the driver has nothing to look at. For
+        `gateway check`, which prints these as warnings, never errors: an adapter may be
+        unplugged and the bus waits for it. Only looks (stat, the device list of `hotplug`,
+        or sysfs when it is None); opens nothing.
+        """
         ...

@@ -11,7 +11,8 @@ monitor read through the event loop (no thread). With udevd running the udev sou
 (events arrive after rules ran, so /dev/gateway/<name> links exist); without udevd (containers,
 this CI) only the kernel source sees anything, and its `add` arrives before udev could have made
 links or set permissions, so `settle` tells subscribers to wait a moment before acting.
-This module opens no device nodes and knows nothing about serial ports or buses.
+`node_problems(path)` says why a configured path is not a device node now (for `gateway
+check`). This module opens no device nodes and knows nothing about serial ports or buses.
 
 Daemon wiring (one monitor for the whole process, opened around the bus TaskGroup):
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import stat
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -151,6 +153,22 @@ def enumerate_devices(subsystem: str = "tty") -> list[DeviceInfo]:
     import pyudev
 
     return UdevHotplug(pyudev.Context(), 0.0).devices(subsystem)
+
+
+def node_problems(path: str) -> list[str]:
+    """Why `path` is not a device node now, one sentence (empty when it is one).
+
+    Looks only (stat, following links such as /dev/gateway/<name>); opens nothing.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return [f"{path} does not exist (unplugged, or no udev rule names it?)"]
+    except OSError as exc:
+        return [f"cannot look at {path}: {exc.strerror or exc}"]
+    if not stat.S_ISCHR(mode):
+        return [f"{path} is not a device node (a character device such as /dev/ttyUSB0)"]
+    return []
 
 
 def pick_source(requested: str = "auto") -> str:

@@ -30,6 +30,7 @@ REQUIRED = (
     "parse_device",
     "compile_profile",
     "create_bus",
+    "reach",
 )
 
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from drivers.ble import options
 from gateway.contract import Bus, BusConfig, BusContext, Decoder, Options
+from gateway.hotplug import Hotplug
 from gateway.section import Section
 
 TRANSPORTS: tuple[str, ...] = ("ble", "ble-replay")
@@ -63,6 +64,10 @@ def create_bus(bus: BusConfig, ctx: BusContext) -> Bus:
     from drivers.ble.bus import create
 
     return create(bus, ctx)
+
+
+def reach(bus: BusConfig, hotplug: Hotplug | None) -> list[tuple[str, str]]:
+    return []  # nothing to look at before the bus starts
 
 
 if TYPE_CHECKING:  # mypy checks this package against the driver contract

@@ -25,7 +25,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from drivers.modbus import options
-from gateway.contract import Bus, BusConfig, BusContext, Decoder, Options
+from gateway.contract import Bus, BusConfig, BusContext, Decoder, Options, options_as
+from gateway.hotplug import Hotplug, node_problems
 from gateway.section import Section
 
 TRANSPORTS: tuple[str, ...] = ("modbus-rtu", "modbus-tcp")
@@ -57,6 +58,14 @@ def create_bus(bus: BusConfig, ctx: BusContext) -> Bus:
     from drivers.modbus.bus import ModbusBus
 
     return ModbusBus(bus, ctx)
+
+
+def reach(bus: BusConfig, hotplug: Hotplug | None) -> list[tuple[str, str]]:
+    """An RTU bus's serial `port` that is not there (a TCP peer is not looked at)."""
+    opts = options_as(bus.options, options.BusOptions)
+    if bus.transport != "modbus-rtu":
+        return []
+    return [("port", problem) for problem in node_problems(opts.port)]
 
 
 if TYPE_CHECKING:  # mypy checks this package against the driver contract

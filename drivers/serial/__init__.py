@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from drivers.serial import options
-from gateway.contract import Bus, BusConfig, BusContext, Decoder, Options
+from gateway.contract import Bus, BusConfig, BusContext, Decoder, Options, options_as
+from gateway.hotplug import Hotplug, node_problems
 from gateway.section import Section
 
 TRANSPORTS: tuple[str, ...] = ("serial",)
@@ -54,6 +55,32 @@ def create_bus(bus: BusConfig, ctx: BusContext) -> Bus:
     from drivers.serial.bus import SerialBus
 
     return SerialBus(bus, ctx)
+
+
+def reach(bus: BusConfig, hotplug: Hotplug | None) -> list[tuple[str, str]]:
+    """A `port` that is not there, or a udev `match` that no tty (or more than one) answers."""
+    opts = options_as(bus.options, options.BusOptions)
+    if opts.match is None:
+        return [("port", problem) for problem in node_problems(opts.port)]
+    if hotplug is not None:
+        listed = hotplug.devices("tty")
+    else:
+        from gateway.hotplug import enumerate_devices
+
+        listed = enumerate_devices("tty")
+    found = sorted(d.devnode for d in listed if opts.match.matches(d))
+    if not found:
+        return [("match", f"no serial port matches {opts.match} (unplugged?)")]
+    if len(found) > 1:
+        nodes = ", ".join(found)
+        return [
+            (
+                "match",
+                f"{len(found)} serial ports match {opts.match} ({nodes}); "
+                "add serial or usb_path to the match to tell them apart",
+            )
+        ]
+    return []
 
 
 if TYPE_CHECKING:  # mypy checks this package against the driver contract

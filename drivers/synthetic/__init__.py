@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from drivers.synthetic import options
 from gateway.contract import Bus, BusConfig, BusContext, Decoder, Options
+from gateway.hotplug import Hotplug
 from gateway.section import Section
 
 TRANSPORTS: tuple[str, ...] = ("synthetic",)
@@ -56,6 +57,10 @@ def device_ids(bus: BusConfig) -> Sequence[str]:
     from drivers.synthetic.bus import expand
 
     return [d for d, _, _ in expand(bus)]
+
+
+def reach(bus: BusConfig, hotplug: Hotplug | None) -> list[tuple[str, str]]:
+    return []  # nothing to look at before the bus starts
 
 
 if TYPE_CHECKING:  # mypy checks this package against the driver contract

@@ -22,7 +22,7 @@ from gateway.cli import decode as decode_cli
 from gateway.cli import outbox as outbox_cli
 from gateway.cli import profiles as profiles_cli
 from gateway.config import loader as config_mod
-from gateway.config import tls
+from gateway.config import reach, tls
 from gateway.errors import ConfigError
 from gateway.registry import driver_modules
 
@@ -67,6 +67,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         if problems:
             print(f"{args.config}: {len(problems)} problem(s)", file=sys.stderr)
             return EX_CONFIG
+        # What the box may still fix by itself (an adapter plugged in, the unit's
+        # StateDirectory=): said, but not a reason to refuse the config.
+        for warning in reach.warnings(cfg):
+            print(f"warning: {warning}", file=sys.stderr)
     devices = cfg.devices()
     profiles = sorted({d.profile for d in devices if d.profile})
     print(
@@ -161,8 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--skip-files",
         action="store_true",
-        help="do not read the TLS and password files [uplink] names: a missing one keeps only "
-        "the uplink down, so the systemd unit's ExecStartPre skips them",
+        help="do not read the TLS and password files [uplink] names, nor look at the store "
+        "directory and serial ports: a missing one keeps only that part down, so the systemd "
+        "unit's ExecStartPre skips them",
     )
     p.set_defaults(func=cmd_check)
     p = with_config(sub.add_parser("status", help="outbox depth, drops and oldest reading"))
