@@ -27,7 +27,7 @@ from gateway.alerts.config import AlertsConfig
 from gateway.alerts.memory import AlertMemory, Remembered
 from gateway.alerts.rules import Cooldown, Event, Rule, RuleState
 from gateway.clock import Clock, iso
-from gateway.model import Lane, Observation, Reading, typed_sub_device
+from gateway.model import Lane, Observation, Reading, sub_device_key, typed_sub_device
 
 _SAVE_DELAY = 0.1  # s; a power cut in this window costs at most one repeated alert
 _MAX_SUBS = 10_000  # sub-device keys remembered (trap ids behind receivers)
@@ -279,9 +279,8 @@ class AlertEngine:
             known = ", ".join(self.rules) or "none"
             raise KeyError(f"unknown rule {name!r}; known: {known}")
         if device is None:
-            plain = [d for d in rule.devices if not any(c in d for c in "*?[")]
-            device = plain[0] if plain else next(iter(self.places), "test")
-        elif device not in self.places and device not in self._subs:
+            device = self._test_device(rule)
+        if device not in self.places and device not in self._subs:
             typed = typed_sub_device(device, self.places)
             if typed is not None:
                 self._learn(device, *typed)
@@ -291,3 +290,18 @@ class AlertEngine:
         self._act(rule)
         self.publish(rule, alert)
         return alert
+
+    def _test_device(self, rule: Rule) -> str:
+        """The device a test alert of `rule` is raised for when none is named: one the rule
+        watches. Its first plain key; else the first configured device a pattern matches;
+        else a `test` sub-device of one (`traps-test` for `traps-*`: traps are sub-devices of
+        their receiver); else, when nothing configured can match, the first device."""
+        plain = [d for d in rule.devices if not any(c in d for c in "*?[")]
+        if plain:
+            return plain[0]
+        if rule.devices:
+            subs = [sub_device_key(key, "test") for key in self.places]
+            for key in (*self.places, *subs):
+                if any(fnmatch.fnmatchcase(key, p) for p in rule.devices):
+                    return key
+        return next(iter(self.places), "test")
