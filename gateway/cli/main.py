@@ -179,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
         _plugin_parser(sub, kind)
     p = with_config(sub.add_parser("test-alert", help="show (and --send) a rule's test alert"))
     p.add_argument("rule", help="an [[alerts.rules]] name")
-    p.add_argument("--device", help="the device key to raise it for (default: the rule's first)")
+    p.add_argument(
+        "--device", help="the device key to raise it for (default: a device the rule watches)"
+    )
     p.add_argument("--send", action="store_true", help="send the e-mail now")
     p.set_defaults(func=cmd_test_alert)
     p = sub.add_parser("demo", help="run the gateway on a simulated field with a local broker")
