@@ -53,7 +53,10 @@ class Report:
     def _unavailable(self) -> dict[str, dict[str, object]]:
         """Each unavailable device: its last error and since when (None: before we listened)."""
         out: dict[str, dict[str, object]] = {}
-        for device, ok in sorted(self.runtime.pipeline.available.items()):
+        available = self.runtime.pipeline.available
+        for gone in self.down.keys() - available.keys():
+            del self.down[gone]  # removed by a reload
+        for device, ok in sorted(available.items()):
             if not ok:
                 reason, since = self.down.get(device, ("", None))
                 out[device] = {"reason": reason, "since": since}
@@ -114,6 +117,7 @@ class Report:
         rt = self.runtime
         return (
             rt.uplink.stats.connected,
+            rt.uplink.stats.down_since,  # an outage starts (before the first connect, too)
             rt.outbox.stats().disk_full,
             tuple(sorted(rt.pipeline.available.items())),
         )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import pty
 import signal
 import subprocess
 import sys
@@ -94,7 +96,8 @@ def test_status_json_reports_devices_uplink_backlog_and_disk(tmp_path, broker):
         assert not up["connected"] and up["down_reason"]
         assert up["down_since"] <= rep["time"] and up["next_try"] >= up["down_since"]
         text = gateway("status", "-c", str(cfg))
-        assert "uplink down" in text.stdout and "next try in" in text.stdout, text.stdout
+        assert "uplink down" in text.stdout, text.stdout
+        assert "next try in" in text.stdout or "a try was due" in text.stdout, text.stdout
         assert "unavailable buoy for" in text.stdout and "disk" in text.stdout
     finally:
         assert proc.stop() == 0
@@ -127,6 +130,31 @@ def test_status_watch_prints_a_block_per_interval_until_ctrl_c(tmp_path, broker)
         text = "".join(lines)
         assert text.count("gateway gw1  config") == 2 and text.count("daemon   pid") == 2
     finally:
+        assert proc.stop() == 0
+
+
+def test_status_watch_on_a_terminal_redraws_the_screen(tmp_path, broker):
+    cfg = daemon_config(tmp_path, broker.port)
+    proc = Proc(cfg, tmp_path / "log")
+    master, slave = pty.openpty()
+    try:
+        proc.wait_event("gateway running")
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "status", "-c", str(cfg), *WATCH],
+            cwd=ROOT,
+            stdout=slave,
+        )
+        seen = b""
+        while seen.count(b"\x1b[H\x1b[2J") < 2:  # cursor home + erase, once per report
+            chunk = os.read(master, 4096)
+            assert chunk, seen
+            seen += chunk
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(timeout=20) in (0, 3)
+        assert b"daemon   pid" in seen and b"-" * 40 not in seen
+    finally:
+        os.close(master)
+        os.close(slave)
         assert proc.stop() == 0
 
 

@@ -120,7 +120,8 @@ def _daemon(status_file: Path, now: float) -> dict[str, Any]:
         "reported": status.get("time"),
         "stopped": status.get("stopped"),
         "clock_synced": status.get("clock_synced"),
-        "uplink": {
+        "uplink": {  # the uplink's counters as the daemon reported them, and its state
+            **uplink,
             "connected": bool(uplink.get("connected")),
             "down_since": uplink.get("down_since"),
             "down_reason": uplink.get("down_reason"),
@@ -129,6 +130,8 @@ def _daemon(status_file: Path, now: float) -> dict[str, Any]:
         "devices_unavailable": down,
         "disk_full": bool(box.get("disk_full")),
         "memory_rows": box.get("memory_rows", 0),
+        "readings_emitted": status.get("readings_emitted"),
+        "values_implausible": status.get("values_implausible"),
     }
 
 
@@ -210,7 +213,12 @@ def _render_daemon(d: dict[str, Any], now: float) -> list[str]:
         )
         if not up["connected"] and up["down_since"] is not None:
             retry = up["next_try"]
-            when = f"next try in {max(0.0, retry - now):.0f} s" if retry else "no retry planned"
+            if not retry:
+                when = "no retry planned"
+            elif retry > now:
+                when = f"next try in {retry - now:.0f} s"
+            else:  # the daemon reports a new try's time at its next refresh (<= 10 s)
+                when = f"a try was due {_age(now - retry)} ago"
             lines.append(
                 f"  uplink down {_age(now - up['down_since'])} ({up['down_reason']}); {when}"
             )
