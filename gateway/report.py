@@ -4,7 +4,9 @@
 the line. Refreshed every 10 s and at once when the link, the disk-full flag or a device's
 availability changes, and written a last time at stop with `stopped` set. The file lives in
 `[store] runtime_dir` (a tmpfs, /run/gateway), not beside the outbox, so a full data disk
-cannot stop it. Only reads the runtime's counters: it must not change any state.
+cannot stop it. Only reads the runtime's counters: it must not change any state. It listens to
+the pipeline's device transitions to remember, for each unavailable device, why (its last
+error) and since when (wall time), which `gateway status` shows.
 """
 
 from __future__ import annotations
@@ -37,6 +39,28 @@ class Report:
         self.notifier = notifier
         self.path = status_path(runtime.cfg.store.runtime_dir)
         self._failing = False
+        # device -> (why it is unavailable, since when: wall time of its first failure)
+        self.down: dict[str, tuple[str, float]] = {}
+        runtime.pipeline.state_observers.append(self._device_state)
+
+    def _device_state(self, device: str, available: bool, reason: str) -> None:
+        if available:
+            self.down.pop(device, None)
+            return
+        since = self.down[device][1] if device in self.down else time.time()
+        self.down[device] = (reason, since)
+
+    def _unavailable(self) -> dict[str, dict[str, object]]:
+        """Each unavailable device: its last error and since when (None: before we listened)."""
+        out: dict[str, dict[str, object]] = {}
+        available = self.runtime.pipeline.available
+        for gone in self.down.keys() - available.keys():
+            del self.down[gone]  # removed by a reload
+        for device, ok in sorted(available.items()):
+            if not ok:
+                reason, since = self.down.get(device, ("", None))
+                out[device] = {"reason": reason, "since": since}
+        return out
 
     def line(self) -> str:
         """The one-line summary systemd shows (`systemctl status`)."""
@@ -59,6 +83,7 @@ class Report:
             "outbox": asdict(rt.outbox.stats()),
             "uplink": asdict(rt.uplink.stats),
             "devices_unavailable": sorted(d for d, ok in rt.pipeline.available.items() if not ok),
+            "devices_down": self._unavailable(),
             "readings_emitted": rt.pipeline.emitted,
             # flagged: forwarded with their flag; refused: NaN/infinite, not forwarded
             "values_implausible": {
@@ -92,6 +117,7 @@ class Report:
         rt = self.runtime
         return (
             rt.uplink.stats.connected,
+            rt.uplink.stats.down_since,  # an outage starts (before the first connect, too)
             rt.outbox.stats().disk_full,
             tuple(sorted(rt.pipeline.available.items())),
         )

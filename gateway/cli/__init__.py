@@ -1,7 +1,8 @@
-"""The `gateway` command for technicians: run, check, status, outbox, decode, profiles, sim,
-scan, test-alert, demo.
+"""The `gateway` command for technicians: run, check, status, config, outbox, decode, profiles,
+sim, scan, test-alert, demo.
 
-Owns: argument parsing and printing (`main`), the status report (`status`), outbox
+Owns: argument parsing and printing (`main`), the status report (`status`: text, JSON, watch),
+the effective configuration with secrets masked (`config`), outbox
 maintenance (`outbox`: salvage a quarantined file; `backlog`: export, import, purge), trying
 a profile on captured input (`decode`) and listing the device profiles (`profiles`).
 May import anything in the core; it is the outermost layer. Subcommands import what they

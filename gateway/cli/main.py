@@ -1,4 +1,4 @@
-"""`gateway run | check | status | outbox | decode | profiles | scan | sim | test-alert | demo`.
+"""`gateway run|check|status|config|outbox|decode|profiles|scan|sim|test-alert|demo`.
 
 Each subcommand parses its arguments, calls into the core or a driver, prints, and returns an
 exit code: 0 fine, 78 a bad config (EX_CONFIG from sysexits.h, the same code `gateway run`
@@ -6,8 +6,8 @@ exits with, so systemd's `RestartPreventExitStatus=78` applies to `ExecStartPre=
 check` too), 1 another problem found (undecodable input), 2 usage. Drivers add
 simulators and scanners by declaring `SIMULATORS` / `SCANNERS` in their package
 (`{"nmea": "drivers.serial.sim:nmea_main"}`; the function takes argv and returns an exit code);
-`gateway sim --help` / `scan --help` list them. `decode` and `profiles` live in their own
-modules (`gateway.cli.decode`, `gateway.cli.profiles`).
+`gateway sim --help` / `scan --help` list them. `config`, `decode` and `profiles` live in
+their own modules (`gateway.cli.config`, `gateway.cli.decode`, `gateway.cli.profiles`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from gateway import __version__
+from gateway.cli import config as config_cli
 from gateway.cli import decode as decode_cli
 from gateway.cli import outbox as outbox_cli
 from gateway.cli import profiles as profiles_cli
@@ -95,7 +96,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from gateway.cli import status as status
 
-    return status.main(args.config)
+    if args.interval <= 0:
+        print("gateway status: --interval must be > 0", file=sys.stderr)
+        return 2
+    return status.main(args.config, as_json=args.json, watch=args.interval if args.watch else None)
 
 
 def cmd_test_alert(args: argparse.Namespace) -> int:
@@ -171,7 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_check)
     p = with_config(sub.add_parser("status", help="outbox depth, drops and oldest reading"))
+    p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    p.add_argument("--watch", action="store_true", help="repeat until Ctrl-C")
+    p.add_argument(
+        "--interval", type=float, default=2.0, help="seconds between --watch reports (default: 2)"
+    )
     p.set_defaults(func=cmd_status)
+    config_cli.add_parser(sub, str(config_mod.DEFAULT_PATH))
     outbox_cli.add_parser(sub, str(config_mod.DEFAULT_PATH))
     decode_cli.add_parser(sub)
     profiles_cli.add_parser(sub)

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,31 @@ class UplinkStats:
     commands_retained: int = 0  # retained command messages ignored
     commands_busy: int = 0  # command messages refused: the command queue was full
     dead_letters: int = 0  # rows moved to the outbox's dead letters (never publishable)
+    # While down (wall times, for `gateway status`): since when, why, and when the next try is.
+    down_since: float | None = None
+    down_reason: str | None = None
+    next_try: float | None = None
+
+
+class _LinkHealth(Health):
+    """The uplink's Health, mirrored into its stats: down since, why, next try (wall time)."""
+
+    def __init__(self, log: Any, stats: UplinkStats) -> None:
+        super().__init__(log, "uplink")
+        self.stats = stats
+
+    def up(self, **context: object) -> None:
+        super().up(**context)
+        self.stats.down_since = self.stats.down_reason = self.stats.next_try = None
+
+    def down(self, reason: str, **context: object) -> None:
+        super().down(reason, **context)
+        now = time.time()
+        if self.stats.down_since is None:
+            self.stats.down_since = now
+        self.stats.down_reason = reason
+        retry = context.get("retry_in_s")
+        self.stats.next_try = now + retry if isinstance(retry, int | float) else None
 
 
 class Uplink:
@@ -82,10 +108,10 @@ class Uplink:
         self.target = Target(cfg.apikey, gateway_id, cfg.topic_prefix, attributes or {})
         self.cmd_topic, self.cmdexe_topic = command_topics(cfg.format, cfg.apikey, gateway_id)
         self.backoff = Backoff(cfg.reconnect_min, cfg.reconnect_max, rng=rng or random.Random())
-        self.health = Health(log, "uplink")
+        self.stats = UplinkStats()
+        self.health: Health = _LinkHealth(log, self.stats)
         self.wake = asyncio.Event()  # cuts a reconnect wait short (an alert is waiting)
         self.kick = asyncio.Event()  # something to publish or room in the window
-        self.stats = UplinkStats()
         self.bucket = TokenBucket(cfg.rate_limit, max(cfg.rate_limit, cfg.max_payload_bytes + 64))
         self.window = InflightWindow()
         self._stopping = False
