@@ -75,6 +75,7 @@ async def test_commands_are_a_plain_mapping_of_async_handlers(tmp_path):
         ({"seconds": 601}, '"seconds" must be in [0, 600]'),
     ],
 )
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 async def test_siren_refuses_bad_arguments_before_switching(tmp_path, args, message):
     relay = FakeRelay()
     cfg = parse(config_text(store=str(tmp_path / "o.sqlite")))

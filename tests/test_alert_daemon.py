@@ -119,6 +119,7 @@ async def test_trap_switches_the_siren_on_the_simulator_with_the_uplink_down(tmp
         await mail.stop()
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 async def test_alert_reaches_the_platform_ahead_of_telemetry_and_siren_command_on_mqtt(
     tmp_path, broker, platform
 ):

@@ -8,6 +8,8 @@ import asyncio
 import ssl
 import sys
 
+import pytest
+
 from gateway.model import Lane, Observation
 from tests import certs
 from tests.alert_setup import TRAP_LAT, TRAP_LON, FakeRelay, config_text, parse, stack
@@ -182,6 +184,7 @@ async def test_refused_recipient_is_dropped_without_blocking_the_rest(tmp_path):
         await sink.stop()
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 async def test_technician_test_alert_command_sends_to_the_real_server(tmp_path):
     sink = await MailSink().start()
     try:

@@ -143,6 +143,7 @@ async def test_falls_back_to_active_scanning_without_monitor_support(bluez: Mock
         assert len(fallback) == 1 and "BlueZ >= 5.56" in str(fallback[0]["reason"])
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 async def test_adapter_off_then_on_is_logged_once_each_way(bluez: MockBlueZ) -> None:
     await bluez.add_adapter("hci0", passive=True)
     sink, log = RecordingSink(), RecordingLog()
@@ -248,6 +249,7 @@ interval = 0
         ]
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 async def test_gatt_read_mode_polls_and_disconnects(bluez: MockBlueZ) -> None:
     await bluez.add_adapter("hci0", passive=True)
     await bluez.add_gatt_sensor(
@@ -284,6 +286,7 @@ def test_missing_tools_fail_loudly_naming_the_package(tmp_path: Path) -> None:
         check_tools(python="/bin/false")
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 async def test_silence_restarts_the_scan(bluez: MockBlueZ) -> None:
     # a wedged controller hears nothing: after silence_timeout the scan is restarted
     await bluez.add_adapter("hci0", passive=True)

@@ -8,6 +8,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from gateway.registry import driver_modules
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +36,7 @@ def test_version_prints_the_package_version():
     assert res.stdout.strip() == f"gateway {project['version']}"
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_sim_and_scan_help_list_what_the_drivers_declare():
     for kind, attr in (("sim", "SIMULATORS"), ("scan", "SCANNERS")):
         names = declared(attr)
@@ -47,6 +50,7 @@ def test_sim_and_scan_help_list_what_the_drivers_declare():
     )
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_config_option_help_shows_its_default_path():
     for command in ("run", "check", "status", "test-alert", "profiles"):
         res = gateway(command, "--help")

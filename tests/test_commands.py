@@ -170,6 +170,7 @@ async def test_answers_are_bounded_and_paid_from_the_rate_limit(tmp_path, broker
     assert json.loads(message.payload) == {"error": "ERROR: answer larger than max_payload_bytes"}
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 async def test_retained_commands_are_ignored_logged_once_and_counted(tmp_path, broker, platform):
     """A retained `reload` caused 34 reloads in 20 s: it came back at every (re)connect."""
     cfg = replace(BASE, port=broker.port, commands=("ping", "reload"))

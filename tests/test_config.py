@@ -189,6 +189,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_check_command_exit_codes(tmp_path):
     # 78 (EX_CONFIG) for every bad config, the code `gateway run` exits with: systemd's
     # RestartPreventExitStatus=78 then holds for ExecStartPre=gateway check too.
@@ -208,6 +209,7 @@ def test_check_command_exit_codes(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["check", "status", "run"])
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_a_config_file_that_is_not_utf8_is_a_clear_problem(tmp_path, command):
     cfg = tmp_path / "latin1.toml"
     cfg.write_bytes(
@@ -230,6 +232,7 @@ def test_run_log_level_is_one_of_its_choices():
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.toml")), ids=lambda p: p.name)
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_examples_are_accepted(path):
     res = run_cli("check", "-c", str(path))
     assert res.returncode == 0, res.stderr

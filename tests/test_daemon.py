@@ -81,6 +81,7 @@ def delivered_seqs(c: Collector) -> list[int]:
     ]
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_sigterm_stops_gracefully_with_exit_0(tmp_path, broker, platform):
     cfg = tmp_path / "gw.toml"
     cfg.write_text(config_text(tmp_path, broker.port))
@@ -129,6 +130,7 @@ def test_sigkill_20_times_loses_no_appended_reading(tmp_path, broker, platform):
     assert duplicates <= 21 * 20 * 500  # at most the batches in flight at each kill
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_sighup_reloads_and_bad_config_keeps_running(tmp_path, broker, platform):
     cfg = tmp_path / "gw.toml"
     cfg.write_text(config_text(tmp_path, broker.port))
@@ -154,6 +156,7 @@ points = [ { quantity = "n", pattern = "counter" } ]
     assert proc.stop() == 0
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_reload_command_from_the_platform(tmp_path, broker, platform):
     cfg = tmp_path / "gw.toml"
     cfg.write_text(config_text(tmp_path, broker.port))
@@ -167,6 +170,7 @@ def test_reload_command_from_the_platform(tmp_path, broker, platform):
     assert proc.stop() == 0
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_sd_notify_ready_status_watchdog_stopping(tmp_path, broker):
     sock_path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -203,6 +207,7 @@ def test_config_error_at_start_exits_78_with_the_problem(tmp_path):
 
 
 @pytest.mark.parametrize("obstacle", ["a file", "no permission"])
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_a_store_directory_that_cannot_be_created_exits_78_with_a_clear_line(obstacle):
     # Outside pytest's 0700 tmp_path: the unprivileged run must read its config.
     base = Path(tempfile.mkdtemp(prefix="gw-store-"))

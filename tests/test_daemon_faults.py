@@ -157,6 +157,7 @@ def test_a_read_only_store_directory_exits_78_without_a_traceback(tmp_path, brok
         assert rows_in(store / "outbox.sqlite") == 100
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_a_second_daemon_on_one_outbox_refuses_to_start(tmp_path, broker):
     cfg = tmp_path / "gw.toml"
     cfg.write_text(config_text(tmp_path, broker.port))

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from dataclasses import replace
 
+import pytest
+
 from gateway.model import Lane, Reading
 from gateway.outbox import inspect
 from gateway.outbox.store import Outbox
@@ -94,6 +96,7 @@ def test_a_file_from_before_dead_letters_reads_as_none_and_gets_the_table(tmp_pa
         assert db.execute("SELECT count(*) FROM dead_letter").fetchone() == (0,)
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 async def test_a_daemon_starting_on_a_poisoned_outbox_delivers_the_rest(tmp_path, broker, platform):
     """On main an alert row with a wildcard topic crashed the uplink at every start, for
     ever, until someone edited the database by hand. `gateway status` shows the count."""

@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.test_daemon import Proc, config_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_every_line_is_json_paho_included_and_an_outage_says_retry_and_duration(tmp_path, broker):
     cfg = tmp_path / "gw.toml"
     cfg.write_text(config_text(tmp_path, broker.port, window=3600))

@@ -90,6 +90,7 @@ def exchange(fd: int, request: bytes, wait: float = 0.5) -> bytes:
     return data
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 async def test_simulator_answers_the_field_md_wind_vane_frame_byte_exact(
     modem: NullModem,
 ) -> None:
@@ -251,6 +252,7 @@ def stop(proc: subprocess.Popen[str]) -> str:
     return out
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_sim_and_scan_command_lines_over_a_pty(
     modem: NullModem, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -282,6 +284,7 @@ def test_sim_and_scan_command_lines_over_a_pty(
     assert "unit 5: write coil 1 = [1]" in out
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_sim_command_line_over_tcp_with_faults(capsys: pytest.CaptureFixture[str]) -> None:
     proc, banner = start_sim(
         "--profile", "urm14", "--unit", "12", "--port", "tcp:127.0.0.1:0", "--exception", "6"

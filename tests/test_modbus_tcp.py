@@ -90,6 +90,7 @@ def same(want: Iterable[Observation], have: Iterable[Observation]) -> bool:
     )
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 async def test_every_shipped_profile_example_decodes_through_the_bus() -> None:
     """Serve each example's registers as its own unit; the bus must emit its readings."""
     problems: list[Problem] = []
@@ -191,6 +192,7 @@ async def test_dead_garbage_and_refusing_units_do_not_stall_the_others() -> None
     assert bus.counters["device_down"] == 3
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 async def test_reconnects_after_the_tcp_peer_goes_away() -> None:
     units = {1: SimUnit(decoder("sn3000-anemometer"))}
     sim = Simulator(units)

@@ -62,6 +62,7 @@ def rows_of(path: Path, sql: str = "SELECT count(*) FROM outbox") -> int:
         return int(db.execute(sql).fetchone()[0])
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_export_writes_every_field_filters_by_lane_and_time_and_takes_nothing(tmp_path):
     cfg = setup(tmp_path)
     filled(tmp_path / "outbox.sqlite", 100)
@@ -162,6 +163,7 @@ def test_import_refuses_a_damaged_file_and_queues_nothing(tmp_path):
     assert not (tmp_path / "outbox.sqlite").exists() or rows_of(tmp_path / "outbox.sqlite") == 0
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_purge_needs_yes_off_a_terminal_and_counts_its_rows_as_drops(tmp_path):
     cfg = setup(tmp_path)
     store = tmp_path / "outbox.sqlite"
@@ -227,6 +229,7 @@ def test_export_of_a_million_rows_streams_in_constant_memory(tmp_path):
     assert big - small < 20 * 1024, (small, big)
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_the_progress_bar_goes_to_stderr_on_a_terminal_only(tmp_path):
     cfg = setup(tmp_path)
     filled(tmp_path / "outbox.sqlite", 25_000)

@@ -130,6 +130,7 @@ def damage_pages(path, *, start: int, count: int, page: int = 4096) -> None:
         f.write(os.urandom(count * page))
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 async def test_outbox_full_logs_the_transition_a_periodic_count_and_the_end(tmp_path):
     now = [1000.0]
     with structlog.testing.capture_logs() as events:
@@ -193,6 +194,7 @@ async def drain(ob: Outbox) -> None:
 
 
 @needs_root
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 async def test_a_full_disk_drains_and_the_file_shrinks(tmp_path):
     with tmpfs(tmp_path / "store") as store:
         path = store / "outbox.sqlite"
@@ -210,6 +212,7 @@ async def test_a_full_disk_drains_and_the_file_shrinks(tmp_path):
 
 
 @needs_root
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 async def test_a_full_disk_drains_after_a_restart_and_buffered_rows_lost_are_logged(tmp_path):
     with tmpfs(tmp_path / "store") as store, structlog.testing.capture_logs() as events:
         path = store / "outbox.sqlite"

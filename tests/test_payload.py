@@ -6,6 +6,7 @@ import json
 import zlib
 
 import msgpack
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -212,6 +213,7 @@ values = st.one_of(
         max_size=40,
     )
 )
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_msgpack_round_trips_any_batch(items):
     rs = [
         Reading(i + 10, d, q, v, "u", t, s, plausible=p)

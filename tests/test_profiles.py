@@ -83,6 +83,7 @@ def test_decode_stdin_goes_on_after_a_bad_line():
     assert len(out) == 4
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_decode_bad_input_and_unknown_profile_fail_with_a_message():
     res = decode("buoy-nmea", "$INMTW,17.9,C*00")
     assert res.returncode == 1 and "checksum" in res.stderr
@@ -110,6 +111,7 @@ def test_decode_bindkey_of_decimal_digits_stays_text():
     ]
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_decode_params_take_the_type_the_profile_declares():
     # urm14 declares mount_height a number; eddystone-uid-tag declares `instance` text.
     res = decode("urm14", "holding:5=8300,6=251", "-p", "mount_height=1000")
@@ -148,6 +150,7 @@ def test_profiles_lists_every_shipped_profile_with_its_quantities():
     assert "trap_state" in lines["trap-receiver"] and "line" in lines["trap-receiver"]
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_profiles_name_shows_one_in_detail_and_an_unknown_one_gets_a_hint(tmp_path):
     res = profiles("urm14")
     assert res.returncode == 0, res.stderr

@@ -112,6 +112,7 @@ def _payloads(c: Collector) -> list[bytes]:
     return [m.payload for m in c.on(STATUS)]
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 async def test_reload_restarts_only_what_changed_and_a_refused_file_changes_nothing(
     tmp_path, broker
 ):

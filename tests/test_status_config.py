@@ -67,6 +67,7 @@ def status_json(cfg: Path, until, timeout: float = 20) -> dict:
         time.sleep(0.3)
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_status_json_reports_devices_uplink_backlog_and_disk(tmp_path, broker):
     cfg = daemon_config(tmp_path, broker.port)
     proc = Proc(cfg, tmp_path / "log")
@@ -105,6 +106,7 @@ def test_status_json_reports_devices_uplink_backlog_and_disk(tmp_path, broker):
     assert stopped.returncode == 3 and json.loads(stopped.stdout)["daemon"]["state"] == "stopped"
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_status_watch_prints_a_block_per_interval_until_ctrl_c(tmp_path, broker):
     cfg = daemon_config(tmp_path, broker.port)
     proc = Proc(cfg, tmp_path / "log")
@@ -133,6 +135,7 @@ def test_status_watch_prints_a_block_per_interval_until_ctrl_c(tmp_path, broker)
         assert proc.stop() == 0
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_status_watch_on_a_terminal_redraws_the_screen(tmp_path, broker):
     cfg = daemon_config(tmp_path, broker.port)
     proc = Proc(cfg, tmp_path / "log")
@@ -185,6 +188,7 @@ def _comparable(cfg: loader.Config) -> loader.Config:
 @pytest.mark.parametrize(
     "example", sorted((ROOT / "examples").glob("*.toml")), ids=lambda p: p.stem
 )
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_config_prints_toml_that_parses_back_to_the_same_config(example):
     res = gateway("config", "-c", str(example))
     assert res.returncode == 0, res.stderr

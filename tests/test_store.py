@@ -160,6 +160,7 @@ async def test_memory_buffer_is_bounded_and_counts_drops(tmp_path):
         assert stats.dropped["telemetry"] > 0 and stats.dropped["alert"] == 0
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 async def test_file_shrinks_after_drain(tmp_path):
     path = tmp_path / "o.db"
     async with Outbox.open(path) as ob:
@@ -202,6 +203,7 @@ async def test_ack_of_rows_dropped_while_leased_keeps_counts_exact(tmp_path):
 
 
 @pytest.mark.parametrize("seed", range(6))
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 async def test_random_operations_match_a_simple_model(tmp_path, seed):
     """Leases (served from the in-memory tail or by SELECT) always hand out the oldest
     unleased rows of the lane, never a delivered one; counts stay exact."""

@@ -65,6 +65,7 @@ def test_check_reports_a_missing_ca_with_its_path_and_exits_78(tmp_path):
     assert check(tmp_path, f'ca = "{tmp_path}/nope/ca.pem"', "--skip-files").returncode == 0
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_check_reports_unreadable_and_non_pem_files(tmp_path, pki):
     (tmp_path / "adir").mkdir()  # root reads any file: a directory is what it cannot read
     res = check(tmp_path, f'ca = "{tmp_path}/adir"')
@@ -94,6 +95,7 @@ def _outbox_rows(path: Path) -> int:
 
 
 @pytest.mark.parametrize("fault", ["missing", "not PEM"])
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 def test_daemon_with_a_bad_ca_keeps_sensors_running_and_heals_when_it_is_fixed(
     tmp_path, pki, fault
 ):

@@ -358,6 +358,7 @@ def test_every_transport_has_a_peer_or_says_why_not() -> None:
 
 
 @pytest.mark.parametrize("transport", cases("connect"))
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 async def test_connect_and_read(
     transport: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -368,6 +369,7 @@ async def test_connect_and_read(
 
 
 @pytest.mark.parametrize("transport", cases("unplug"))
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 async def test_unplug_reports_the_device_unavailable(
     transport: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -400,6 +402,7 @@ async def test_reconnect_resumes_readings(
 
 
 @pytest.mark.parametrize("transport", cases("cancel"))
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 async def test_cancel_stops_the_bus_promptly_and_cleanly(
     transport: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -92,6 +92,7 @@ async def test_publish_then_puback_then_rows_gone(tmp_path, broker, platform, lo
     assert status[-1].payload == b"offline"  # graceful stop announces itself
 
 
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 async def test_outage_keeps_readings_and_delivers_all_in_order(tmp_path, broker, platform, log):
     cfg = replace(BASE, port=broker.port, inflight=4, batch_max_readings=50)
     async with Outbox.open(tmp_path / "o.db") as ob, running(make_uplink(cfg, ob, log)) as up:
