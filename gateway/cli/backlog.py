@@ -26,13 +26,15 @@ import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+from gateway.cli import offline
 from gateway.clock import iso
-from gateway.config import loader as config_mod
-from gateway.errors import ConfigError, StoreLocked, StoreUnusable
 from gateway.model import Lane
 from gateway.outbox import export, intake
+
+if TYPE_CHECKING:
+    from gateway.outbox.store import Outbox
 
 LANES = [lane.name.lower() for lane in Lane]
 _BAR_EVERY = 10_000  # rows between progress bar updates
@@ -71,15 +73,6 @@ def _lane(name: str | None) -> Lane | None:
     return None if name is None else Lane[name.upper()]
 
 
-def _config(path: str) -> config_mod.Config | None:
-    try:
-        return config_mod.load(path)
-    except ConfigError as exc:
-        for p in exc.problems:
-            print(p, file=sys.stderr)
-        return None
-
-
 # -- export -------------------------------------------------------------------------------
 def _write(rows: Iterator[dict[str, Any]], fmt: str, out: IO[str]) -> int:
     n = 0
@@ -111,7 +104,7 @@ def _progress(rows: Iterator[dict[str, Any]], total: int) -> Iterator[dict[str, 
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    cfg = _config(args.config)
+    cfg = offline.load(args.config)
     if cfg is None:
         return 1
     path, lane = Path(cfg.store.path), _lane(args.lane)
@@ -185,15 +178,8 @@ def _check(path: Path) -> str | None:
     return None
 
 
-async def _import(store: Path, path: Path) -> intake.Taken:
-    from gateway.outbox.store import Outbox
-
-    async with Outbox.open(store, reserve_bytes=0) as outbox:
-        return await intake.take(outbox.db, outbox.allocate, _origins(path))
-
-
 def cmd_import(args: argparse.Namespace) -> int:
-    cfg = _config(args.config)
+    cfg = offline.load(args.config)
     if cfg is None:
         return 1
     store, path = Path(cfg.store.path), Path(args.file)
@@ -201,14 +187,14 @@ def cmd_import(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"{path}: {problem}; nothing queued", file=sys.stderr)
         return 1
-    try:
-        done = asyncio.run(_import(store, path))
-    except StoreLocked as exc:
-        print(f"{exc.path}: {exc.cause}; stop the daemon first", file=sys.stderr)
+
+    async def take(outbox: Outbox) -> intake.Taken:
+        return await intake.take(outbox.db, outbox.allocate, _origins(path))
+
+    result = offline.run(store, take)
+    if result is None:
         return 1
-    except StoreUnusable as exc:
-        print(f"{exc.path}: {exc.cause}", file=sys.stderr)
-        return 1
+    (done,) = result
     taken = f"seq {done.first_seq}..{done.last_seq}" if done.queued else "nothing new"
     print(
         f"{path}: queued {done.queued} rows into {store} ({taken}); "
@@ -218,42 +204,35 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 # -- purge --------------------------------------------------------------------------------
-async def _purge(store: Path, lane: Lane, before: float, yes: bool) -> int | None:
+async def _purge(outbox: Outbox, lane: Lane, before: float, yes: bool) -> int | None:
     """Rows deleted, or None when the technician said no."""
     from gateway.outbox import purge
-    from gateway.outbox.store import Outbox
 
-    async with Outbox.open(store, reserve_bytes=0) as outbox:
-        if not yes:
-            n = await purge.count(outbox.db, lane, before)
-            when = iso(before)
-            ask = f"delete {n} {lane.name.lower()} rows stamped before {when}? [y/N] "
-            answer = await asyncio.to_thread(input, ask)
-            if answer.strip().lower() not in ("y", "yes"):
-                return None
-        gone = await purge.purge(outbox.db, lane, before)
-        outbox.log.warning(
-            "outbox purged by hand", lane=lane.name.lower(), before=iso(before), rows=gone
-        )
-        return gone
+    if not yes:
+        n = await purge.count(outbox.db, lane, before)
+        ask = f"delete {n} {lane.name.lower()} rows stamped before {iso(before)}? [y/N] "
+        answer = await asyncio.to_thread(input, ask)
+        if answer.strip().lower() not in ("y", "yes"):
+            return None
+    gone = await purge.purge(outbox.db, lane, before)
+    outbox.log.warning(
+        "outbox purged by hand", lane=lane.name.lower(), before=iso(before), rows=gone
+    )
+    return gone
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
     if not args.yes and not sys.stdin.isatty():
         print("purge deletes rows: confirm with --yes when not on a terminal", file=sys.stderr)
         return 2
-    cfg = _config(args.config)
+    cfg = offline.load(args.config)
     if cfg is None:
         return 1
     store, lane = Path(cfg.store.path), Lane[args.lane.upper()]
-    try:
-        gone = asyncio.run(_purge(store, lane, args.before, args.yes))
-    except StoreLocked as exc:
-        print(f"{exc.path}: {exc.cause}; stop the daemon first", file=sys.stderr)
+    result = offline.run(store, lambda outbox: _purge(outbox, lane, args.before, args.yes))
+    if result is None:
         return 1
-    except StoreUnusable as exc:
-        print(f"{exc.path}: {exc.cause}", file=sys.stderr)
-        return 1
+    (gone,) = result
     if gone is None:
         print("nothing deleted")
         return 0

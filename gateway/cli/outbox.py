@@ -13,17 +13,16 @@ subcommands (export, import, purge) are in gateway.cli.backlog.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.config import loader as config_mod
-from gateway.errors import ConfigError, StoreLocked, StoreUnusable
+from gateway.cli import offline
 
 if TYPE_CHECKING:
     from gateway.outbox.salvage import Salvaged
+    from gateway.outbox.store import Outbox
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], config: str) -> None:
@@ -41,21 +40,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], config:
     backlog.add_parsers(actions, config)
 
 
-async def _salvage(store: Path, damaged: Path) -> Salvaged:
-    # Imported here: the parser is built for every subcommand, the outbox only for this one.
-    from gateway.outbox.salvage import requeue
-    from gateway.outbox.store import Outbox
-
-    async with Outbox.open(store, reserve_bytes=0) as outbox:
-        return await requeue(outbox.db, outbox.allocate, damaged)
-
-
 def main(args: argparse.Namespace) -> int:
-    try:
-        cfg = config_mod.load(args.config)
-    except ConfigError as exc:
-        for p in exc.problems:
-            print(p, file=sys.stderr)
+    cfg = offline.load(args.config)
+    if cfg is None:
         return 1
     store, damaged = Path(cfg.store.path), Path(args.file)
     if damaged.resolve() == store.resolve():
@@ -64,17 +51,20 @@ def main(args: argparse.Namespace) -> int:
     if not damaged.is_file():
         print(f"{damaged}: no such file", file=sys.stderr)
         return 2
+
+    async def salvage(outbox: Outbox) -> Salvaged:
+        from gateway.outbox.salvage import requeue
+
+        return await requeue(outbox.db, outbox.allocate, damaged)
+
     try:
-        done = asyncio.run(_salvage(store, damaged))
-    except StoreLocked as exc:
-        print(f"{exc.path}: {exc.cause}; stop the daemon first", file=sys.stderr)
-        return 1
-    except StoreUnusable as exc:
-        print(f"{exc.path}: {exc.cause}", file=sys.stderr)
-        return 1
+        result = offline.run(store, salvage)
     except sqlite3.Error as exc:
         print(f"{damaged}: nothing can be read from it ({exc})", file=sys.stderr)
         return 1
+    if result is None:
+        return 1
+    (done,) = result
     taken = f"seq {done.first_seq}..{done.last_seq}" if done.requeued else "nothing new"
     print(
         f"{damaged}: re-queued {done.requeued} rows into {store} ({taken}); "
