@@ -27,9 +27,7 @@ import asyncio
 import contextlib
 import json
 import random
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from gateway.config.loader import UplinkConfig
@@ -41,48 +39,9 @@ from gateway.uplink.client import Connection
 from gateway.uplink.commands import CommandRouter
 from gateway.uplink.payload import ENCODERS, Message, Target, command_topics, wire_bytes
 from gateway.uplink.ratelimit import TokenBucket
+from gateway.uplink.stats import LinkHealth, UplinkStats
 from gateway.uplink.triage import triage
 from gateway.uplink.window import Batch, InflightWindow
-
-
-@dataclass
-class UplinkStats:
-    connected: bool = False
-    published_messages: int = 0
-    published_readings: int = 0
-    acked_readings: int = 0
-    wire_bytes: int = 0
-    connects: int = 0
-    commands: int = 0
-    oversized: int = 0
-    commands_retained: int = 0  # retained command messages ignored
-    commands_busy: int = 0  # command messages refused: the command queue was full
-    dead_letters: int = 0  # rows moved to the outbox's dead letters (never publishable)
-    # While down (wall times, for `gateway status`): since when, why, and when the next try is.
-    down_since: float | None = None
-    down_reason: str | None = None
-    next_try: float | None = None
-
-
-class _LinkHealth(Health):
-    """The uplink's Health, mirrored into its stats: down since, why, next try (wall time)."""
-
-    def __init__(self, log: Any, stats: UplinkStats) -> None:
-        super().__init__(log, "uplink")
-        self.stats = stats
-
-    def up(self, **context: object) -> None:
-        super().up(**context)
-        self.stats.down_since = self.stats.down_reason = self.stats.next_try = None
-
-    def down(self, reason: str, **context: object) -> None:
-        super().down(reason, **context)
-        now = time.time()
-        if self.stats.down_since is None:
-            self.stats.down_since = now
-        self.stats.down_reason = reason
-        retry = context.get("retry_in_s")
-        self.stats.next_try = now + retry if isinstance(retry, int | float) else None
 
 
 class Uplink:
@@ -109,7 +68,7 @@ class Uplink:
         self.cmd_topic, self.cmdexe_topic = command_topics(cfg.format, cfg.apikey, gateway_id)
         self.backoff = Backoff(cfg.reconnect_min, cfg.reconnect_max, rng=rng or random.Random())
         self.stats = UplinkStats()
-        self.health: Health = _LinkHealth(log, self.stats)
+        self.health: Health = LinkHealth(log, self.stats)
         self.wake = asyncio.Event()  # cuts a reconnect wait short (an alert is waiting)
         self.kick = asyncio.Event()  # something to publish or room in the window
         self.bucket = TokenBucket(cfg.rate_limit, max(cfg.rate_limit, cfg.max_payload_bytes + 64))
