@@ -21,7 +21,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -33,21 +33,9 @@ from gateway.config.loader import Config
 from gateway.errors import ConfigError, StoreFull, StoreUnusable
 from gateway.notify import Notifier
 from gateway.registry import hotplug_subsystems
+from gateway.reload import Parts, apply
 from gateway.report import Report
-from gateway.runtime import (
-    Changes,
-    Runtime,
-    StartupError,
-    SwitchListener,
-    add_buses,
-    build_runtime,
-    forget_devices,
-    new_alerting,
-    new_uplink,
-    register_all,
-    retarget,
-    retire_uplink,
-)
+from gateway.runtime import Changes, Runtime, StartupError, SwitchListener, build_runtime
 
 EX_CONFIG = 78  # sysexits.h: configuration error (systemd unit does not restart on it)
 EX_TEMPFAIL = 75  # sysexits.h: try again later (systemd restarts it)
@@ -68,15 +56,6 @@ class Control:
     def request_reload(self) -> None:
         self.reload = True
         self.stop.set()
-
-
-@dataclass
-class _Tasks:
-    """The running tasks of the parts a reload may restart."""
-
-    buses: dict[str, asyncio.Task[None]]
-    alerting: asyncio.Task[None] | None
-    uplink: asyncio.Task[None] | None
 
 
 class Daemon:
@@ -104,7 +83,7 @@ class Daemon:
         self.log = structlog.get_logger().bind(gateway=cfg.site.id)
         self._runtime: Runtime | None = None
         self._built = asyncio.Event()
-        self._tasks: _Tasks | None = None
+        self._tasks: Parts | None = None
         self.reloads = 0  # reload requests handled (applied, refused or with nothing to do)
 
     async def running(self) -> Runtime:
@@ -155,7 +134,7 @@ class Daemon:
         async with asyncio.TaskGroup() as tg:
             # Alerts first: relays go to their rest state as soon as their bus answers.
             alert_task = tg.create_task(rt.alerting.run(), name="alerting") if rt.alerting else None
-            tasks = _Tasks(
+            tasks = Parts(
                 buses={b.name: tg.create_task(b.run(), name=f"bus-{b.name}") for b in rt.buses},
                 alerting=alert_task,
                 uplink=tg.create_task(rt.uplink.run(), name="uplink")
@@ -186,21 +165,9 @@ class Daemon:
                     report.runtime = rt
                     self.reloads += 1
             self.notifier.stopping()
-            await self._stop(rt, tasks)
+            await tasks.stop(rt, self.stop_deadline)
             for task in helpers:
                 task.cancel()
-
-    async def _stop(self, rt: Runtime, tasks: _Tasks) -> None:
-        if tasks.alerting is not None:
-            # Before the buses: a siren that is on gets its off-write through.
-            tasks.alerting.cancel()
-            await asyncio.wait([tasks.alerting])
-        for task in tasks.buses.values():
-            task.cancel()
-        await rt.pipeline.flush()
-        if tasks.uplink is not None:
-            await rt.uplink.stop(self.stop_deadline)
-            tasks.uplink.cancel()
 
     # -- reload ----------------------------------------------------------------------------
     def _read_config(self) -> Config | None:
@@ -214,7 +181,7 @@ class Daemon:
             return None
         return new
 
-    async def _reload_config(self, tg: asyncio.TaskGroup, rt: Runtime, tasks: _Tasks) -> Runtime:
+    async def _reload_config(self, tg: asyncio.TaskGroup, rt: Runtime, tasks: Parts) -> Runtime:
         """Apply the config file's changes to the running parts; returns the next runtime."""
         new = self._read_config()
         if new is None:
@@ -232,7 +199,9 @@ class Daemon:
             self.log.info("config reloaded", path=self.cfg.path, restarted=[])
             return rt
         self.notifier.reloading()
-        rt = await self._apply(tg, rt, new, changes, tasks)
+        rt = await apply(
+            tg, rt, new, changes, tasks, log=self.log, clock=self.clock, deadline=self.stop_deadline
+        )
         self.cfg = new
         self._runtime = rt
         restarted = [f"bus {n}" for n in changes.start_buses]
@@ -245,66 +214,6 @@ class Daemon:
         )
         self.notifier.ready(f"reloaded; {len(rt.buses)} bus(es)")
         return rt
-
-    async def _apply(
-        self, tg: asyncio.TaskGroup, rt: Runtime, new: Config, changes: Changes, tasks: _Tasks
-    ) -> Runtime:
-        """Stop what changed (alerts first, as at stop), then build and start its successor."""
-        old_cfg = rt.cfg
-        if changes.alerts and tasks.alerting is not None:
-            tasks.alerting.cancel()
-            await asyncio.wait([tasks.alerting])
-            tasks.alerting = None
-        stopping = [tasks.buses.pop(name) for name in changes.stop_buses]
-        for task in stopping:
-            task.cancel()
-        if stopping:
-            await asyncio.wait(stopping)
-        gone = {d.id for b in old_cfg.buses if b.name in changes.stop_buses for d in b.devices}
-        forget_devices(rt, gone)
-        if changes.uplink and tasks.uplink is not None:
-            await rt.uplink.stop(self.stop_deadline)
-            tasks.uplink.cancel()
-            await asyncio.wait([tasks.uplink])
-            tasks.uplink = None
-        started = [b for b in new.buses if b.name in changes.start_buses]
-        buses, contexts = add_buses(
-            started, rt.pipeline, self.log, rt.hub, rt.actuators, rt.commands
-        )
-        register_all(rt.router, rt.commands)
-        for bus in buses:
-            tasks.buses[bus.name] = tg.create_task(bus.run(), name=f"bus-{bus.name}")
-        uplink, alerting = rt.uplink, rt.alerting
-        if changes.uplink:
-            retire_uplink(rt)
-            rt.router.allowed = frozenset(new.uplink.commands)
-            uplink = new_uplink(new, rt.outbox, rt.router, log=self.log)
-            if new.uplink.enabled:
-                tasks.uplink = tg.create_task(uplink.run(), name="uplink")
-        elif changes.devices:
-            retarget(uplink, new)
-        if changes.alerts:
-            alerting = new_alerting(
-                new, rt.pipeline, rt.outbox, rt.watched, rt.router, clock=self.clock, log=self.log
-            )
-            if alerting is not None:
-                tasks.alerting = tg.create_task(alerting.run(), name="alerting")
-        parts = {
-            b.name: (b, c)
-            for b, c in [
-                *zip(rt.buses, rt.contexts, strict=True),
-                *zip(buses, contexts, strict=True),
-            ]
-            if b.name not in changes.stop_buses or b in buses
-        }
-        return replace(
-            rt,
-            cfg=new,
-            uplink=uplink,
-            alerting=alerting,
-            buses=tuple(parts[b.name][0] for b in new.buses),
-            contexts=tuple(parts[b.name][1] for b in new.buses),
-        )
 
     async def _ping(self, args: Any) -> str:
         return "OK"

@@ -140,10 +140,10 @@ class Outbox:
         exactly like a full disk (SQLITE_FULL). Use it to keep the outbox off a shared card.
         `tail_limit` is how many of each lane's newest rows are kept in memory to serve
         leases without a SELECT. `reserve_bytes` is the space held back beside the file so
-        that a full disk can still be drained (0: none; None: an eighth of the filesystem, at most
-        8 MiB). Raises StoreLocked when another
-        process has the outbox open, StoreUnusable when it cannot be used as it is (both
-        leave every file as it was), StoreFull when the disk is too full to open it.
+        that a full disk can still be drained (0: none; None: an eighth of the filesystem, at
+        most 8 MiB). Raises StoreLocked when another process has the outbox open,
+        StoreUnusable when it cannot be used as it is (both leave every file as it was),
+        StoreFull when the disk is too full to open it.
         """
         import structlog
 
