@@ -1,4 +1,5 @@
-"""Real peers for the tests: a mosquitto broker per test on a free loopback port."""
+"""Real peers for the tests: a mosquitto broker per test on a free loopback port; per module,
+the city platform (FIWARE IoT Agent JSON + context broker stub, tests.iotagent)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import structlog
 
 from gateway.demo.broker import LocalBroker
+from tests.iotagent import City, run_city
 from tests.mqtt_peer import Collector
 
 
@@ -23,6 +25,13 @@ def platform(broker) -> Iterator[Collector]:
     c = Collector(broker.port)
     yield c
     c.close()
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory) -> Iterator[City]:
+    """A mosquitto broker with the real IoT Agent on it, for the whole test module (the agent
+    takes a few seconds to start). Tests provision their own apikey to stay apart."""
+    yield from run_city(tmp_path_factory.mktemp("city"))
 
 
 @pytest.fixture
