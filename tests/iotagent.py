@@ -362,7 +362,13 @@ class IotAgent:
             except ValueError:
                 return exc.code, raw.decode("utf-8", "replace")
 
-    def provision_group(self, apikey: str, entity_type: str = "Thing") -> None:
+    def provision_group(
+        self,
+        apikey: str,
+        entity_type: str = "Thing",
+        attributes: list[dict[str, str]] | None = None,
+    ) -> None:
+        """A service group for `apikey`; `attributes` apply to every device of the group."""
         status, body = self.north(
             "POST",
             "/iot/services",
@@ -374,6 +380,7 @@ class IotAgent:
                         "entity_type": entity_type,
                         "resource": "/iot/json",
                         "timestamp": True,
+                        "attributes": attributes or [],
                     }
                 ]
             },
