@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from gateway.config.loader import UplinkConfig
@@ -84,3 +87,16 @@ async def until(predicate: Any, timeout: float = 30.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.05)
+
+
+def platform_blocks() -> list[dict[str, Any]]:
+    """Every ```json block of docs/platform.md (the provisioning the platform team is told
+    to do), parsed: tests provision exactly what the page says."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "platform.md").read_text("utf-8")
+    return [json.loads(m) for m in re.findall(r"^```json\n(.*?)^```", text, re.M | re.S)]
+
+
+def as_provisioned(block: dict[str, Any], city: City, apikey: str) -> dict[str, Any]:
+    """A docs block pointed at this test's context broker and apikey."""
+    text = json.dumps(block).replace("http://orion:1026", f"http://127.0.0.1:{city.cb.port}")
+    return json.loads(text.replace('"paddies-gw"', json.dumps(apikey)))

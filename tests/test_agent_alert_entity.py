@@ -1,39 +1,31 @@
 """Alert rows become Smart Data Models `Alert` entities at the platform, with nothing but the
 agent's own provisioning: group-level attributes that read the `alert` measure with JEXL
-expressions and write them to an entity named after the alert (docs/platform.md shows this
-provisioning; this test proves it against the real IoT Agent)."""
+expressions and write them to an entity named after the alert. The provisioning is read from
+docs/platform.md, so the page says what was proven against the real IoT Agent."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from gateway.alerts.alert import ALERT_QUANTITY, Alert, dumps
 from gateway.clock import iso
 from gateway.model import Lane, Reading
 from gateway.outbox.store import Outbox
-from tests.agent_setup import fresh_apikey, running_uplink, until, uplink_config
+from tests.agent_setup import (
+    as_provisioned,
+    fresh_apikey,
+    platform_blocks,
+    running_uplink,
+    until,
+    uplink_config,
+)
 from tests.iotagent import City
 
-# The provisioning docs/platform.md gives to a city's platform team, verbatim.
-ALERT_ENTITY = "'urn:ngsi-ld:Alert:' + alert.id"
-ALERT_ATTRIBUTES = [
-    {
-        "object_id": "alert",
-        "name": name,
-        "type": kind,
-        "expression": f"alert.{name}",
-        "entity_name": ALERT_ENTITY,
-        "entity_type": "Alert",
-    }
-    for name, kind in [
-        ("category", "Text"),
-        ("subCategory", "Text"),
-        ("severity", "Text"),
-        ("dateIssued", "DateTime"),
-        ("alertSource", "Text"),
-        ("description", "Text"),
-        ("status", "Text"),
-        ("location", "geo:json"),
-    ]
-]
+
+def alert_group() -> dict[str, Any]:
+    """The service group docs/platform.md gives for Alert entities."""
+    (block,) = [b for b in platform_blocks() if b.get("services", [{}])[0].get("attributes")]
+    return block
 
 
 def trap_alert(ts: float) -> Alert:
@@ -57,7 +49,10 @@ def trap_alert(ts: float) -> Alert:
 
 async def test_alert_row_becomes_an_sdm_alert_entity(city: City, tmp_path, log) -> None:
     apikey = fresh_apikey("alert")
-    city.agent.provision_group(apikey, entity_type="TrapReceiver", attributes=ALERT_ATTRIBUTES)
+    status, body = city.agent.north(
+        "POST", "/iot/services", as_provisioned(alert_group(), city, apikey)
+    )
+    assert status == 201, body
     alert = trap_alert(1.8e9)
     async with Outbox.open(tmp_path / "o.sqlite", log=log) as outbox:
         (seq,) = outbox.allocate(1)
@@ -90,3 +85,16 @@ async def test_alert_row_becomes_an_sdm_alert_entity(city: City, tmp_path, log) 
         "value": {"type": "Point", "coordinates": [135.8048, 34.6851]},
         "metadata": got["location"].get("metadata", {}),
     }
+
+
+async def test_every_provisioning_block_of_the_platform_page_is_accepted(city: City) -> None:
+    """What docs/platform.md tells the platform team to POST, the real agent takes (201)."""
+    blocks = platform_blocks()
+    assert len(blocks) >= 4
+    for i, block in enumerate(blocks):
+        apikey = fresh_apikey("docs")
+        if "devices" in block:  # a device needs its group first
+            city.agent.provision_group(apikey)
+        path = "/iot/services" if "services" in block else "/iot/devices"
+        status, body = city.agent.north("POST", path, as_provisioned(block, city, apikey))
+        assert status == 201, (i, body)
