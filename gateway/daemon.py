@@ -11,7 +11,7 @@ changed; the outbox, the pipeline and every unchanged bus keep running through i
 A task that fails with a bug ends the group and the process exits non-zero for systemd to
 restart it. What runs is one frozen `gateway.runtime.Runtime` built from the config (the next
 one after a reload); `gateway.report` writes `status.json` in `[store] runtime_dir` every few
-seconds.
+seconds, and `gateway.monitor` serves live status and events on a socket beside it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import loader as config_mod
 from gateway.config.loader import Config
 from gateway.errors import ConfigError, StoreFull, StoreUnusable
+from gateway.monitor import Monitor
 from gateway.notify import Notifier
 from gateway.registry import hotplug_subsystems
 from gateway.reload import Parts, apply
@@ -124,11 +125,32 @@ class Daemon:
             self._runtime = rt
             self._built.set()
             report = Report(rt, clock=self.clock, notifier=self.notifier)
-            await self._serve(rt, report)
+            monitor = self._monitor(report)
+            await monitor.start()
+            try:
+                await self._serve(rt, report, monitor)
+            finally:
+                await monitor.stop()
             report.write(stopped=True)
             self.log.info("gateway stopped", outbox_rows=rt.outbox.rows)
 
-    async def _serve(self, rt: Runtime, report: Report) -> None:
+    def _monitor(self, report: Report) -> Monitor:
+        """The local socket `gateway status` and `gateway tail` talk to, fed by the pipeline
+        (readings, alerts, device changes) and the current runtime's uplink."""
+
+        def link() -> tuple[bool, str]:
+            stats = report.runtime.uplink.stats  # the uplink after the latest reload
+            return stats.connected, stats.down_reason or ""
+
+        rt = report.runtime
+        monitor = Monitor(
+            self.cfg.store.runtime_dir, report.snapshot, link, self.log.bind(component="monitor")
+        )
+        rt.pipeline.observers.append(monitor.observe)
+        rt.pipeline.state_observers.append(monitor.device_state)
+        return monitor
+
+    async def _serve(self, rt: Runtime, report: Report, monitor: Monitor) -> None:
         """Run every part in one TaskGroup until asked to stop, then stop them in order."""
         cfg = self.cfg
         async with asyncio.TaskGroup() as tg:
@@ -145,6 +167,7 @@ class Daemon:
             helpers = [
                 tg.create_task(self.notifier.watchdog(), name="watchdog"),
                 tg.create_task(report.run(), name="status"),
+                tg.create_task(monitor.run(), name="monitor"),
             ]
             self.log.info(
                 "gateway running",

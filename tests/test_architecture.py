@@ -60,7 +60,13 @@ LAYERS: dict[str, Layer] = {
     "uplink": Layer(("gateway.uplink",), ("foundation", "config", "outbox", "uplink")),
     "alerts": Layer(("gateway.alerts",), ("foundation", "config", "outbox", "pipeline", "alerts")),
     "daemon": Layer(
-        ("gateway.daemon", "gateway.runtime", "gateway.reload", "gateway.report"),
+        (
+            "gateway.daemon",
+            "gateway.runtime",
+            "gateway.reload",
+            "gateway.report",
+            "gateway.monitor",
+        ),
         ("foundation", "registry", "config", "outbox", "pipeline", "uplink", "alerts", "daemon"),
     ),
     "cli": Layer(("gateway.cli", "gateway.__main__"), ("anything",), dynamic=True),

@@ -1,4 +1,4 @@
-"""`gateway run|check|status|config|outbox|decode|profiles|scan|sim|test-alert|demo`.
+"""`gateway run|check|status|tail|config|outbox|decode|profiles|scan|sim|test-alert|demo`.
 
 Each subcommand parses its arguments, calls into the core or a driver, prints, and returns an
 exit code: 0 fine, 78 a bad config (EX_CONFIG from sysexits.h, the same code `gateway run`
@@ -22,6 +22,7 @@ from gateway.cli import config as config_cli
 from gateway.cli import decode as decode_cli
 from gateway.cli import outbox as outbox_cli
 from gateway.cli import profiles as profiles_cli
+from gateway.cli import tail as tail_cli
 from gateway.config import loader as config_mod
 from gateway.config import reach, tls
 from gateway.errors import ConfigError
@@ -185,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     outbox_cli.add_parser(sub, str(config_mod.DEFAULT_PATH))
     decode_cli.add_parser(sub)
     profiles_cli.add_parser(sub)
+    tail_cli.add_parser(sub, str(config_mod.DEFAULT_PATH))
     for kind in ("sim", "scan"):
         _plugin_parser(sub, kind)
     p = with_config(sub.add_parser("test-alert", help="show (and --send) a rule's test alert"))

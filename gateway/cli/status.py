@@ -2,14 +2,15 @@
 
 Reads the outbox file read-only (rows and the oldest waiting reading per lane, drops), lists
 the quarantined outbox files beside it (each with the `gateway outbox salvage` line to re-queue
-it), the free space of the outbox's filesystem, and reads the daemon's `status.json` in the
-runtime directory: uplink state (while down: since when, why, the next try), each unavailable
-device with its last error and since when, the disk-full flag. `--json` prints the same as
-one JSON object (`report`); `--watch` repeats it every `--interval` seconds until Ctrl-C,
-redrawing the screen on a terminal and printing a new block each time otherwise (with
-`--json`: one object per line). Exit 0 when the daemon is running, 3 when it is not: it
-recorded its stop, its pid is gone, or it has not reported for 30 s (hung); 1 on a bad config.
-Never writes anything but its output.
+it), the free space of the outbox's filesystem, and asks the running daemon over its monitor
+socket (gateway.monitor; current even when no file can be written), or else reads its
+`status.json` in the runtime directory: uplink state (while down: since when, why, the next
+try), each unavailable device with its last error and since when, the disk-full flag.
+`--json` prints the same as one JSON object (`report`); `--watch` repeats it every
+`--interval` seconds until Ctrl-C, redrawing the screen on a terminal and printing a new
+block each time otherwise (with `--json`: one object per line). Exit 0 when the daemon is
+running, 3 when it is not: it recorded its stop, its pid is gone, or it has not reported for
+30 s (hung); 1 on a bad config. Never writes anything but its output.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from gateway.config import loader as config_mod
 from gateway.errors import ConfigError
+from gateway.monitor import ask, socket_path
 from gateway.outbox import inspect
 from gateway.report import status_path
 
@@ -92,12 +94,29 @@ def _disk(store: Path) -> dict[str, Any]:
     return {"path": str(where), "free_bytes": usage.free, "total_bytes": usage.total}
 
 
-def _daemon(status_file: Path, now: float) -> dict[str, Any]:
-    """The daemon's state from its status file; `state` is running|stopped|gone|stale|none."""
+def live(path: Path, timeout: float = 3.0) -> dict[str, Any] | None:
+    """The running daemon's report, asked over its monitor socket; None when no daemon
+    answers there (not running, not ours to open, or hung)."""
     try:
-        status: dict[str, Any] = json.loads(status_file.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {"state": "none", "status_file": str(status_file)}
+        with ask(path, {"op": "status"}, timeout) as sock, sock.makefile("rb") as stream:
+            answer = json.loads(stream.readline(1 << 22))
+    except (OSError, ValueError):
+        return None
+    status = answer.get("status") if isinstance(answer, dict) else None
+    return status if isinstance(status, dict) else None
+
+
+def _daemon(status_file: Path, now: float, sock: Path | None = None) -> dict[str, Any]:
+    """The daemon's state, asked over its socket when it answers (`source` "socket"), else
+    from its status file ("file"); `state` is running|stopped|gone|stale|none."""
+    status: dict[str, Any] | None = live(sock) if sock is not None else None
+    source = "socket" if status is not None else "file"
+    if status is None:
+        try:
+            status = json.loads(status_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {"state": "none", "status_file": str(status_file)}
+    assert status is not None
     if not status.get("stopped") and not _alive(status["pid"]):
         return {"state": "gone", "status_file": str(status_file), "pid": status["pid"]}
     box = status.get("outbox")
@@ -115,6 +134,7 @@ def _daemon(status_file: Path, now: float) -> dict[str, Any]:
         state = "running"
     return {
         "state": state,
+        "source": source,
         "status_file": str(status_file),
         "pid": status.get("pid"),
         "reported": status.get("time"),
@@ -139,7 +159,8 @@ def report(cfg: config_mod.Config, config_path: str) -> dict[str, Any]:
     """Everything `gateway status` shows, as one JSON-able object; `exit` is the exit code."""
     now = time.time()
     store = Path(cfg.store.path)
-    daemon = _daemon(status_path(cfg.store.runtime_dir), now)
+    runtime_dir = cfg.store.runtime_dir
+    daemon = _daemon(status_path(runtime_dir), now, socket_path(runtime_dir))
     if "uplink" in daemon:  # known only from a daemon's report
         daemon["uplink"].update(host=cfg.uplink.host, port=cfg.uplink.port)
     return {
