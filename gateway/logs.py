@@ -17,6 +17,12 @@ import structlog
 LEVELS = ("debug", "info", "warning", "error")
 
 
+def debugging(log: Any) -> bool:
+    """Whether `log` writes debug lines: hot paths ask once and skip building the line."""
+    enabled = getattr(log, "is_enabled_for", None)
+    return bool(enabled(logging.DEBUG)) if enabled is not None else False
+
+
 def setup(level: str = "info", *, json: bool | None = None, stream: Any = None) -> None:
     """Configure structlog and the stdlib root logger once, at process start."""
     stream = stream or sys.stdout

@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from gateway.clock import Clock, SystemClock
+from gateway.logs import debugging
 from gateway.model import Lane, Observation, Reading, sub_device_key
 from gateway.outbox.store import Outbox
 
@@ -59,6 +60,7 @@ class Pipeline:
         self.max_batch = max_batch
         self.high_water = high_water
         self.log = log or structlog.get_logger().bind(component="pipeline")
+        self._debug = debugging(self.log)  # `run --log-level debug`: every accepted reading
         self._pending: list[Reading] = []
         self._wake = asyncio.Event()
         self._urgent = False
@@ -149,6 +151,15 @@ class Pipeline:
             self._check(readings)
         self._pending.extend(readings)
         self.emitted += len(readings)
+        if self._debug:
+            self.log.debug(
+                "accepted",
+                device=device,
+                lane=lane.name.lower(),
+                values={o.quantity: o.value for o in kept},
+                seqs=f"{seqs.start}-{seqs.stop - 1}",
+                synced=synced,
+            )
         for observer in self.observers:
             observer(readings)
         if lane != Lane.TELEMETRY:
@@ -238,6 +249,8 @@ class Pipeline:
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
                 await self.outbox.append(batch)
+                if self._debug:
+                    self.log.debug("appended to outbox", rows=len(batch), queued=self.outbox.rows)
                 if len(self._pending) < self.high_water:
                     self._room.set()
             self._room.set()

@@ -21,6 +21,7 @@ from drivers.ble.decoder import BleDecoder, EssDecoder
 from drivers.ble.options import BleBusOptions, BleDeviceOptions, ReplayOptions
 from drivers.ble.router import Action, Emission, Router, StateChange
 from gateway.contract import BusConfig, BusContext, decoder_as, options_as
+from gateway.logs import debugging
 
 Clock = Callable[[], float]
 
@@ -51,6 +52,7 @@ class BleBus:
         self.config = bus
         self.ctx = ctx
         self.log = ctx.log
+        self._debug = debugging(ctx.log)  # every advertisement heard
         self.source = source
         self.sessions = tuple(sessions)
         self.clock = clock
@@ -103,6 +105,8 @@ class BleBus:
             if self.queue.empty():
                 self.idle.set()
             advert = await self.queue.get()
+            if self._debug:
+                self.log.debug("advert", address=advert.address, rssi=advert.rssi)
             await self._apply(self.router.advert(advert, self.clock(), self.wall()))
 
     async def _ticker(self) -> None:

@@ -33,6 +33,7 @@ from drivers.modbus.schedule import first_dues, next_due
 from gateway.contract import BusConfig, BusContext, DeviceConfig, decoder_as, options_as
 from gateway.errors import BusUnavailable, DecodeError, DeviceUnavailable
 from gateway.hotplug import DeviceEvent, Hotplug
+from gateway.logs import debugging
 from gateway.supervise import Backoff, Health, supervise
 
 
@@ -79,6 +80,7 @@ class ModbusBus:
         self.options = options_as(bus.options, BusOptions)
         self.ctx = ctx
         self.log = ctx.log
+        self._debug = debugging(ctx.log)  # polls and their failures, each one
         self.counters: Counter[str] = Counter()
         self._link_factory = link_factory
         self._hub: Hotplug | None = None
@@ -223,6 +225,8 @@ class ModbusBus:
                 )
             observations = dev.decoder.decode(data, dev.config.params)
         except DeviceUnavailable as exc:
+            if self._debug:
+                self.log.debug("poll failed", device=dev.config.id, unit=dev.unit, error=str(exc))
             self.counters["poll_failures"] += 1
             self.counters[type(exc).__name__] += 1
             if isinstance(exc, NoResponse) and self.options.settle:
@@ -235,6 +239,14 @@ class ModbusBus:
             self._down(dev, f"cannot decode: {exc}")
             return
         self._up(dev)
+        if self._debug:
+            self.log.debug(
+                "polled",
+                device=dev.config.id,
+                unit=dev.unit,
+                registers=sum(b.count for b in dev.blocks),
+                ms=round((time.time() - ts) * 1000, 1),
+            )
         bad = sum(1 for o in observations if not o.plausible)
         if bad:
             self.counters["implausible"] += bad

@@ -25,6 +25,7 @@ from drivers.serial.transport import SerialPort, open_port
 from gateway.contract import BusConfig, BusContext, options_as
 from gateway.errors import BusUnavailable, DecodeError, GatewayError, Permanent
 from gateway.hotplug import DeviceEvent, DeviceInfo, Hotplug, enumerate_devices
+from gateway.logs import debugging
 from gateway.supervise import Backoff, Health, supervise
 
 HEALTHY_AFTER = 60.0  # seconds connected before the backoff schedule starts again from the top
@@ -36,6 +37,7 @@ class SerialBus:
         self.options = options_as(bus.options, BusOptions)
         self.ctx = ctx
         self.log = ctx.log
+        self._debug = debugging(ctx.log)  # every line read, decoded or not
         self.hotplug: Hotplug | None = ctx.hotplug
         # config parsing guarantees every device has an nmea or line profile (PROTOCOLS)
         self.streams = [DeviceStream(d) for d in bus.devices]
@@ -242,6 +244,10 @@ class SerialBus:
                     self._set_available(s, True)
                 if unmapped:
                     self._unmapped(s, unmapped)
+        if self._debug:
+            self.log.debug(
+                "line", text=text[:120], accepted=accepted, error=str(error) if error else None
+            )
         if accepted:
             self.counters["decoded"] += 1
         elif not clean:
