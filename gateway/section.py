@@ -55,9 +55,18 @@ class Section:
     it is, and a `None` default makes the result optional.
     """
 
-    def __init__(self, raw: object, path: str, problems: list[Problem] | None = None) -> None:
+    def __init__(
+        self,
+        raw: object,
+        path: str,
+        problems: list[Problem] | None = None,
+        defaults: dict[str, dict[str, object]] | None = None,
+    ) -> None:
+        """`defaults`, when given, is filled for this section and every nested one:
+        path -> {key: the default a getter used because the key was absent}."""
         self.path = path
         self.problems: list[Problem] = [] if problems is None else problems
+        self.defaults = defaults
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
@@ -88,6 +97,13 @@ class Section:
             self.problem(key, "required key is missing")
         return _ABSENT
 
+    def _defaulted(self, key: str, default: object) -> None:
+        """Record that `key` was absent and `default` used (for `gateway config`)."""
+        if self.defaults is not None and default is not None:
+            if isinstance(default, tuple):
+                default = list(default)
+            self.defaults.setdefault(self.path, {})[key] = default
+
     # -- typed getters -------------------------------------------------------------------
     @overload
     def text(self, key: str, *, choices: Sequence[str] | None = None) -> str: ...
@@ -106,7 +122,10 @@ class Section:
     ) -> str | None:
         value = self._get(key, default is REQUIRED)
         if value is _ABSENT:
-            return "" if isinstance(default, _Required) else default
+            if isinstance(default, _Required):
+                return ""
+            self._defaulted(key, default)
+            return default
         if not isinstance(value, str):
             self.problem(key, f"expected a string, got {_show(value)}")
             return default if isinstance(default, str) else ""
@@ -137,7 +156,10 @@ class Section:
     ) -> int | None:
         value = self._get(key, default is REQUIRED)
         if value is _ABSENT:
-            return (lo if lo is not None else 0) if isinstance(default, _Required) else default
+            if isinstance(default, _Required):
+                return lo if lo is not None else 0
+            self._defaulted(key, default)
+            return default
         if isinstance(value, bool) or not isinstance(value, int):
             self.problem(key, f"expected an integer, got {_show(value)}")
             return (lo or 0) if isinstance(default, _Required) else default
@@ -172,7 +194,10 @@ class Section:
     ) -> float | None:
         value = self._get(key, default is REQUIRED)
         if value is _ABSENT:
-            return (lo if lo is not None else 0.0) if isinstance(default, _Required) else default
+            if isinstance(default, _Required):
+                return lo if lo is not None else 0.0
+            self._defaulted(key, default)
+            return default
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.problem(key, f"expected a number, got {_show(value)}")
             return (lo or 0.0) if isinstance(default, _Required) else default
@@ -197,7 +222,10 @@ class Section:
     def flag(self, key: str, default: bool | _Required = REQUIRED) -> bool:
         value = self._get(key, default is REQUIRED)
         if value is _ABSENT:
-            return False if isinstance(default, _Required) else default
+            if isinstance(default, _Required):
+                return False
+            self._defaulted(key, default)
+            return default
         if not isinstance(value, bool):
             self.problem(key, f"expected true or false, got {_show(value)}")
             return False if isinstance(default, _Required) else default
@@ -206,7 +234,10 @@ class Section:
     def strings(self, key: str, default: Iterable[str] | _Required = REQUIRED) -> tuple[str, ...]:
         value = self._get(key, default is REQUIRED)
         if value is _ABSENT:
-            return () if isinstance(default, _Required) else tuple(default)
+            if isinstance(default, _Required):
+                return ()
+            self._defaulted(key, tuple(default))
+            return tuple(default)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             self.problem(key, f"expected an array of strings, got {_show(value)}")
             return () if isinstance(default, _Required) else tuple(default)
@@ -217,12 +248,16 @@ class Section:
         required key is missing)."""
         value = self._get(key, default is REQUIRED)
         if value is _ABSENT:
-            return None if isinstance(default, _Required) else default
+            if isinstance(default, _Required):
+                return None
+            self._defaulted(key, default)
+            return default
         return value
 
     def section(self, key: str, *, required: bool = False) -> Section:
         value = self._get(key, required)
-        return Section(None if value is _ABSENT else value, self.at(key), self.problems)
+        raw = None if value is _ABSENT else value
+        return Section(raw, self.at(key), self.problems, self.defaults)
 
     def sections(self, key: str, *, required: bool = False) -> list[Section]:
         value = self._get(key, required)
@@ -231,7 +266,10 @@ class Section:
         if not isinstance(value, list):
             self.problem(key, f"expected an array of tables ([[{key}]]), got {_show(value)}")
             return []
-        return [Section(v, f"{self.at(key)}[{i}]", self.problems) for i, v in enumerate(value)]
+        return [
+            Section(v, f"{self.at(key)}[{i}]", self.problems, self.defaults)
+            for i, v in enumerate(value)
+        ]
 
     def mapping(self, key: str, convert: Callable[[Any], T], kind: str) -> dict[str, T]:
         """A free-form table whose values all pass `convert` (which raises TypeError or

@@ -201,6 +201,26 @@ def test_config_prints_toml_that_parses_back_to_the_same_config(example):
     assert all("interval" in d for b in doc.get("buses", []) for d in b.get("devices", []))
     as_json = gateway("config", "-c", str(example), "--json")
     assert json.loads(as_json.stdout) == doc
+    # The drivers' and the rule kinds' own defaults too, read where they were used.
+    for bus in doc.get("buses", []):
+        if bus["transport"] == "modbus-rtu":
+            assert {"timeout", "retries", "gap", "settle", "jitter", "stopbits"} <= set(bus)
+    for rule in doc.get("alerts", {}).get("rules", []):
+        assert {"cooldown", "category", "notify_clear", "description"} <= set(rule), rule
+
+
+def test_config_leaves_out_a_table_the_file_leaves_out(tmp_path):
+    """An absent table means "off" (no digest, no TLS client cert): never written in."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        '[gateway]\nid = "g"\n[[alerts.rules]]\nname = "low"\nkind = "threshold"\n'
+        'quantity = "water_level"\nbelow = 3.0\n'
+    )
+    res = gateway("config", "-c", str(cfg))
+    assert res.returncode == 0, res.stderr
+    doc = tomllib.loads(res.stdout)
+    assert "digest" not in doc["alerts"] and "smtp" not in doc["alerts"]
+    assert doc["alerts"]["rules"][0]["cooldown"] > 0
 
 
 def test_config_masks_secrets_and_never_reads_password_files(tmp_path):

@@ -2,12 +2,13 @@
 
 Loads the file as the daemon would (a bad config prints every problem and exits 78, like
 `gateway check`) and prints it back as TOML (or one JSON object with `--json`) with every
-default the core fills in written out: [gateway], [uplink] (with the derived client_id,
-status_topic and port), [uplink.tls], [store], each device's common keys (name, interval,
-params, attributes, ...), [alerts.smtp] and [alerts.digest]. A driver's own bus and device
-keys and the alert rules, groups and actions are printed as written (their defaults belong to
-the driver and the rule kinds). The output parses back (`gateway.config.loader.parse`) to an
-equal configuration, except where a secret was masked.
+default filled in: [gateway], [uplink] (with the derived client_id, status_topic and port),
+[uplink.tls], [store], each device's common keys (name, interval, params, attributes, ...),
+[alerts.smtp] and [alerts.digest], and every key a driver's bus and device tables and the
+alert rules and actions read with a default (recorded by the parse itself,
+gateway.section.Section `defaults`, so a driver's defaults need no copy here). A table the
+file leaves out stays out: an absent table means "off". The output parses back
+(`gateway.config.loader.parse`) to an equal configuration, except where a secret was masked.
 
 Masked as `***` (when not empty), wherever they appear, including device `params`: keys named
 `password`, `passphrase`, `secret`, `token`, `psk`, `bindkey`, `apikey_secret`, and any key
@@ -57,8 +58,11 @@ def main(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print(f"{args.config}: {len(exc.problems)} problem(s)", file=sys.stderr)
         return EX_CONFIG
-    raw = tomllib.loads(Path(args.config).read_text(encoding="utf-8"))
-    doc = mask(effective(cfg, raw))
+    text = Path(args.config).read_text(encoding="utf-8")
+    raw = tomllib.loads(text)
+    defaults: dict[str, dict[str, object]] = {}
+    config_mod.parse(text, args.config, defaults=defaults)  # what each table left to defaults
+    doc = mask(effective(cfg, raw, defaults))
     if args.json:
         print(json.dumps(doc, indent=1, ensure_ascii=False, default=str))
     else:
@@ -88,8 +92,11 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}  # TOML has no null: absent = unset
 
 
-def effective(cfg: config_mod.Config, raw: dict[str, Any]) -> dict[str, Any]:
-    """The config as a TOML-shaped dict: core defaults from `cfg`, the rest from `raw`."""
+def effective(
+    cfg: config_mod.Config, raw: dict[str, Any], defaults: dict[str, dict[str, object]]
+) -> dict[str, Any]:
+    """The config as a TOML-shaped dict: core defaults from `cfg`, the rest from `raw` with
+    the defaults its tables left to the drivers and the rule kinds (`defaults`, by path)."""
     site = _drop_none(asdict(cfg.site))
     site["profile_dirs"] = list(cfg.site.profile_dirs)
     uplink = asdict(cfg.uplink)
@@ -121,7 +128,29 @@ def effective(cfg: config_mod.Config, raw: dict[str, Any]) -> dict[str, Any]:
         doc["buses"] = buses
     if "alerts" in raw:
         doc["alerts"] = _alerts(cfg, raw["alerts"])
+    for path, values in defaults.items():
+        if path.startswith(("buses", "alerts")):
+            table = _table_at(doc, path)
+            if table is not None:
+                for key, value in values.items():
+                    table.setdefault(key, value)
     return doc
+
+
+_STEP = re.compile(r"([^.\[\]]+)(?:\[(\d+)\])?")
+
+
+def _table_at(doc: dict[str, Any], path: str) -> dict[str, Any] | None:
+    """The table at a Section path (`buses[0].devices[1]`, `alerts.rules[2]`) when the
+    config wrote it; None for a table it left out (absent means off: never add one)."""
+    node: Any = doc
+    for name, index in _STEP.findall(path):
+        node = node.get(name) if isinstance(node, dict) else None
+        if index:
+            node = node[int(index)] if isinstance(node, list) and int(index) < len(node) else None
+        if not isinstance(node, dict):
+            return None
+    return node if isinstance(node, dict) else None
 
 
 def _alerts(cfg: config_mod.Config, raw: dict[str, Any]) -> dict[str, Any]:

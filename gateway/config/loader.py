@@ -122,7 +122,15 @@ def load(path: str | Path, profiles: ProfileLibrary | None = None) -> Config:
     return parse(text, str(p), profiles)
 
 
-def parse(text: str, where: str = "<config>", profiles: ProfileLibrary | None = None) -> Config:
+def parse(
+    text: str,
+    where: str = "<config>",
+    profiles: ProfileLibrary | None = None,
+    *,
+    defaults: dict[str, dict[str, object]] | None = None,
+) -> Config:
+    """The config in `text`; raises ConfigError listing every problem. `defaults`, when
+    given, receives every default used, by table path (gateway.section.Section)."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -132,7 +140,7 @@ def parse(text: str, where: str = "<config>", profiles: ProfileLibrary | None = 
         message = 'empty (or only comments); a config needs at least [gateway] id = "..."'
         raise ConfigError([Problem(where, message)])
     problems: list[Problem] = []
-    root = Section(raw, "", problems)
+    root = Section(raw, "", problems, defaults)
     site = _site(root.section("gateway", required=True))
     library = profiles or ProfileLibrary(default_dirs(site.profile_dirs))
     uplink = _uplink(root.section("uplink"), site)
