@@ -254,8 +254,13 @@ install_system_files() { # $1: release dir; the user, the unit, udev rules, the 
   install -D -m 0644 "$src/systemd/gateway.sysusers" "$SYSUSERS"
   if real; then
     systemd-sysusers "$SYSUSERS"
-  else
+  elif [ "$(id -u)" -eq 0 ]; then
     systemd-sysusers --root="$R" "$SYSUSERS"
+  else
+    # A scratch root of one's own: sysusers gives its files to root, which a user may do only
+    # as the root of a user namespace (the root's files must then be the user's own).
+    unshare --map-root-user systemd-sysusers --root="$R" "$SYSUSERS" ||
+      die "systemd-sysusers --root $R failed (as a user it needs user namespaces: unshare -r)"
   fi
   ids=$(gateway_ids)
   GW_UID=${ids%%:*} GW_GID=${ids##*:}
@@ -327,8 +332,11 @@ install_all() {
     return 0
   fi
   if [ "$UDEV_NEW" = yes ] && command -v udevadm >/dev/null; then
-    udevadm control --reload || true
-    udevadm trigger --subsystem-match=tty || true
+    if udevadm control --reload 2>/dev/null; then
+      udevadm trigger --subsystem-match=tty || true
+    else
+      say "udev is not running here: the rules apply when it is"
+    fi
   fi
   if ! have_systemd; then
     say "systemd is not running here: nothing was started"
