@@ -15,7 +15,7 @@
 #   /etc/systemd/system/gateway.service                replaced on every run
 #   /etc/gateway/gateway.toml (0640 root:gateway)      only when absent: never overwritten
 #   /etc/udev/rules.d/99-gateway-serial.rules          only when absent: you edit it
-#   /var/lib/gateway (0700 gateway:gateway)            the outbox; never touched again
+#   /var/lib/gateway (0700 gateway:gateway)            the outbox; its files are never touched
 # It does nothing else: no broker, no test peers, no service enabled on a first install.
 set -euo pipefail
 umask 022
@@ -99,8 +99,7 @@ gateway_ids() {
   printf '%s:%s\n' "$uid" "$gid"
 }
 
-# chown only where it means something: as root (a scratch root built by another user keeps
-# that user's files; the test says so).
+# chown only as root: a user building a scratch root keeps the files as their own.
 own() { if [ "$(id -u)" -eq 0 ]; then chown "$@"; fi; }
 
 lock() {
@@ -116,7 +115,7 @@ uninstall() {
     systemctl disable --now "$UNIT_NAME" || true
   fi
   rm -f "$UNIT" "$SYSUSERS"
-  [ -L "$BIN" ] && rm -f "$BIN"
+  if [ -L "$BIN" ]; then rm -f "$BIN"; fi
   rm -rf "$OPT"
   say "removed the program ($OPT), the unit, the sysusers file and $BIN"
   if [ "$purge" = yes ]; then

@@ -19,8 +19,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL = ROOT / "install.sh"
 
-pytestmark = pytest.mark.slow
-
 # A Debian-like start: root, and the static group dialout (gid 20 in base-passwd); no bluetooth
 # group (bluez not installed), which the sysusers file then creates.
 PASSWD = "root:x:0:0:root:/root:/bin/bash\n"
@@ -75,6 +73,7 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Box:
     return b
 
 
+@pytest.mark.slow  # the module builds one venv (pip) in a scratch root
 def test_the_venv_runs_the_gateway_and_holds_no_test_extras(box: Box):
     res = box.gateway("--version")
     assert res.returncode == 0 and res.stdout.startswith("gateway "), res.stderr
@@ -99,6 +98,7 @@ def test_the_venv_runs_the_gateway_and_holds_no_test_extras(box: Box):
     assert not (src / ".ci").exists()
 
 
+@pytest.mark.slow  # the module builds one venv (pip) in a scratch root
 def test_the_config_is_the_production_example_and_passes_check(box: Box):
     config = box.path("/etc/gateway/gateway.toml")
     assert config.read_text() == (ROOT / "examples/production.toml").read_text()
@@ -113,6 +113,7 @@ def test_the_config_is_the_production_example_and_passes_check(box: Box):
     assert "urm14" in profiles.stdout and "water-temperature" in profiles.stdout
 
 
+@pytest.mark.slow  # the module builds one venv (pip) in a scratch root
 def test_the_user_unit_udev_rules_and_state_directory(box: Box):
     user = _entry(box.path("/etc/passwd"), "gateway")
     assert user[5:] == ["/var/lib/gateway", "/usr/sbin/nologin"]
@@ -140,6 +141,7 @@ def test_the_user_unit_udev_rules_and_state_directory(box: Box):
         assert (state.stat().st_uid, state.stat().st_gid) == box.ids()
 
 
+@pytest.mark.slow  # the module builds one venv (pip) in a scratch root
 def test_a_second_run_keeps_an_edited_config_rules_and_the_outbox(box: Box):
     config = box.path("/etc/gateway/gateway.toml")
     edited = config.read_text().replace('id = "paddy-site-01"', 'id = "kita-07"')
@@ -159,6 +161,7 @@ def test_a_second_run_keeps_an_edited_config_rules_and_the_outbox(box: Box):
     assert box.current() == before
 
 
+@pytest.mark.slow  # the module builds one venv (pip) in a scratch root
 def test_a_config_the_new_version_refuses_stops_the_upgrade_with_78(box: Box):
     config = box.path("/etc/gateway/gateway.toml")
     good = config.read_text()
@@ -176,6 +179,7 @@ def test_a_config_the_new_version_refuses_stops_the_upgrade_with_78(box: Box):
     assert box.install().returncode == 0 and unit.is_file()
 
 
+@pytest.mark.slow  # the module builds one venv (pip) in a scratch root
 def test_an_example_with_its_outbox_in_tmp_is_refused(box: Box):
     config = box.path("/etc/gateway/gateway.toml")
     kept = config.read_text()
@@ -189,6 +193,7 @@ def test_an_example_with_its_outbox_in_tmp_is_refused(box: Box):
         config.write_text(kept)
 
 
+@pytest.mark.slow  # the module builds one venv (pip) in a scratch root
 def test_an_upgrade_builds_a_new_release_and_keeps_the_previous_one(box: Box, tmp_path: Path):
     # A changed source is a new release: a copy of the program with one file changed.
     source = tmp_path / "checkout"
@@ -213,6 +218,7 @@ def test_an_upgrade_builds_a_new_release_and_keeps_the_previous_one(box: Box, tm
     assert box.path("/etc/gateway/gateway.toml").read_text() == config
 
 
+@pytest.mark.slow  # the module builds one venv (pip) in a scratch root
 def test_uninstall_keeps_config_and_data_and_purge_removes_them(box: Box):
     # Last in this module: it removes the installation the tests above share.
     outbox = box.path("/var/lib/gateway/outbox.sqlite")
