@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,3 +52,31 @@ def test_unit_exposure_stays_low():
     match = re.search(r"Overall exposure level for gateway\.service: ([\d.]+)", res.stdout)
     assert match, res.stdout[-2000:] + res.stderr
     assert float(match.group(1)) <= 1.7
+
+
+def _unit_values(key: str) -> list[str]:
+    return [ln.split("=", 1)[1] for ln in UNIT.read_text().splitlines() if ln.startswith(f"{key}=")]
+
+
+def test_unit_user_and_paths_match_the_sysusers_file_and_the_production_example():
+    # The unit runs as the user the installer creates, and lets it write exactly where the
+    # production config keeps its outbox and its status file.
+    sysusers = (ROOT / "systemd" / "gateway.sysusers").read_text().splitlines()
+    entries = [ln.split() for ln in sysusers if ln and not ln.startswith("#")]
+    assert entries[0][:3] == ["u", "gateway", "-"]
+    assert {e[2] for e in entries if e[0] == "m"} == {"dialout", "bluetooth"}
+    assert _unit_values("User") == ["gateway"] and _unit_values("Group") == ["gateway"]
+
+    store = tomllib.loads((ROOT / "examples" / "production.toml").read_text())["store"]
+    state = Path(store["path"]).parent
+    assert _unit_values("StateDirectory") == [state.name] and str(state.parent) == "/var/lib"
+    assert _unit_values("ReadWritePaths") == [str(state)]
+    assert store["runtime_dir"] == "/run/" + _unit_values("RuntimeDirectory")[0]
+    assert "PrivateTmp=yes" in UNIT.read_text().splitlines()
+    # No shipped example keeps its outbox where the unit loses it or may not write, but the
+    # demo (run by hand, never by the unit).
+    for example in sorted((ROOT / "examples").glob("*.toml")):
+        if example.name == "demo.toml":
+            continue
+        path = tomllib.loads(example.read_text()).get("store", {}).get("path", "")
+        assert Path(path).parent == state, example.name
