@@ -131,7 +131,8 @@ class AnswerStub:
                 # The gateway's HEAD (is anyone there?) gets the agent's 400 and takes no turn.
                 status = 400 if head_only else self.statuses[min(n, len(self.statuses) - 1)]
                 if status is None:
-                    await asyncio.Event().wait()  # never answer
+                    await reader.read()  # never answer: wait for the gateway to give up
+                    break
                 answer = b'{"name":"STUB","message":"as told"}' if status != 200 else b"{}"
                 writer.write(
                     f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"

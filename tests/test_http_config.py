@@ -3,6 +3,8 @@ key), what `gateway check` warns about, and the HTTP transport's status policy a
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 
 from gateway.cli.main import main
@@ -136,3 +138,13 @@ def test_an_mqtt_gateway_does_not_load_httpx():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_config_prints_an_http_uplink_that_parses_back(tmp_path, capsys):
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(BASE + HTTP + 'url = "https://iota.example:7896"\nrequest_timeout = 12\n')
+    assert main(["config", "-c", str(cfg)]) == 0
+    printed = capsys.readouterr().out
+    uplink = tomllib.loads(printed)["uplink"]
+    assert "host" not in uplink and uplink["url"] == "https://iota.example:7896/iot/json"
+    assert parse(printed).uplink == parse(cfg.read_text()).uplink
