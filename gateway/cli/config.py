@@ -101,6 +101,11 @@ def effective(
     site["profile_dirs"] = list(cfg.site.profile_dirs)
     uplink = asdict(cfg.uplink)
     uplink["commands"] = list(cfg.uplink.commands)
+    # Only the keys of the chosen transport: the loader refuses the other's (host comes
+    # from the url over HTTP; url and request_timeout mean nothing to MQTT).
+    other = config_mod.MQTT_ONLY if cfg.uplink.transport == "http" else ("url", "request_timeout")
+    for key in other:
+        del uplink[key]
     store = asdict(cfg.store)
     doc: dict[str, Any] = {"gateway": site, "uplink": uplink, "store": store}
     raw_buses = raw.get("buses", [])

@@ -73,12 +73,25 @@ def cmd_check(args: argparse.Namespace) -> int:
         # StateDirectory=): said, but not a reason to refuse the config.
         for warning in reach.warnings(cfg):
             print(f"warning: {warning}", file=sys.stderr)
+    if cfg.uplink.enabled and cfg.uplink.transport == "http" and cfg.uplink.commands:
+        # Not served over HTTP (the agent would hold them for a poll we do not make).
+        print(
+            'warning: uplink.commands: platform commands need transport = "mqtt"; over http '
+            f"they are not served ({', '.join(cfg.uplink.commands)}); "
+            "set commands = [] to say so",
+            file=sys.stderr,
+        )
     devices = cfg.devices()
     profiles = sorted({d.profile for d in devices if d.profile})
     print(
         f"{args.config}: OK — gateway {cfg.site.id}, {len(cfg.buses)} bus(es), "
         f"{len(devices)} device(s), {len(profiles)} profile(s), "
-        f"uplink {cfg.uplink.format} to {cfg.uplink.host}:{cfg.uplink.port}"
+        f"uplink {cfg.uplink.format} to "
+        + (
+            cfg.uplink.url
+            if cfg.uplink.transport == "http"
+            else f"{cfg.uplink.host}:{cfg.uplink.port}"
+        )
         + (
             f", {len(cfg.alerts.rules)} alert rule(s), {len(cfg.alerts.actions)} action(s)"
             if cfg.alerts.configured

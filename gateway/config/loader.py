@@ -11,6 +11,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway.alerts import config as alertconfig
 from gateway.alerts.config import AlertsConfig
@@ -25,6 +26,10 @@ DEFAULT_PATH = Path("/etc/gateway/gateway.toml")
 FORMATS = ("fiware-json", "fiware-ul", "json", "msgpack")
 DROP_POLICIES = ("oldest-telemetry", "newest-telemetry")
 BUILTIN_COMMANDS = ("ping", "reload")
+TRANSPORTS = ("mqtt", "http")
+HTTP_PATH = "/iot/json"  # the IoT Agent JSON's default measure resource
+# What the url names instead with transport = "http" (host, port) or what HTTP has no use for.
+MQTT_ONLY = ("host", "port", "client_id", "qos", "status_topic", "username", "password_file")
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,11 @@ class UplinkConfig:
     commands: tuple[str, ...] = BUILTIN_COMMANDS
     command_max_bytes: int = 4096  # a platform command larger than this is refused unparsed
     enabled: bool = True
+    # "http": measures go to the IoT Agent's south port at `url` (host and port come from it)
+    # and a row leaves the outbox on the agent's 2xx; `request_timeout` bounds each answer.
+    transport: str = "mqtt"
+    url: str = ""
+    request_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -229,11 +239,51 @@ def _uplink(s: Section, site: SiteConfig) -> UplinkConfig:
         commands=s.strings("commands", BUILTIN_COMMANDS),
         command_max_bytes=s.integer("command_max_bytes", 4096, lo=64, hi=1 << 20),
         enabled=s.flag("enabled", True),
+        transport=s.text("transport", "mqtt", choices=TRANSPORTS),
+        url=s.text("url", ""),
+        request_timeout=s.number("request_timeout", 30.0, lo=1, hi=600),
     )
     if cfg.password_file and not cfg.username:
         s.problem("username", "password_file is set but username is missing")
+    cfg = _http(s, cfg) if cfg.transport == "http" else cfg
+    for key in ("url", "request_timeout"):
+        if cfg.transport == "mqtt" and s.has(key):
+            s.problem(key, 'used with transport = "http" only')
     s.finish()
     return cfg
+
+
+def _http(s: Section, cfg: UplinkConfig) -> UplinkConfig:
+    """The HTTP transport's checks; host and port come from `url` (path default /iot/json)."""
+    for key in MQTT_ONLY:
+        if s.has(key):
+            s.problem(key, 'not used with transport = "http" (the url names the endpoint)')
+    if cfg.format != "fiware-json":
+        s.problem("format", f'transport = "http" needs format = "fiware-json", got "{cfg.format}"')
+    if not cfg.url:
+        s.problem("url", 'required with transport = "http" (https://host:7896/iot/json)')
+        return cfg
+    try:
+        url = urlsplit(cfg.url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+    except ValueError as exc:
+        s.problem("url", f'not a usable URL ({exc}): "{cfg.url}"')
+        return cfg
+    checks = (
+        (url.scheme not in ("http", "https"), "the scheme must be http or https"),
+        (not url.hostname, "it names no host"),
+        (url.username is not None, "user:password@ is not supported"),
+        (bool(url.query), "leave out the query: the apikey and device id are added to it"),
+        (bool(url.fragment), "leave out the #fragment"),
+        (cfg.tls.enabled and url.scheme != "https", "[uplink.tls] is set but it is not https"),
+    )
+    why = next((message for broken, message in checks if broken), None)
+    if why:
+        s.problem("url", f'{why}: "{cfg.url}"')
+        return cfg
+    path = url.path if url.path not in ("", "/") else HTTP_PATH
+    full = f"{url.scheme}://{url.netloc}{path}"
+    return replace(cfg, host=url.hostname or "", port=port, url=full)
 
 
 def _store(s: Section) -> StoreConfig:

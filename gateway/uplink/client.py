@@ -27,6 +27,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from gateway.config import tls
 from gateway.config.loader import UplinkConfig
 from gateway.errors import ConfigError, LinkDown, LinkRefused
+from gateway.uplink.wire import Message, wire_bytes
 
 if TYPE_CHECKING:
     from paho.mqtt.client import SocketLike  # a typing-only Protocol in paho
@@ -152,6 +153,12 @@ class Connection:
     def publish(self, topic: str, payload: bytes, qos: int, *, retain: bool = False) -> Delivery:
         return Delivery(self.client.publish(topic, payload, qos=qos, retain=retain))
 
+    def send(self, message: Message, qos: int) -> Delivery:
+        return self.publish(message.topic, message.payload, qos)
+
+    def wire_size(self, message: Message, qos: int) -> int:
+        return wire_bytes(message, qos)
+
     def subscribe(self, topic: str, qos: int) -> None:
         self.client.subscribe(topic, qos=qos)
 
@@ -162,6 +169,9 @@ class Connection:
     def disconnect(self) -> None:
         """A clean DISCONNECT: the broker does not publish the will."""
         self.client.disconnect()
+
+    async def aclose(self) -> None:
+        self.close()  # the session closes every transport alike (HTTP's close awaits)
 
     def close(self) -> None:
         """Leave the event loop and close the socket (idempotent)."""

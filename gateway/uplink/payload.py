@@ -121,7 +121,7 @@ def encode_fiware_json(
             return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
         for chunk, payload in split(_time_groups(rs, target), render, max_bytes):
-            out.append(Message(topic, payload, _seqs(chunk), rs[0].lane))
+            out.append(Message(topic, payload, _seqs(chunk), rs[0].lane, device))
     return out
 
 

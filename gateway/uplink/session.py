@@ -19,6 +19,9 @@ Contract:
   command queue is full, messages are refused as busy (counted, logged once per burst, and
   answered with one "busy" answer once the queue has drained).
 The paho client, TLS and credentials live in `client` (the only module importing paho).
+With `transport = "http"` the same loop drives `http.HttpConnection` instead (chosen in
+`_connect`): a row leaves on the agent's 2xx, a request whose content the platform refuses
+moves exactly its rows to the dead letters; no status topic, no commands.
 """
 
 from __future__ import annotations
@@ -37,11 +40,14 @@ from gateway.outbox.store import Outbox
 from gateway.supervise import Backoff, Health, supervise
 from gateway.uplink.client import Connection
 from gateway.uplink.commands import CommandRouter
+from gateway.uplink.http import HttpConnection, HttpLink
 from gateway.uplink.payload import ENCODERS, Message, Target, command_topics, wire_bytes
 from gateway.uplink.ratelimit import TokenBucket
 from gateway.uplink.stats import LinkHealth, UplinkStats
 from gateway.uplink.triage import triage
 from gateway.uplink.window import Batch, InflightWindow
+
+Link = Connection | HttpConnection  # what `_connect` builds: MQTT or the IoT Agent's HTTP port
 
 
 class Uplink:
@@ -75,7 +81,9 @@ class Uplink:
         self.window = InflightWindow()
         self._stopping = False
         self._settled = asyncio.Event()  # set on every PUBACK and when a session ends
-        self._conn: Connection | None = None  # the current session's, while there is one
+        self._conn: Link | None = None  # the current session's, while there is one
+        self.http = HttpLink(cfg, log) if cfg.transport == "http" else None
+        self._refused: list[tuple[list[Reading], str]] = []  # platform-refused, to dead-letter
         self._window_started: float | None = None
         self._retained_seen = False  # this session logged its first retained command
         self._busy_unanswered = 0  # busy refusals not yet told to the platform
@@ -111,6 +119,13 @@ class Uplink:
         if self.window.puback(mid):
             self.kick.set()
 
+    def _on_refused(self, mid: int, seqs: tuple[int, ...], reason: str) -> None:
+        """The platform refused message `mid`'s content (HTTP): its rows go to the dead
+        letters (at the next `_ack_done`), the rest of its batch goes on."""
+        self._settled.set()
+        self._refused.append((self.window.refuse(mid, seqs), reason))
+        self.kick.set()
+
     # -- lifecycle -------------------------------------------------------------------------
     async def run(self) -> None:
         await supervise(self._session, self.health, self.backoff, wake=self.wake)
@@ -125,7 +140,7 @@ class Uplink:
                 await self._settle(lambda: not self.window)
         await self._ack_done()
         conn = self._conn
-        if conn is not None and self.stats.connected:
+        if isinstance(conn, Connection) and self.stats.connected:
             delivery = conn.publish(self.cfg.status_topic, b"offline", 1, retain=True)
             if delivery.ok:
                 with contextlib.suppress(TimeoutError):
@@ -143,13 +158,7 @@ class Uplink:
     async def _session(self, health: Health) -> None:
         if self._stopping:
             await asyncio.Event().wait()  # shutting down: never reconnect, wait to be cancelled
-        conn = Connection(
-            self.cfg,
-            command_topic=self.cmd_topic,
-            on_puback=self._on_puback,
-            on_lost=self._settled.set,
-            on_command_refused=self._on_command_refused,
-        )
+        conn = self._connect()
         self._conn = conn
         self._retained_seen = False
         try:
@@ -158,8 +167,9 @@ class Uplink:
             self.stats.connects += 1
             # On recovery the line says how long it was down and how much waits to go out.
             health.up(host=self.cfg.host, port=self.cfg.port, queued=self.outbox.rows)
-            conn.publish(self.cfg.status_topic, b"online", 1, retain=True)
-            conn.subscribe(self.cmd_topic, qos=1)
+            if isinstance(conn, Connection):  # MQTT only: the retained status, commands
+                conn.publish(self.cfg.status_topic, b"online", 1, retain=True)
+                conn.subscribe(self.cmd_topic, qos=1)
             await self._serve(conn)
         finally:
             self.stats.connected = False
@@ -168,10 +178,24 @@ class Uplink:
             self.window.clear()
             self.outbox.release_all()
             self._window_started = None
-            conn.close()
+            await conn.aclose()
             self._conn = None
 
-    async def _serve(self, conn: Connection) -> None:
+    def _connect(self) -> Link:
+        """The one place the transport is chosen (cfg.transport)."""
+        if self.http is not None:
+            return self.http.connection(
+                on_puback=self._on_puback, on_refused=self._on_refused, on_lost=self._settled.set
+            )
+        return Connection(
+            self.cfg,
+            command_topic=self.cmd_topic,
+            on_puback=self._on_puback,
+            on_lost=self._settled.set,
+            on_command_refused=self._on_command_refused,
+        )
+
+    async def _serve(self, conn: Link) -> None:
         """Publish and answer commands until the session is lost (LinkDown) or a bug."""
         pump = asyncio.create_task(self._pump(conn), name="uplink-pump")
         misc = asyncio.create_task(self._misc(conn), name="uplink-misc")
@@ -189,8 +213,11 @@ class Uplink:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    async def _misc(self, conn: Connection) -> None:
-        """Keep-alive pings and paho's timeouts, plus command handling."""
+    async def _misc(self, conn: Link) -> None:
+        """Keep-alive pings and paho's timeouts, plus command handling (MQTT only)."""
+        if not isinstance(conn, Connection):
+            await asyncio.Event().wait()  # HTTP: no pings, no commands; until the session ends
+            return
         # paho only needs loop_misc often enough to ping within the keep-alive period.
         tick = min(5.0, self.cfg.keepalive / 4)
         while True:
@@ -222,7 +249,7 @@ class Uplink:
         await self._answer(conn, json.dumps({"error": text, "refused": refused}).encode())
 
     # -- publishing ------------------------------------------------------------------------
-    async def _pump(self, conn: Connection) -> None:
+    async def _pump(self, conn: Link) -> None:
         loop = asyncio.get_running_loop()
         while True:
             # Cleared before looking, not before sleeping: a PUBACK or an append that lands
@@ -264,7 +291,7 @@ class Uplink:
             return None
         return max(0.001, self._window_started + self.cfg.batch_window - now)
 
-    async def _publish_lane(self, conn: Connection, lane: Lane, limit: int) -> bool:
+    async def _publish_lane(self, conn: Link, lane: Lane, limit: int) -> bool:
         rows = await self.outbox.lease(lane, limit)
         if not rows:
             return False
@@ -289,17 +316,15 @@ class Uplink:
         self.stats.dead_letters += len(rows)
         await self.outbox.dead_letter(rows, reason)
 
-    async def _publish(
-        self, conn: Connection, messages: Sequence[Message], rows: list[Reading]
-    ) -> None:
+    async def _publish(self, conn: Link, messages: Sequence[Message], rows: list[Reading]) -> None:
         batch = Batch(rows)
         qos = self.cfg.qos
         for message in messages:
-            size = wire_bytes(message, qos)
+            size = conn.wire_size(message, qos)
             await self.bucket.take(size)
             if not self.stats.connected:
                 raise LinkDown("connection lost while publishing")
-            delivery = conn.publish(message.topic, message.payload, qos)
+            delivery = conn.send(message, qos)
             if not delivery.ok:
                 raise LinkDown(f"publish failed: {delivery.error}")
             self.stats.published_messages += 1
@@ -311,6 +336,10 @@ class Uplink:
         self.window.seal(batch)
 
     async def _ack_done(self) -> None:
+        while self._refused:
+            refused, reason = self._refused.pop(0)
+            if refused:
+                await self._dead_letter(refused, reason)
         rows = self.window.take_done()
         if not rows:
             return

@@ -58,6 +58,18 @@ class InflightWindow:
             self._done.append(batch)
         return True
 
+    def refuse(self, mid: int, seqs: tuple[int, ...]) -> list[Reading]:
+        """The platform refused message `mid` (carrying `seqs`): its rows leave their batch
+        and are returned (for the dead letters); the rest of the batch goes on as usual."""
+        batch = self._by_mid.get(mid)
+        if batch is None:
+            return []
+        carried = set(seqs)
+        refused = [r for r in batch.rows if r.seq in carried]
+        batch.rows = [r for r in batch.rows if r.seq not in carried]
+        self.puback(mid)
+        return refused
+
     def take_done(self) -> list[Reading]:
         """The rows of every finished batch, once each."""
         done, self._done = self._done, []

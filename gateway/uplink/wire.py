@@ -18,6 +18,9 @@ class Message:
     payload: bytes
     seqs: tuple[int, ...]
     lane: Lane = Lane.TELEMETRY
+    # The one device a per-device format's message is about (fiware-json: the HTTP
+    # transport's `i=`); "" for formats that mix devices in one message.
+    device: str = ""
 
 
 @dataclass(frozen=True)
