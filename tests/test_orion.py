@@ -7,7 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.config import loader
 from gateway.config.names import name_problem
+from gateway.errors import ConfigError
 from gateway.uplink import orion
 
 FULLWIDTH = {"<": "\uff1c", ">": "\uff1e", '"': "\uff02", "'": "\uff07",
@@ -102,3 +104,56 @@ def test_empty_and_long_names():
     assert name_problem("") == "must not be empty"
     assert name_problem("x" * 257) == "longer than 256 characters"
     assert orion.safe_name("x" * 300) == "x" * 256
+
+
+# -- the config refuses names Orion would refuse (FIWARE formats) ---------------------------
+CONFIG = """
+[gateway]
+id = "site"
+[uplink]
+format = "{fmt}"
+[[buses]]
+name = "synthetic"
+transport = "synthetic"
+[[buses.devices]]
+id = "paddy-01"
+attributes = {{ water_level = "wl" }}
+points = [ {{ quantity = "water_level", unit = "cm", pattern = "sine", low = 3, high = 6 }} ]
+[[buses.devices]]
+id = "{device}"
+attributes = {{ water_level = "{attr}" }}
+points = [ {{ quantity = "water_level", unit = "cm", pattern = "sine", low = 3, high = 6 }} ]
+"""
+
+
+def _problems(fmt: str, device: str, attr: str) -> list[str]:
+    try:
+        loader.parse(CONFIG.format(fmt=fmt, device=device, attr=attr))
+    except ConfigError as exc:
+        return [str(p) for p in exc.problems]
+    return []
+
+
+@pytest.mark.parametrize("fmt", ["fiware-json", "fiware-ul"])
+def test_fiware_formats_refuse_names_orion_refuses_with_their_path(fmt):
+    assert _problems(fmt, "paddy-02", "waterLevel") == []
+    got = _problems(fmt, "paddy(2)", "water level")
+    assert got == [
+        'buses[0].devices[1].id: "paddy(2)": FIWARE Orion refuses ( ) in a name (it takes '
+        "printable ASCII without spaces and without < > \" ' = ; ( ) & ? / #)",
+        'buses[0].devices[1].attributes.water_level: "water level": FIWARE Orion refuses '
+        "U+0020 in a name (it takes printable ASCII without spaces and without "
+        "< > \" ' = ; ( ) & ? / #)",
+    ]
+    (one,) = _problems(fmt, "田んぼ", "wl")
+    assert one.startswith('buses[0].devices[1].id: "田んぼ": FIWARE Orion refuses')
+
+
+def test_a_device_id_with_topic_characters_is_reported_once():
+    (one,) = _problems("fiware-json", "a#b", "wl")
+    assert "must not contain" in one
+
+
+def test_other_formats_keep_their_names():
+    """`json` and `msgpack` never reach Orion: a Japanese device id is theirs to use."""
+    assert _problems("json", "田んぼ", "water level") == []
