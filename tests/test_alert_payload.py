@@ -1,13 +1,18 @@
 """Golden payloads of an alert row: the SDM Alert object embedded (not a string) in the JSON
-formats on the device's topic; UltraLight carries the text as it is."""
+formats on the device's topic, every string in it Orion-safe in fiware-json; UltraLight
+carries it as flat attributes (`alert_category|...`)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+
+import pytest
 
 from gateway.alerts.alert import Alert, dumps
 from gateway.model import Lane, Reading
-from gateway.uplink.payload import Target, encode_fiware_json, encode_json, iso
+from gateway.uplink import orion
+from gateway.uplink.payload import Target, encode_fiware_json, encode_fiware_ul, encode_json, iso
 
 ALERT = Alert(
     id="trap:traps-12:1780290000000",
@@ -52,7 +57,7 @@ def test_generic_json_alert_is_an_object_and_telemetry_is_untouched():
     (msg,) = encode_json([text], TARGET, 65536)
     assert json.loads(msg.payload)[0]["value"] == '{"a":1}'
     (msg,) = encode_fiware_json([text], TARGET, 65536)
-    assert json.loads(msg.payload)["alert"] == '{"a":1}'
+    assert json.loads(msg.payload)["alert"] == orion.safe('{"a":1}')  # a string: Orion-safe
 
 
 def test_the_one_timestamp_form_matches_a_plain_strftime():
@@ -69,3 +74,65 @@ def test_the_one_timestamp_form_matches_a_plain_strftime():
                1_709_164_800.123, 4_102_444_799.999, 86_399.9996):  # fmt: skip
         assert iso(ts) == plain(ts), ts
     assert iso(1_780_290_000.25) == "2026-06-01T05:00:00.250Z"
+
+
+HOSTILE = replace(
+    ALERT,
+    rule="low(water)",
+    device_name="East <receiver> 'A'",
+    description='Water below 3.6 cm (transplanting depth); "check" <script>x=1</script>',
+    category="agriculture",
+    subcategory="level=low",
+)
+
+
+def _row(alert: Alert) -> Reading:
+    return Reading(7, "traps-12", "alert", dumps(alert.to_sdm(iso(alert.ts))), "", alert.ts,
+                   True, Lane.ALERT)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "description", ["Water below 3.6 cm (transplanting depth)", HOSTILE.description, "水位低下"]
+)
+def test_fiware_json_alert_strings_are_orion_safe_and_restore_to_the_alert(description):
+    """The issue: an alert whose description had parentheses was refused by Orion (lost after
+    the broker's PUBACK). Every nested string now follows the one rule."""
+    alert = replace(HOSTILE, description=description)
+    (msg,) = encode_fiware_json([_row(alert)], TARGET, 65536)
+    body = json.loads(msg.payload)
+    assert orion.is_safe(body)
+    sdm = alert.to_sdm(iso(alert.ts))
+    assert _restored(body["alert"]) == sdm
+
+
+def _restored(value: object) -> object:
+    """The one rule undone in every string of a decoded JSON value (keys too)."""
+    if isinstance(value, str):
+        return orion.restore(value)
+    if isinstance(value, dict):
+        return {orion.restore(k): _restored(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restored(v) for v in value]
+    return value
+
+
+def test_fiware_ul_alert_is_flat_attributes_golden():
+    (msg,) = encode_fiware_ul([ROW], TARGET, 65536)
+    assert msg.topic == "/ul/key/traps-12/attrs" and msg.seqs == (7,)
+    assert msg.payload.decode() == (
+        "2026-06-01T05:00:00Z|alert_id|trap:traps-12:1780290000000|alert_category|agriculture"
+        "|alert_subCategory|animalTrapped|alert_severity|high"
+        "|alert_dateIssued|2026-06-01T05:00:00Z|alert_alertSource|traps-12"
+        "|alert_status|active|alert_value|triggered|alert_location|36.115,137.954"
+    )  # the empty description is left out: UltraLight refuses an empty field
+
+
+def test_fiware_ul_hostile_alert_parses_as_ultralight_and_is_orion_safe():
+    (msg,) = encode_fiware_ul([_row(HOSTILE)], TARGET, 65536)
+    ts, *fields = msg.payload.decode().split("|")
+    assert "#" not in msg.payload.decode() and len(fields) % 2 == 0 and all(fields)
+    pairs = dict(zip(fields[::2], fields[1::2], strict=True))
+    assert all(orion.is_safe(v) for v in pairs.values())
+    assert orion.restore(pairs["alert_description"]) == HOSTILE.description
+    assert orion.restore(pairs["alert_subCategory"]) == "level=low"
+    assert pairs["alert_location"] == "36.115,137.954"

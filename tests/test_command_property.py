@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.uplink import orion
 from tests.test_daemon import Proc, config_text, delivered_seqs
 
 CMD, CMDEXE = "/gateway/gw1/cmd", "/json/gateway/gw1/cmdexe"
@@ -97,7 +98,10 @@ def test_random_commands_never_stop_the_daemon(tmp_path, broker, platform):
         assert proc.stop() == 0
     assert len(platform.on(CMDEXE)) == sent  # exactly one answer each
     for answer in platform.on(CMDEXE):
-        json.loads(answer.payload)  # every answer is valid JSON text
+        body = json.loads(answer.payload)  # every answer is valid JSON text
+        # ... that Orion takes (else <cmd>_status stays PENDING) and reads at a glance
+        assert orion.is_safe(body), body
+        assert all(str(v).startswith(("OK", "ERROR: ")) for v in body.values()), body
     lines = (tmp_path / "log").read_text().splitlines()
     assert all(line.startswith("{") for line in lines), [
         line for line in lines if not line.startswith("{")

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.model import Lane, Reading
+from gateway.uplink import orion
 from gateway.uplink.payload import (
     Message as Msg,
 )
@@ -89,7 +90,9 @@ def test_fiware_ul_groups_with_timestamps():
 
 def test_fiware_ul_escapes_separators_in_text():
     (msg,) = encode_fiware_ul([Reading(1, "t", "note", "a|b#c", "", T0)], TARGET, 65536)
-    assert msg.payload == b"2025-06-01T05:10:00Z|note|a_b_c"
+    # UltraLight's separators take the one rule's fullwidth forms (U+FF5C, U+FF03)
+    assert msg.payload.decode() == "2025-06-01T05:10:00Z|note|a" + "\uff5cb\uff03c"
+    assert orion.restore(msg.payload.decode()) == "2025-06-01T05:10:00Z|note|a|b#c"
 
 
 def test_generic_json_carries_seq_unit_and_sync_flag():
@@ -275,3 +278,55 @@ def test_sub_devices_inherit_their_receivers_attribute_names():
     assert payloads["/json/k/traps-2/attrs"]["sig"] == -70
     assert "voltage" in payloads["/json/k/trapsx/attrs"]
     assert "voltage" in payloads["/json/k/paddy-2/attrs"]
+
+
+# -- Orion-safe strings (issue 11): the one rule in every FIWARE payload ---------------------
+HOSTILE = [
+    "<>\"'=;()",
+    "Water below 3.6 cm (transplanting depth)",
+    "<script>alert('x');</script>",
+    'a="b"; DROP TABLE x; -- (c)',
+    "水位が低い(田植え深さ)<注意>; 'x'=\"y\"",
+    "plain text, no change: 12.5 cm / 3 % & ok?",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_fiware_json_string_readings_are_orion_safe_and_reversible(text):
+    (msg,) = encode_fiware_json([Reading(1, "d", "note", text, "", T0)], TARGET, 65536)
+    value = json.loads(msg.payload)["note"]
+    assert orion.is_safe(value)
+    assert orion.restore(value) == text
+    assert len(value) == len(text)  # one character for one: clipping and limits stay honest
+
+
+@pytest.mark.parametrize("text", HOSTILE[:-1])  # UltraLight cannot carry an empty field
+def test_fiware_ul_string_readings_are_orion_safe_and_reversible(text):
+    (msg,) = encode_fiware_ul([Reading(1, "d", "note", text, "", T0)], TARGET, 65536)
+    ts, name, value = msg.payload.decode().split("|")
+    assert (ts, name) == (iso(T0), "note")
+    assert orion.is_safe(value) and "#" not in value
+    assert orion.restore(value) == text
+
+
+def test_numbers_booleans_and_the_other_formats_are_untouched():
+    rs = [
+        Reading(1, "d", "n", 1.5, "", T0),
+        Reading(2, "d", "b", True, "", T0),
+        Reading(3, "d", "s", "a=b", "", T0),
+    ]
+    (msg,) = encode_fiware_json(rs, TARGET, 65536)
+    assert json.loads(msg.payload) == {"n": 1.5, "b": True, "s": "a\uff1db", "TimeInstant": iso(T0)}
+    (msg,) = encode_json(rs, TARGET, 65536)
+    assert [i["value"] for i in json.loads(msg.payload)] == [1.5, True, "a=b"]
+
+
+def test_an_attribute_name_orion_refuses_is_made_safe_by_the_encoder():
+    """Names the config never saw (a quantity a driver declares): Orion refuses the whole
+    update for one bad attribute name; the encoder's last resort keeps the update."""
+    target = T("k", "gw1", "field", {("d", "level"): "water level(cm)"})
+    (msg,) = encode_fiware_json([Reading(1, "d", "level", 2.0, "", T0)], target, 65536)
+    assert json.loads(msg.payload) == {"water_level_cm_": 2.0, "TimeInstant": iso(T0)}
+    (msg,) = encode_fiware_ul([Reading(1, "d", "level", 2.0, "", T0)], target, 65536)
+    assert msg.payload.decode() == f"{iso(T0)}|water_level_cm_|2"

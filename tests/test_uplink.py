@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import subprocess
 from dataclasses import replace
 
@@ -13,9 +14,12 @@ import pytest
 import structlog
 
 from gateway.config.loader import TlsConfig, UplinkConfig
+from gateway.contract import Command
 from gateway.demo.broker import BrokerTls, LocalBroker
 from gateway.model import Lane, Reading
 from gateway.outbox.store import Outbox
+from gateway.schema import Field, Schema
+from gateway.uplink import orion
 from gateway.uplink.commands import CommandRouter
 from gateway.uplink.ratelimit import TokenBucket
 from gateway.uplink.session import Uplink
@@ -184,9 +188,87 @@ async def test_commands_answered_on_cmdexe(tmp_path, broker, platform, log):
     answers = [json.loads(m.payload) for m in platform.on("/json/key/gw1/cmdexe")]
     assert answers[0] == {"ping": "OK"}
     assert answers[1]["error"].startswith("ERROR: malformed command")
-    assert answers[2] == {"reload": "ERROR: command 'reload' is not allowed on this gateway"}
-    assert answers[3]["fly"].startswith("ERROR: unknown command 'fly'")
+    assert answers[2] == {"reload": "ERROR: command reload is not allowed on this gateway"}
+    assert answers[3]["fly"].startswith("ERROR: unknown command fly, known: ping")
     assert answers[4]["error"].startswith("ERROR: malformed command")
+
+
+UL_ANSWER = re.compile(r"gw1@[A-Za-z0-9_.:-]{1,64}\|[^|#]*")
+
+
+async def test_ultralight_commands_are_answered_in_ultralight_only(tmp_path, broker, platform, log):
+    """In fiware-ul the agent sends `<device>@<command>|<args>`: it was refused as malformed
+    JSON and answered with JSON on the UL cmdexe topic, which stops a UL agent's MQTT input.
+    Also the busy answer: one per refused burst, in UltraLight, under the command's name."""
+    cfg = replace(BASE, port=broker.port, format="fiware-ul", commands=("ping", "siren", "hold"))
+    got: list[object] = []
+    release = asyncio.Event()
+
+    async def siren(args: dict[str, object]) -> str:
+        got.append(args)
+        return "OK"
+
+    async def hold(args: object) -> str:
+        await release.wait()
+        return "released"
+
+    router = CommandRouter(cfg.commands, log=log)
+    router.register("ping", lambda args: asyncio.sleep(0, "pong"))
+    router.register("hold", hold)
+    schema = Schema(
+        {"seconds": Field("number", lo=0, hi=600, from_text=True), "flash": Field("boolean")},
+        bare="seconds",
+    )
+    router.register("siren", Command(schema, siren))
+    sent = [
+        b"gw1@ping|",
+        b"gw1@siren|seconds=5|flash=true",
+        b"gw1@siren|45",
+        b"gw1@siren|seconds=abc",
+        b'{"ping": {}}',
+        b"other@ping|",
+        b"gw1@fly|1",
+        b"gw1@ping|a|b",
+        b"gw1@ping|x\x00y",
+        b"gw1@siren|seconds=<script>;('x')",
+    ]
+    cmdexe = "/ul/key/gw1/cmdexe"
+    async with Outbox.open(tmp_path / "o.db") as ob:
+        async with running(make_uplink(cfg, ob, log, router)) as up:
+            await wait_until(lambda: up.stats.connected)
+            await asyncio.sleep(0.2)  # the subscription settles
+            for payload in sent:
+                platform.publish("/key/gw1/cmd", payload)
+            await platform.wait(lambda ms: len(platform.on(cmdexe)) >= len(sent))
+            # A burst while a command holds the queue: 100 wait, the rest are refused as busy.
+            platform.publish("/key/gw1/cmd", b"gw1@hold|")
+            for _ in range(110):
+                platform.publish("/key/gw1/cmd", b"gw1@ping|")
+            await wait_until(lambda: up.stats.commands_busy > 0)
+            await asyncio.sleep(0.3)
+            release.set()
+            busy = up.stats.commands_busy
+            await platform.wait(lambda ms: len(platform.on(cmdexe)) >= len(sent) + (111 - busy) + 1)
+    answers = [m.payload.decode() for m in platform.on(cmdexe)]
+    assert not [m for m in platform.messages if "cmdexe" in m.topic and m.topic != cmdexe]
+    assert all(UL_ANSWER.fullmatch(a) and orion.is_safe(a) for a in answers), answers
+    first = answers[: len(sent)]
+    assert first[:3] == ["gw1@ping|OK: pong", "gw1@siren|OK", "gw1@siren|OK"]
+    assert got == [{"seconds": 5.0, "flash": True}, {"seconds": 45.0}]
+    # Read back through the one rule (fullwidth forms -> ASCII): what the operator reads.
+    readable = [orion.restore(a) for a in first]
+    assert readable[3].startswith('gw1@siren|ERROR: "seconds" must be a number')
+    assert readable[4].startswith("gw1@error|ERROR: malformed command: expected <device>@")
+    assert first[5] == "gw1@ping|ERROR: command for device other, this gateway is gw1"
+    assert first[6] == "gw1@fly|ERROR: unknown command fly, known: hold, ping, siren"
+    assert readable[7] == "gw1@ping|ERROR: malformed command: expected <key>=<value> fields"
+    assert first[8] == "gw1@ping|ERROR: malformed command: control character U+0000"
+    assert readable[9].startswith('gw1@siren|ERROR: "seconds" must be a number, got "<script>;')
+    rest = answers[len(sent) :]
+    assert rest.count("gw1@hold|OK: released") == 1
+    assert rest.count("gw1@ping|OK: pong") == 111 - 1 - busy
+    (told,) = [a for a in rest if "busy" in a]
+    assert told.startswith(f"gw1@ping|ERROR: busy, {busy} command messages refused")
 
 
 def test_token_bucket_spends_at_the_configured_rate():

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from gateway.alerts import config as alertconfig
 from gateway.alerts.config import AlertsConfig
+from gateway.config.names import name_problem
 from gateway.config.profiles import ProfileLibrary, default_dirs
 from gateway.contract import BusConfig, DeviceConfig
 from gateway.errors import ConfigError, Problem
@@ -171,6 +172,8 @@ def parse(
         "bus name",
         problems,
     )
+    if uplink.format.startswith("fiware"):
+        _orion_names(bus_sections, buses, problems)
     alerts = alertconfig.parse(root.section("alerts"), {d.id for b in buses for d in b.devices})
     root.finish()
     if problems:
@@ -187,6 +190,33 @@ def _unique(named: list[tuple[str, str]], what: str, problems: list[Problem]) ->
         if name in first:
             problems.append(Problem(path, f'duplicate {what} "{name}" (first at {first[name]})'))
         first.setdefault(name, path)
+
+
+def _orion_names(
+    sections: list[Section], buses: tuple[BusConfig, ...], problems: list[Problem]
+) -> None:
+    """FIWARE formats: device ids and attribute names become Orion entity ids and attribute
+    names, and Orion refuses every update naming one it does not take (gateway.config.names)."""
+    for s, bus in zip(sections, buses, strict=True):
+        for j, d in enumerate(bus.devices):
+            at = f"{s.at('devices')}[{j}]"
+            why = name_problem(d.id)
+            if d.id and _is_topic_safe(d.id) and why:  # else reported already
+                problems.append(Problem(f"{at}.id", f'"{d.id}": {why}'))
+            named = dict(d.decoder.attributes) if d.decoder is not None else {}
+            for quantity, attr in {**named, **d.attributes}.items():
+                why = name_problem(attr)
+                if why is None:
+                    continue
+                if quantity in d.attributes:
+                    problems.append(Problem(f"{at}.attributes.{quantity}", f'"{attr}": {why}'))
+                else:
+                    problems.append(
+                        Problem(
+                            f"{at}.profile",
+                            f'profile "{d.profile}" names {quantity} "{attr}": {why}',
+                        )
+                    )
 
 
 def _site(s: Section) -> SiteConfig:

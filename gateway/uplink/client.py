@@ -69,11 +69,12 @@ class Connection:
         command_topic: str,
         on_puback: Callable[[int], None],
         on_lost: Callable[[], None],
-        on_command_refused: Callable[[str], None] = lambda why: None,
+        on_command_refused: Callable[[str, bytes], None] = lambda why, payload: None,
     ) -> None:
         """Builds the client (raises LinkRefused when the password file or a TLS file is
         unreadable or not a usable PEM file, naming the file).
-        `on_command_refused("retained" | "busy")` hears of every command message not queued."""
+        `on_command_refused("retained" | "busy", payload)` hears of every command message not
+        queued (the payload only for a look at which command it was: it must stay cheap)."""
         self.cfg = cfg
         self.command_topic = command_topic
         self.on_puback = on_puback
@@ -245,12 +246,12 @@ class Connection:
         if msg.retain:
             # Sent again at every subscribe: acting on it would repeat a reload or a siren
             # at every reconnect, for ever.
-            self.on_command_refused("retained")
+            self.on_command_refused("retained", b"")
             return
         try:
             self.commands.put_nowait(bytes(msg.payload))
         except asyncio.QueueFull:
-            self.on_command_refused("busy")
+            self.on_command_refused("busy", bytes(msg.payload[:256]))
 
     def _read(self) -> None:
         rc = self.client.loop_read()

@@ -16,7 +16,13 @@ A value flagged implausible (Reading.plausible False) carries its flag in every 
 `<attr>_implausible: true` beside it in the FIWARE formats, `"plausible": false` in `json`,
 the row in the `ip` column in `msgpack`.
 Alert rows (ALERT lane, quantity `alert`, a JSON object as text: gateway.alerts.alert) are embedded
-as objects in both JSON formats; UltraLight and msgpack carry the text as it is.
+as objects in both JSON formats; UltraLight carries them as flat attributes
+(`|alert_category|security|alert_severity|high|alert_description|...`); msgpack carries the
+text as it is.
+Every string the FIWARE formats put in a payload (string readings, every string of an alert
+object, keys included) is Orion-safe by the one rule of gateway.uplink.orion (`< > " ' = ; ( )`
+become their fullwidth forms; in UltraLight `|` and `#` too), and their attribute names are
+names Orion takes (`orion.safe_name`). `json` and `msgpack` carry strings unchanged.
 No I/O here; the uplink publishes what these return. Message, Target and the size helpers
 live in gateway.uplink.wire and are re-exported here for callers.
 """
@@ -29,6 +35,7 @@ from typing import Any
 
 from gateway.clock import iso
 from gateway.model import Lane, Reading, Value
+from gateway.uplink import orion
 from gateway.uplink.compact import decode_msgpack, encode_msgpack
 from gateway.uplink.wire import Encoder, Message, Target, by_device, split, wire_bytes
 
@@ -66,9 +73,12 @@ def _time_groups(readings: Sequence[Reading], target: Target) -> list[list[Readi
 
 
 def _names(device: str, readings: Sequence[Reading], target: Target) -> dict[str, str]:
-    """quantity -> attribute name for one device's readings (looked up once per quantity)."""
+    """quantity -> FIWARE attribute name for one device's readings (looked up once per
+    quantity); a name Orion would refuse (one the config never saw) is made safe."""
     parent = readings[0].parent if readings else None  # one device key, one parent
-    return {q: target.attr(device, q, parent) for q in {r.quantity for r in readings}}
+    return {
+        q: orion.safe_name(target.attr(device, q, parent)) for q in {r.quantity for r in readings}
+    }
 
 
 def _seqs(groups: Sequence[Sequence[Reading]]) -> tuple[int, ...]:
@@ -110,7 +120,8 @@ def encode_fiware_json(
             objs = []
             for g in groups:
                 obj: dict[str, Any] = {
-                    names[r.quantity]: _structured(r) if structured else r.value for r in g
+                    names[r.quantity]: orion.safe_value(_structured(r) if structured else r.value)
+                    for r in g
                 }
                 for r in g:
                     if not r.plausible:
@@ -126,18 +137,43 @@ def encode_fiware_json(
 
 
 # -- FIWARE UltraLight 2.0 ------------------------------------------------------------------
-_UL_FORBIDDEN = str.maketrans({c: "_" for c in "|#<>\"'=;()&"})
-
-
 def _ul_value(v: Value) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
         return repr(v) if not v.is_integer() else str(int(v)) if abs(v) < 1e15 else repr(v)
-    return str(v).translate(_UL_FORBIDDEN)
+    return orion.safe(str(v), orion.UL_SEPARATORS)
+
+
+def _ul_alert(name: str, r: Reading) -> str:
+    """An alert row as flat UltraLight attributes `<name>_<field>` (UL has no objects):
+    `|alert_id|...|alert_category|security|alert_severity|high|alert_description|...`; the
+    GeoJSON location as `<name>_location|<lat>,<lon>` (an NGSI geo:point). Empty fields are
+    left out (UltraLight refuses an empty field: the whole message would be lost)."""
+    try:
+        obj = json.loads(str(r.value))
+    except json.JSONDecodeError:
+        obj = None
+    if not isinstance(obj, dict):
+        return f"|{name}|{_ul_value(r.value)}" if r.value != "" else ""
+    pairs = []
+    for key, v in obj.items():
+        if key == "type":
+            continue  # always "Alert"
+        if key == "location" and isinstance(v, dict) and v.get("type") == "Point":
+            lon, lat = v["coordinates"]
+            v = f"{lat},{lon}"
+        elif isinstance(v, dict | list):
+            v = json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+        if v is None or v == "":
+            continue
+        pairs.append(f"|{orion.safe_name(f'{name}_{key}')}|{_ul_value(v)}")
+    return "".join(pairs)
 
 
 def _ul_pair(r: Reading, names: dict[str, str]) -> str:
+    if r.lane == Lane.ALERT and r.quantity == "alert" and isinstance(r.value, str):
+        return _ul_alert(names[r.quantity], r)
     pair = f"|{names[r.quantity]}|{_ul_value(r.value)}"
     return pair if r.plausible else f"{pair}|{names[r.quantity]}{FLAG_SUFFIX}|true"
 

@@ -13,8 +13,10 @@ Contract:
 - A leased row that can never be published (a topic MQTT forbids, a value the format cannot
   encode, too large alone: `triage`) moves to the outbox's dead letters, counted and logged;
   the rows behind it go on.
-- Platform commands arrive on the FIWARE command topic and are answered on cmdexe, each
-  answer bounded by max_payload_bytes and paid from the same token bucket as telemetry.
+- Platform commands arrive on the FIWARE command topic and are answered on cmdexe in the
+  format's own form (`commands.JSON_CODEC`, or `ultralight` in `fiware-ul`: never JSON on a
+  UL topic), each answer bounded by max_payload_bytes and paid from the same token bucket as
+  telemetry.
   Retained command messages are ignored (logged once per connect, counted); when the bounded
   command queue is full, messages are refused as busy (counted, logged once per burst, and
   answered with one "busy" answer once the queue has drained).
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,12 +40,13 @@ from gateway.model import Lane, Reading
 from gateway.outbox.store import Outbox
 from gateway.supervise import Backoff, Health, supervise
 from gateway.uplink.client import Connection
-from gateway.uplink.commands import CommandRouter
+from gateway.uplink.commands import JSON_CODEC, MAX_COMMANDS, Codec, CommandRouter
 from gateway.uplink.http import HttpConnection, HttpLink
 from gateway.uplink.payload import ENCODERS, Message, Target, command_topics, wire_bytes
 from gateway.uplink.ratelimit import TokenBucket
 from gateway.uplink.stats import LinkHealth, UplinkStats
 from gateway.uplink.triage import triage
+from gateway.uplink.ultralight import UltraLightCodec
 from gateway.uplink.window import Batch, InflightWindow
 
 Link = Connection | HttpConnection  # what `_connect` builds: MQTT or the IoT Agent's HTTP port
@@ -72,6 +74,8 @@ class Uplink:
         self.encode = ENCODERS[cfg.format]
         self.target = Target(cfg.apikey, gateway_id, cfg.topic_prefix, attributes or {})
         self.cmd_topic, self.cmdexe_topic = command_topics(cfg.format, cfg.apikey, gateway_id)
+        # Commands and their answers in the format's own form: never JSON on a UL topic.
+        self.codec: Codec = UltraLightCodec(gateway_id) if cfg.format == "fiware-ul" else JSON_CODEC
         self.backoff = Backoff(cfg.reconnect_min, cfg.reconnect_max, rng=rng or random.Random())
         self.stats = UplinkStats()
         self.health: Health = LinkHealth(log, self.stats)
@@ -87,6 +91,7 @@ class Uplink:
         self._window_started: float | None = None
         self._retained_seen = False  # this session logged its first retained command
         self._busy_unanswered = 0  # busy refusals not yet told to the platform
+        self._busy_names: set[str] = set()  # the commands they were for (where known)
         outbox.listeners.append(self._on_append)
 
     def detach(self) -> None:
@@ -100,9 +105,10 @@ class Uplink:
         if Lane.ALERT in lanes:
             self.wake.set()
 
-    def _on_command_refused(self, why: str) -> None:
+    def _on_command_refused(self, why: str, payload: bytes = b"") -> None:
         """A command message was not queued: retained (ignored, logged once per connect) or
-        the queue was full (counted, logged once per burst, answered "busy" after it)."""
+        the queue was full (counted, logged once per burst, answered "busy" after it, under
+        the commands they were for where the codec can tell)."""
         if why == "retained":
             self.stats.commands_retained += 1
             if not self._retained_seen:
@@ -113,6 +119,9 @@ class Uplink:
         if not self._busy_unanswered:
             self.log.warning("command queue full; refusing commands as busy")
         self._busy_unanswered += 1
+        name = self.codec.name_of(payload)
+        if name is not None and len(self._busy_names) < MAX_COMMANDS:
+            self._busy_names.add(name)
 
     def _on_puback(self, mid: int) -> None:
         self._settled.set()
@@ -230,8 +239,9 @@ class Uplink:
                     await self._answer_busy(conn)
                 continue
             self.stats.commands += 1
-            answer = await self.commands.answer(payload, self.cfg.max_payload_bytes)
-            await self._answer(conn, answer)
+            limit = self.cfg.max_payload_bytes
+            for body in await self.commands.answer(payload, limit, self.codec):
+                await self._answer(conn, body)
             if self._busy_unanswered and conn.commands.empty():
                 await self._answer_busy(conn)
 
@@ -244,9 +254,11 @@ class Uplink:
     async def _answer_busy(self, conn: Connection) -> None:
         """One answer for the command messages refused while the queue was full."""
         refused, self._busy_unanswered = self._busy_unanswered, 0
+        names, self._busy_names = sorted(self._busy_names), set()
         self.log.warning("command queue drained; busy refusals answered", refused=refused)
-        text = f"ERROR: busy: {refused} command message(s) refused; send them again"
-        await self._answer(conn, json.dumps({"error": text, "refused": refused}).encode())
+        results = self.commands.busy(refused, names)
+        for body in self.commands.encode(results, self.cfg.max_payload_bytes, self.codec):
+            await self._answer(conn, body)
 
     # -- publishing ------------------------------------------------------------------------
     async def _pump(self, conn: Link) -> None:
