@@ -87,6 +87,9 @@ class Reading:
     value is flagged, not dropped: it is stored, published with its flag (every payload
     format carries it) and seen by the alert rules (a flat battery must reach the battery
     rule).
+    origin: (gateway id, seq) of the box that first stamped it, for a row `gateway outbox
+    import` took from another box's export; None for our own readings. The formats that carry
+    seq carry it too, so a consumer de-duplicates on the original (gateway, seq).
     """
 
     seq: int
@@ -99,6 +102,7 @@ class Reading:
     lane: Lane = Lane.TELEMETRY
     parent: str | None = None
     plausible: bool = True
+    origin: tuple[str, int] | None = None
 
     @property
     def sub(self) -> str | None:

@@ -132,9 +132,9 @@ def test_export_beside_a_running_daemon_then_import_forwards_once_through_anothe
 
     proc_b = Proc(cfg_b, tmp_path / "b2.log")
 
-    def forwarded() -> list[float]:
+    def forwarded() -> list[dict]:
         return [
-            item["value"]
+            item
             for m in platform.messages
             if m.topic.endswith("/gw2/counter")
             for item in json.loads(m.payload)
@@ -142,8 +142,12 @@ def test_export_beside_a_running_daemon_then_import_forwards_once_through_anothe
 
     platform.wait_for(lambda _: len(forwarded()) >= len(exported), timeout=60)
     assert proc_b.stop() == 0
-    values = forwarded()
+    items = forwarded()
+    values = [item["value"] for item in items]
     assert sorted(values) == sorted(float(r["value"]) for r in exported)  # each once
+    # Each carries the box and the seq that first stamped it, for the consumer's de-dup.
+    origins = sorted((i["origin"]["gateway"], i["origin"]["seq"]) for i in items)
+    assert origins == sorted(("gw1", int(r["seq"])) for r in exported)
 
 
 def test_import_refuses_a_damaged_file_and_queues_nothing(tmp_path):

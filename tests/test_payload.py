@@ -156,6 +156,24 @@ def test_msgpack_carries_the_flag_in_a_column_of_its_own():
     assert "ip" not in plain
 
 
+def test_imported_rows_carry_their_origin_where_the_format_carries_seq():
+    """Rows `gateway outbox import` took keep the (gateway, seq) that first stamped them in
+    json and msgpack; our own rows carry nothing extra (not one byte more)."""
+    own = Reading(7, "p1", "water_level", 5.2, "cm", T0)
+    taken = Reading(8, "p1", "water_level", 5.3, "cm", T0 + 600, origin=("gw-hill", 123456))
+    (msg,) = encode_json([own, taken], TARGET, 65536)
+    items = json.loads(msg.payload)
+    assert "origin" not in items[0]
+    assert items[1]["origin"] == {"gateway": "gw-hill", "seq": 123456}
+    assert items[1]["seq"] == 8  # the forwarding box's own seq stays what it is
+    (packed,) = encode_msgpack([own, taken], TARGET, 65536)
+    back = decode_msgpack(packed.payload)
+    assert "origin" not in back[0]
+    assert back[1]["origin"] == {"gateway": "gw-hill", "seq": 123456}
+    (plain,) = encode_msgpack([own], TARGET, 65536)
+    assert "o" not in msgpack.unpackb(zlib.decompress(plain.payload))
+
+
 def test_devices_get_separate_messages_in_order():
     rs = [Reading(i, f"d{i % 2}", "q", float(i), "", T0 + i) for i in range(1, 7)]
     msgs = encode_json(rs, TARGET, 65536)

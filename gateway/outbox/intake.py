@@ -8,7 +8,8 @@ fresh local seqs (the local outbox's numbering stays strictly increasing) and re
 one in the `imported` table: (origin gateway, origin seq) -> local seq. A row whose
 (gateway, seq) is already there is skipped, so importing the same file twice, or two
 overlapping exports, queues nothing twice; an interrupted import resumes where it stopped.
-The caller holds the outbox's claim (no daemon running). No file reading here.
+The caller holds the outbox's claim (no daemon running). `with_origins(db, rows)` gives
+leased rows their origin back, for the formats that carry seq. No file reading here.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ CREATE TABLE IF NOT EXISTS imported(
     PRIMARY KEY(gateway, seq)
 ) WITHOUT ROWID
 """
+# The uplink looks rows up by their local seq (`origins`), once per leased batch.
+IMPORTED_LOCAL = "CREATE INDEX IF NOT EXISTS imported_local ON imported(local)"
 _LANES = {lane.name.lower(): lane for lane in Lane}
 
 
@@ -155,6 +158,7 @@ async def take(
 ) -> Taken:
     """Queue every row of `origins` no import took before (see the module docstring)."""
     await db.execute(IMPORTED)
+    await db.execute(IMPORTED_LOCAL)
     queued = seen = first = last = 0
     chunk: list[Origin] = []
     for o in origins:
@@ -170,3 +174,29 @@ async def take(
         if n:
             queued, first, last = queued + n, first or seqs[0], seqs[-1]
     return Taken(queued, seen - queued, first, last)
+
+
+async def has_imports(db: aiosqlite.Connection) -> bool:
+    """Whether any import ever took rows into this outbox (the uplink then looks origins up)."""
+    rows = await fetch(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'imported'")
+    if not rows:
+        return False
+    await db.execute(IMPORTED_LOCAL)  # files from before the index
+    return bool(await fetch(db, "SELECT 1 FROM imported LIMIT 1"))
+
+
+async def with_origins(db: aiosqlite.Connection, rows: list[Reading]) -> list[Reading]:
+    """`rows` with `origin` set on those an import took (looked up by local seq)."""
+    if not rows:
+        return rows
+    found = dict(
+        (local, (gw, seq))
+        for gw, seq, local in await fetch(
+            db,
+            "SELECT gateway, seq, local FROM imported WHERE local BETWEEN ? AND ?",
+            (min(r.seq for r in rows), max(r.seq for r in rows)),
+        )
+    )
+    if not found:
+        return rows
+    return [replace(r, origin=found[r.seq]) if r.seq in found else r for r in rows]

@@ -46,7 +46,7 @@ from typing import Any
 import aiosqlite
 
 from gateway.model import Lane, Reading
-from gateway.outbox import deadletter, meta
+from gateway.outbox import deadletter, intake, meta
 from gateway.outbox.bounds import OLDEST_TELEMETRY, Bounds
 from gateway.outbox.claim import Claim
 from gateway.outbox.counts import Counts
@@ -97,6 +97,7 @@ class Outbox:
         self.quarantined = quarantined
         self.claim = claim
         self._next_seq = 1
+        self._imports = False  # rows an import took are here: leases look their origin up
         self._dead_letters = 0
         self._counts = Counts()
         self._leases = Leases(tail_limit)
@@ -198,6 +199,8 @@ class Outbox:
         self._next_seq = mark + 1
         self.claim.cover(mark)
         self._dead_letters = await deadletter.count(self.db)
+        # Imports happen with the daemon stopped (they take the claim), so once is enough.
+        self._imports = await intake.has_imports(self.db)
 
     def _report_lost_at_close(self) -> None:
         """Rows only in memory (the disk stayed full) end with the process: count and say so."""
@@ -251,6 +254,8 @@ class Outbox:
         if len(out) < limit and self._spill:
             self._leases.top_up(lane, out, self._spill, limit)
         self._leases.grant(lane, out)
+        if self._imports:
+            out = await intake.with_origins(self.db, out)
         return out
 
     async def _select_unleased(self, lane: Lane, limit: int) -> list[Reading]:

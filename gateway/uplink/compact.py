@@ -61,7 +61,8 @@ def _encode_msgpack_body(readings: Sequence[Reading], target: Target) -> bytes:
     units of 1/tr s); di, qi: per-row indices into d and q; e: per-quantity decimal exponent;
     v: per-row value as the delta from the previous value of the same (device, quantity),
     scaled by 10**e; x: {row: value} for values that are not numbers; ns: rows not synced;
-    ip: rows flagged implausible (outside their plausibility range).
+    ip: rows flagged implausible (outside their plausibility range); o: {row: [gateway, seq]}
+    for rows another box stamped (`gateway outbox import`).
     """
     tables = _tables(readings, target)
     tr = 1 if all(float(r.ts).is_integer() for r in readings) else 1000
@@ -87,6 +88,7 @@ def _columns(
     di, qi_col, ds, dt, vs = [], [], [], [], []
     extra: dict[int, Value] = {}
     unsynced, implausible = [], []
+    origins: dict[int, list[str | int]] = {}
     last_seq, last_t = s0, t0
     last_v: dict[tuple[int, int], int] = {}
     for i, r in enumerate(readings):
@@ -115,6 +117,8 @@ def _columns(
             unsynced.append(i)
         if not r.plausible:
             implausible.append(i)
+        if r.origin is not None:
+            origins[i] = [r.origin[0], r.origin[1]]
     columns: dict[str, Any] = {"di": di, "qi": qi_col, "ds": ds, "dt": dt, "v": vs}
     if extra:
         columns["x"] = extra
@@ -122,6 +126,8 @@ def _columns(
         columns["ns"] = unsynced
     if implausible:
         columns["ip"] = implausible
+    if origins:
+        columns["o"] = origins
     return columns
 
 
@@ -139,7 +145,7 @@ def encode_msgpack(readings: Sequence[Reading], target: Target, max_bytes: int) 
 
 def decode_msgpack(payload: bytes) -> list[dict[str, Any]]:
     """Reverse of the msgpack format: one dict per reading (seq, device, attr, value, unit,
-    time in seconds, synced, plausible)."""
+    time in seconds, synced, plausible, and `origin` {gateway, seq} for an imported row)."""
     body = msgpack.unpackb(zlib.decompress(payload), raw=False, strict_map_key=False)
     out = []
     seq, t = body["s0"], body["t0"]
@@ -147,6 +153,7 @@ def decode_msgpack(payload: bytes) -> list[dict[str, Any]]:
     extra = body.get("x", {})
     unsynced = set(body.get("ns", ()))
     implausible = set(body.get("ip", ()))
+    origins = body.get("o", {})
     for i in range(len(body["di"])):
         seq += body["ds"][i]
         t += body["dt"][i]
@@ -170,4 +177,7 @@ def decode_msgpack(payload: bytes) -> list[dict[str, Any]]:
                 "plausible": i not in implausible,
             }
         )
+        if i in origins:
+            gw, first_seq = origins[i]
+            out[-1]["origin"] = {"gateway": gw, "seq": first_seq}
     return out

@@ -206,6 +206,8 @@ def _json_item(r: Reading) -> dict[str, Any]:
     }
     if not r.plausible:
         item["plausible"] = False  # present only when flagged: absent means plausible
+    if r.origin is not None:  # an imported row: the box and seq that first stamped it
+        item["origin"] = {"gateway": r.origin[0], "seq": r.origin[1]}
     return item
 
 
