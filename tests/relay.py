@@ -67,10 +67,13 @@ class Relay:
         self._tasks.update(tasks)
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            pass  # the loop is ending (a bench or a test's last moments): close quietly
         finally:
             for t in tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*tasks, return_exceptions=True)
             self._tasks.difference_update(tasks)
             for w in (writer, up_w):
                 self._writers.discard(w)
