@@ -99,6 +99,17 @@ def minute_ticks(start: float, end: float, tz: ZoneInfo, every: int = 15) -> lis
     return ticks
 
 
+def _ticks(start: float, end: float, tz: ZoneInfo, clock: str) -> list[list[Any]]:
+    """Five or so ticks: every 6 hours over a day, every 2 or 1 over less, else minutes."""
+    span = end - start
+    if span > 12 * HOUR:
+        return hour_ticks(start, end, tz, 6, clock)
+    if span > 3 * HOUR:
+        return hour_ticks(start, end, tz, 2 if span > 6 * HOUR else 1, clock)
+    minutes = next((m for m in (1, 2, 5, 10, 15, 30) if span / (m * 60) <= 5), 60)
+    return minute_ticks(start, end, tz, minutes)
+
+
 def _step(points: Sequence[Sequence[float]], default: float) -> float:
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(points) if b[0] > a[0]]
     return min(gaps) if gaps else default
@@ -117,7 +128,7 @@ def digest_charts(
     if end <= start:
         return []
     clock = _WORDS[lang]["clock"]
-    ticks = hour_ticks(start, end, tz, 6 if end - start > 12 * HOUR else 2, clock)
+    ticks = _ticks(start, end, tz, clock)
     out: list[tuple[str, Spec]] = []
     for key, info in summary["devices"].items():
         series = info.get("series") or {}
@@ -126,9 +137,12 @@ def digest_charts(
             float(a["ts"]) for a in summary["alerts"]
             if a["device"] == key and start <= float(a["ts"]) <= end
         ]  # fmt: skip
+        # A day that began late (a new gateway, the demo): the chart spans what there is.
+        first = min((p[0] for q in names for p in series[q]), default=start)
+        begin = max(start, first - 600.0 if end - first > 2 * HOUR else first)
         panels: list[Spec] = []
         for i, q in enumerate(names):
-            points = [p for p in series[q] if start - 600 <= p[0] <= end]
+            points = [p for p in series[q] if begin - 600 <= p[0] <= end]
             if not points:
                 continue
             unit = info["stats"][q]["unit"]
@@ -143,12 +157,12 @@ def digest_charts(
                 }
             )
         if panels:
+            # No title: the page names the paddy right above its chart.
             spec: Spec = {
-                "title": info.get("name") or key,
-                "start": start,
+                "start": begin,
                 "end": end,
                 "step": _step(panels[0]["points"], 600.0),
-                "ticks": ticks,
+                "ticks": ticks if begin == start else _ticks(begin, end, tz, clock),
                 "panels": panels,
             }
             out.append((key, spec))
@@ -162,11 +176,15 @@ def alert_chart(
     with the rule's limit and the alert's time; None for other kinds or too few points."""
     if rule.kind not in ("threshold", "rate"):
         return None
-    start, end = alert.ts - HOUR, alert.ts + 120.0
+    start, end = alert.ts - HOUR, alert.ts + 300.0
     points = [p for p in recent.get("points", []) if start <= p[0] <= end]
     if len(points) < 2:
         return None
+    # Less than an hour known (just started): the chart spans what there is, not a sliver.
+    start = max(start, points[0][0] - 60.0)
     q, unit = rule.quantity, str(recent.get("unit", ""))
+    v = alert.value
+    value = float(v) if isinstance(v, int | float) and not isinstance(v, bool) else points[-1][1]
     rules = [rule] if rule.kind == "threshold" else []
     panel = {
         "label": f"{quantity_text(q, lang)} ({unit_text(unit)})",
@@ -174,14 +192,14 @@ def alert_chart(
         "points": points,
         "limits": limits(rules, alert.device, q, unit, lang),
         "marks": [alert.ts],
-        "latest": _latest(points[-1][1], unit),
+        "latest": _latest(value, unit),
     }
     return {
         "title": f"{alert.device_name} {_WORDS[lang]['hour']}",
         "start": start,
         "end": end,
         "step": _step(points, 60.0),
-        "ticks": minute_ticks(start, end, tz),
+        "ticks": _ticks(start, end, tz, _WORDS[lang]["clock"]),
         "panels": [panel],
-        "size": [8.0, 4.6],
+        "size": [6.4, 3.6],
     }

@@ -98,7 +98,7 @@ class Alerting:
         if a.digest is not None:
             self.digest = Digest(
                 a.digest,
-                Daybook(outbox),
+                Daybook(outbox, bucket=a.digest.resolution),
                 name=self._name,
                 stage=pipe.stage,
                 clock=clock,
@@ -123,9 +123,9 @@ class Alerting:
                 renderer=renderer,
                 recent=self.recent.snapshot,
             )
-        self._observers = [self.engine.observe]
-        if self.recent.quantities:
-            self._observers.append(self.recent.observe)
+        # The rings first: an alert's snapshot then holds the reading that raised it.
+        self._observers = [self.recent.observe] if self.recent.quantities else []
+        self._observers.append(self.engine.observe)
         if self.digest is not None:
             self._observers.append(self.digest.observe)
         pipe.observers.extend(self._observers)
