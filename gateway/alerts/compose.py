@@ -5,8 +5,12 @@ The subject is short with the essentials first (what, which device and trap, loc
 it reads on a phone's lock screen; map links stand on their own lines so mail clients make
 them clickable: GSI (maps.gsi.go.jp, what Japanese farmers know) and OpenStreetMap.
 `Composer` turns a MAIL-lane row (as queued by the engine and the digest) into a `Mail` ready
-for SMTP; the mailer sends it, `gateway test-alert` shows it. Pure functions of their inputs:
-no I/O, no clock, no logging, no idea whether a mail was sent before (that is the mailer's).
+for SMTP; the mailer sends it, `gateway test-alert` shows it. A digest, and a threshold or
+rate alert with its last hour known, also names the charts it would show (specs from
+gateway.alerts.chart) and the HTML page around them (gateway.alerts.page); the mailer has
+them drawn and `Mail.illustrate` puts them in, beside the text, which is always there. Pure
+functions of their inputs: no I/O, no clock, no logging, no idea whether a mail was sent
+before (that is the mailer's).
 """
 
 from __future__ import annotations

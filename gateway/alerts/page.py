@@ -115,7 +115,7 @@ def alert_page(subject: str, text: str, lang: str, cid: str, alt: str) -> str:
             para.append(f'<a href="{_e(line)}">{_e(line)}</a>' if link else _e(line))
         elif para:
             body.append(
-                '<p style="margin:10px 0;word-break:break-all">' + "<br>".join(para) + "</p>"
+                '<p style="margin:10px 0;overflow-wrap:anywhere">' + "<br>".join(para) + "</p>"
             )
             para = []
     body.append(_img(cid, alt))

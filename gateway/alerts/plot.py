@@ -129,7 +129,7 @@ def _panel(ax: Any, panel: dict[str, Any], chart: dict[str, Any], last: bool) ->
             xytext=(0, -6 if under else 6), textcoords="offset points", fontsize=22,
             color=INK, va="top" if under else "bottom", ha="left",
             # A white halo, not a box: the label reads over a line without hiding it.
-            path_effects=[withStroke(linewidth=5, foreground="white")],
+            path_effects=[withStroke(linewidth=5, foreground="white")], zorder=5,
         )  # fmt: skip
     for mark in panel.get("marks", []):
         ax.axvline(mark, color=ALERT, linewidth=4)

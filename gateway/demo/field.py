@@ -7,7 +7,7 @@ hooks start their simulators), runs the daemon in-process, and prints what reach
 platform as a subscriber sees it. A trap detection switches the simulated siren relay (the
 daemon is configured to report each confirmed write, which is printed) and mails farmers and
 hunters through a local SMTP sink that prints each mail with its map links (and saves the
-HTML of a mail with charts: the daily digest, due three minutes after the start). Ctrl-C (or
+HTML of a mail with charts: the daily digest, due one to two minutes after the start). Ctrl-C (or
 `--seconds`) stops it all cleanly. Everything stays on 127.0.0.1 and in a temporary directory.
 The demo configures the daemon; it never reaches into it.
 """
@@ -103,8 +103,9 @@ async def _broker(
     return "127.0.0.1", broker.port
 
 
-def _digest_at(minutes: int = 3) -> str:
-    """The demo's digest time: a few minutes from now, site-local (the demo site's zone)."""
+def _digest_at(minutes: int = 2) -> str:
+    """The demo's digest time: the next minute but one, site-local (the demo site's zone):
+    due 1 to 2 minutes after the start."""
     local = datetime.now(ZoneInfo("Asia/Tokyo")) + timedelta(minutes=minutes)
     return local.strftime("%H:%M")
 
