@@ -10,6 +10,7 @@ from pathlib import Path
 
 import structlog
 
+from gateway.alerts.renderer import Renderer
 from gateway.alerts.wiring import Alerting
 from gateway.clock import Clock, SystemClock
 from gateway.config import loader as config_mod
@@ -66,8 +67,10 @@ async def stack(
     actuators: Mapping[str, Actuator],
     *,
     clock: Clock | None = None,
+    renderer: Renderer | None = None,
 ) -> AsyncIterator[tuple[Outbox, Pipeline, Alerting]]:
-    """Outbox + pipeline + the alert side (engine, actions, mailer, digest), running."""
+    """Outbox + pipeline + the alert side (engine, actions, mailer, digest), running;
+    `renderer` draws the mail's charts (default: the real child process)."""
     import asyncio
 
     log = structlog.get_logger().bind(test=True)
@@ -84,6 +87,7 @@ async def stack(
             clock=clock,
             log=log,
             mail_backoff=Backoff(0.05, 0.2),
+            renderer=renderer,
         )
         task = asyncio.create_task(alerting.run())
         try:

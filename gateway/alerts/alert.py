@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from gateway.model import Value
 
@@ -90,6 +90,9 @@ class QuantityDay(TypedDict):
 class DeviceDay(TypedDict):
     name: str
     stats: dict[str, QuantityDay]
+    # Per quantity, the day's chart points: [bucket start (UTC s), mean, min, max]. Absent
+    # in rows queued before the digest had charts.
+    series: NotRequired[dict[str, list[list[float]]]]
 
 
 class AlertLine(TypedDict):
@@ -113,6 +116,8 @@ class Summary(TypedDict):
     site_name: str
     devices: dict[str, DeviceDay]
     alerts: list[AlertLine]
+    start: NotRequired[float]  # the period the chart shows (UTC s): the last digest's time
+    end: NotRequired[float]  # ... and this one's
 
 
 def dumps(obj: object) -> str:

@@ -5,14 +5,18 @@ The subject is short with the essentials first (what, which device and trap, loc
 it reads on a phone's lock screen; map links stand on their own lines so mail clients make
 them clickable: GSI (maps.gsi.go.jp, what Japanese farmers know) and OpenStreetMap.
 `Composer` turns a MAIL-lane row (as queued by the engine and the digest) into a `Mail` ready
-for SMTP; the mailer sends it, `gateway test-alert` shows it. Pure functions of their inputs:
-no I/O, no clock, no logging, no idea whether a mail was sent before (that is the mailer's).
+for SMTP; the mailer sends it, `gateway test-alert` shows it. A digest, and a threshold or
+rate alert with its last hour known, also names the charts it would show (specs from
+gateway.alerts.chart) and the HTML page around them (gateway.alerts.page); the mailer has
+them drawn and `Mail.illustrate` puts them in, beside the text, which is always there. Pure
+functions of their inputs: no I/O, no clock, no logging, no idea whether a mail was sent
+before (that is the mailer's).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
@@ -21,9 +25,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.alerts.alert import Alert, Summary
+from gateway.alerts.chart import Spec, alert_chart, digest_charts
 from gateway.alerts.config import AlertsConfig
+from gateway.alerts.page import alert_page, attach, digest_page
 from gateway.model import Reading
 
+# An alert's snapshot of its quantity by (alert id, status): gateway.alerts.recent.
+Snapshots = Callable[[str, str], dict[str, Any] | None]
 _SEVERITY = {
     "ja": {
         "critical": "緊急",
@@ -215,11 +223,23 @@ def _msgid_safe(key: str) -> str:
 
 @dataclass(frozen=True)
 class Mail:
-    """One message ready for SMTP: its idempotency key, the envelope recipients, the MIME."""
+    """One message ready for SMTP: its idempotency key, the envelope recipients, the MIME
+    (plain text), and the charts it would show (specs for gateway.alerts.renderer) with the
+    HTML page around them, given the charts' Content-IDs."""
 
     key: str
     to: tuple[str, ...]
     message: EmailMessage
+    charts: tuple[Spec, ...] = ()
+    page: Callable[[Sequence[str]], str] | None = None
+
+    def illustrate(self, pngs: Sequence[bytes]) -> EmailMessage:
+        """The message with its HTML part and `pngs` (one per chart) inline; in place."""
+        if self.page is None or len(pngs) != len(self.charts) or not pngs:
+            return self.message
+        cids = [f"chart{n}.{_msgid_safe(self.key)}@gateway" for n in range(1, len(pngs) + 1)]
+        attach(self.message, self.page(cids), list(zip(cids, pngs, strict=True)))
+        return self.message
 
 
 class Unsendable(ValueError):
@@ -242,20 +262,38 @@ class Composer:
         """The row's idempotency key, without composing; raises Unsendable."""
         return str(_body(row)["key"])
 
-    def compose(self, row: Reading) -> Mail:
-        """The mail for `row`; raises Unsendable for a row no config could send."""
+    def compose(self, row: Reading, recent: Snapshots | None = None) -> Mail:
+        """The mail for `row`; raises Unsendable for a row no config could send. `recent`
+        gives an alert's snapshot of its quantity (gateway.alerts.recent) for its chart."""
         body = _body(row)
         group = self.cfg.groups.get(str(body["group"]))
         if group is None:
             raise Unsendable(f'unknown recipient group "{body["group"]}"')
         lang, key = group.language, str(body["key"])
         if body["kind"] == "digest":
-            subject, text = digest_text(body["summary"], lang, self.tz, self.site)
-        else:
-            alert = Alert.from_dict(body["alert"])
-            subject, text = alert_text(alert, lang, self.tz, self.site, self.cfg.map_zoom)
+            summary: Summary = body["summary"]
+            subject, text = digest_text(summary, lang, self.tz, self.site)
+            msg = message(subject, text, self.sender, group.to, key, row.ts)
+            charts = digest_charts(summary, self.cfg.rules, lang, self.tz)
+            footer = _TEXT[lang]["footer"].format(site=self.site)
+
+            def page(cids: Sequence[str]) -> str:
+                keys = dict(zip([k for k, _ in charts], cids, strict=True))
+                return digest_page(summary, subject, lang, self.tz, footer, keys)
+
+            return Mail(key, group.to, msg, tuple(c for _, c in charts), page)
+        alert = Alert.from_dict(body["alert"])
+        subject, text = alert_text(alert, lang, self.tz, self.site, self.cfg.map_zoom)
         msg = message(subject, text, self.sender, group.to, key, row.ts)
-        return Mail(key, group.to, msg)
+        rule = self.cfg.rule(alert.rule)
+        snap = recent(alert.id, alert.status) if recent is not None else None
+        spec = alert_chart(alert, rule, snap, lang, self.tz) if rule and snap else None
+        if spec is None:
+            return Mail(key, group.to, msg)
+        alt = str(spec["title"])
+        return Mail(
+            key, group.to, msg, (spec,), lambda cids: alert_page(subject, text, lang, cids[0], alt)
+        )
 
 
 def _body(row: Reading) -> dict[str, Any]:

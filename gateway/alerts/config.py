@@ -40,6 +40,7 @@ mailer when it connects, never here.
     [alerts.digest]
     at = "18:00"
     groups = ["farmers"]
+    resolution = 600           # s per point of the digest's charts (10 .. 3600)
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class DigestConfig:
     at: tuple[int, int] = (18, 0)
     groups: tuple[str, ...] = ()
     quantities: tuple[str, ...] = ("water_level", "water_temperature")
+    resolution: int = 600  # s per chart point (a daybook bucket)
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,7 @@ def _digest(d: Section, groups: dict[str, Group]) -> DigestConfig:
         at=_hhmm(d, "at", "18:00"),
         groups=d.strings("groups"),
         quantities=d.strings("quantities", DigestConfig.quantities),
+        resolution=d.integer("resolution", DigestConfig.resolution, lo=10, hi=3600),
     )
     for wanted in digest.groups:
         if wanted not in groups:

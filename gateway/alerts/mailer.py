@@ -7,10 +7,12 @@ the outbox, and a row whose key is already there is acknowledged without sending
 between the server's OK and the ack does not send twice). Failures are retried by
 `gateway.supervise.retry` (capped, jittered backoff, logged on transitions only); a message the
 server refuses for good (5xx on a recipient or the data) is logged and dropped so it cannot
-block the others, and so is a row no config could send. Telemetry never waits for any of this:
-the mailer only touches its own lane. The SMTP password is read from its file at connect time
-and never logged. STARTTLS or implicit TLS, with login when configured. No text is written
-here: that is gateway.alerts.compose.
+block the others, and so is a row no config could send. A mail with charts (the digest, a
+threshold or rate alert) has them drawn by gateway.alerts.renderer in a child process before
+the server is contacted; when that fails the mail goes text-only. Telemetry never waits for
+any of this: the mailer only touches its own lane. The SMTP password is read from its file at
+connect time and never logged. STARTTLS or implicit TLS, with login when configured. No text
+is written here: that is gateway.alerts.compose.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from typing import Any
 
 import aiosmtplib
 
-from gateway.alerts.compose import Composer, Mail, Unsendable
+from gateway.alerts.compose import Composer, Mail, Snapshots, Unsendable
 from gateway.alerts.config import AlertsConfig, SmtpConfig
+from gateway.alerts.renderer import ChartFailed, Renderer
 from gateway.errors import Transient
 from gateway.model import Lane, Reading
 from gateway.outbox.store import Outbox
@@ -80,7 +83,11 @@ class Mailer:
         sent_path: Path | None = None,
         backoff: Backoff | None = None,
         batch: int = 20,
+        renderer: Renderer | None = None,
+        recent: Snapshots | None = None,
     ) -> None:
+        """`renderer` draws the charts (default: the plot child process, its font cache
+        beside the outbox); `recent` gives an alert's last hour (gateway.alerts.recent)."""
         if cfg.smtp is None:
             raise ValueError("no [alerts.smtp] configured: nothing to send mail with")
         self.smtp: SmtpConfig = cfg.smtp
@@ -91,6 +98,10 @@ class Mailer:
         self.backoff = backoff or Backoff(self.smtp.retry_min, self.smtp.retry_max)
         self.health = Health(log, "mail server")
         self.batch = batch
+        self.renderer = renderer or Renderer(
+            log=log, cache_dir=Path(outbox.path).with_name("chart-cache")
+        )
+        self.recent = recent
         self.delivered = 0
         self.dropped = 0
         self._wake = asyncio.Event()
@@ -130,6 +141,8 @@ class Mailer:
                         del pending[r.seq]
                     else:
                         todo.append((r, item))
+                for _r, mail in todo:
+                    await self._illustrate(mail)
                 if todo:
                     await self._send(todo, pending)
             finally:
@@ -147,10 +160,21 @@ class Mailer:
         try:
             if self.composer.key(r) in self.sent:
                 return None  # delivered before a crash took the ack with it
-            return self.composer.compose(r)
+            return self.composer.compose(r, self.recent)
         except Unsendable as exc:
             self.log.error("mail row dropped", seq=r.seq, error=str(exc))
             return None
+
+    async def _illustrate(self, mail: Mail) -> None:
+        """Draw the mail's charts into it; without them (the renderer failed and said so
+        once) it goes as it is: text, never lost."""
+        if not mail.charts:
+            return
+        try:
+            pngs = await self.renderer.render(mail.charts)
+        except ChartFailed:
+            return
+        mail.illustrate(pngs)
 
     def _password(self) -> str | None:
         if not self.smtp.password_file:

@@ -1,8 +1,9 @@
-"""Wiring of the alert side for the daemon: engine, local actions, mailer and digest built
-from the config, hooked to the pipeline (observers) and the buses' actuators, and run as one
-task in the daemon's TaskGroup. Its platform commands (`siren`, `alert-test`) are handed out
-as a plain mapping `commands` (name -> async handler) that the daemon registers with its
-command router: the alert side never sees the uplink.
+"""Wiring of the alert side for the daemon: engine, local actions, mailer and digest (its
+figures in the outbox file's daybook) built from the config, hooked to the pipeline
+(observers: the engine, the digest, the last-hour rings of alert charts) and the buses'
+actuators, and run as one task in the daemon's TaskGroup. Its platform commands (`siren`,
+`alert-test`) are handed out as a plain mapping `commands` (name -> async handler) that the
+daemon registers with its command router: the alert side never sees the uplink.
 
 It holds no logic of its own beyond the two commands' declared argument schemas
 (gateway.schema: a siren runs at most its action's `max_seconds`; a test alert's device is a
@@ -22,10 +23,13 @@ from gateway.alerts.config import ActionConfig
 from gateway.alerts.digest import Digest
 from gateway.alerts.engine import AlertEngine, Place
 from gateway.alerts.mailer import Mailer
+from gateway.alerts.recent import Recent
+from gateway.alerts.renderer import Renderer
 from gateway.clock import Clock
 from gateway.config.loader import Config
 from gateway.contract import Actuator, Command, CommandHandler
 from gateway.model import typed_sub_device
+from gateway.outbox.daybook import Daybook
 from gateway.outbox.store import Outbox
 from gateway.pipeline import Pipeline
 from gateway.schema import ArgumentError, Field, Schema
@@ -72,6 +76,7 @@ class Alerting:
         clock: Clock,
         log: Any,
         mail_backoff: Backoff | None = None,
+        renderer: Renderer | None = None,
     ) -> None:
         """`actuators`: the buses' relay modules by device id, or a sequence of such tables
         (each buses' own), read live: a module registered later is still found."""
@@ -93,14 +98,19 @@ class Alerting:
         if a.digest is not None:
             self.digest = Digest(
                 a.digest,
+                Daybook(outbox, bucket=a.digest.resolution),
                 name=self._name,
                 stage=pipe.stage,
                 clock=clock,
                 timezone=cfg.site.timezone,
                 site_name=site_title(cfg),
                 log=log.bind(component="digest"),
+                settle=pipe.flush,
             )
             self.engine.listeners.append(self.digest.on_alert)
+        # The last hour of what threshold and rate rules watch, for their alert mail's chart.
+        self.recent = Recent(a.rules)
+        self.engine.listeners.append(self.recent.on_alert)
         self.mailer = None
         if a.smtp is not None:
             self.mailer = Mailer(
@@ -110,10 +120,15 @@ class Alerting:
                 timezone=cfg.site.timezone,
                 log=log.bind(component="mailer"),
                 backoff=mail_backoff,
+                renderer=renderer,
+                recent=self.recent.snapshot,
             )
-        pipe.observers.append(self.engine.observe)
+        # The rings first: an alert's snapshot then holds the reading that raised it.
+        self._observers = [self.recent.observe] if self.recent.quantities else []
+        self._observers.append(self.engine.observe)
         if self.digest is not None:
-            pipe.observers.append(self.digest.observe)
+            self._observers.append(self.digest.observe)
+        pipe.observers.extend(self._observers)
         # For the daemon's command router; the names must also be allowed in [uplink].commands.
         self.siren_command = Command(self._siren_schema(a.actions), self._siren)
         self.test_command = Command(self._test_schema(), self._test)
@@ -138,9 +153,8 @@ class Alerting:
                 if self.digest is not None:
                     tg.create_task(self.digest.run(), name="digest")
         finally:
-            self.pipe.observers.remove(self.engine.observe)
-            if self.digest is not None:
-                self.pipe.observers.remove(self.digest.observe)
+            for observer in self._observers:
+                self.pipe.observers.remove(observer)
 
     # -- commands ----------------------------------------------------------------------------
     def _siren_schema(self, actions: Mapping[str, ActionConfig]) -> Schema:

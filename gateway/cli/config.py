@@ -173,6 +173,7 @@ def _alerts(cfg: config_mod.Config, raw: dict[str, Any]) -> dict[str, Any]:
             "at": f"{hour:02d}:{minute:02d}",
             "groups": list(digest.groups),
             "quantities": list(digest.quantities),
+            "resolution": digest.resolution,
         }
     return out
 

@@ -6,7 +6,8 @@ rules) with the run's ports and paths and every driver's simulated devices (the 
 hooks start their simulators), runs the daemon in-process, and prints what reaches the
 platform as a subscriber sees it. A trap detection switches the simulated siren relay (the
 daemon is configured to report each confirmed write, which is printed) and mails farmers and
-hunters through a local SMTP sink that prints each mail with its map links. Ctrl-C (or
+hunters through a local SMTP sink that prints each mail with its map links (and saves the
+HTML of a mail with charts: the daily digest, due one to two minutes after the start). Ctrl-C (or
 `--seconds`) stops it all cleanly. Everything stays on 127.0.0.1 and in a temporary directory.
 The demo configures the daemon; it never reaches into it.
 """
@@ -22,8 +23,10 @@ import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TextIO
+from zoneinfo import ZoneInfo
 
 from gateway import logs
 from gateway.config import loader as config_mod
@@ -100,6 +103,13 @@ async def _broker(
     return "127.0.0.1", broker.port
 
 
+def _digest_at(minutes: int = 2) -> str:
+    """The demo's digest time: the next minute but one, site-local (the demo site's zone):
+    due 1 to 2 minutes after the start."""
+    local = datetime.now(ZoneInfo("Asia/Tokyo")) + timedelta(minutes=minutes)
+    return local.strftime("%H:%M")
+
+
 async def run_demo(args: argparse.Namespace, workdir: Path) -> int:
     control = Control()
     loop = asyncio.get_running_loop()
@@ -108,8 +118,8 @@ async def run_demo(args: argparse.Namespace, workdir: Path) -> int:
     async with contextlib.AsyncExitStack() as stack:
         host, port = await _broker(stack, workdir, args.broker)
         buses = await _driver_fields(stack, workdir)
-        mail = await stack.enter_async_context(MailSink(sys.stdout))
-        text = render(DemoValues(host, port, workdir, mail.port, buses))
+        mail = await stack.enter_async_context(MailSink(sys.stdout, workdir / "mail"))
+        text = render(DemoValues(host, port, workdir, mail.port, buses, _digest_at()))
         (workdir / "gateway.toml").write_text(text)
         cfg = config_mod.parse(text, str(workdir / "gateway.toml"))
         print(

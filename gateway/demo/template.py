@@ -30,6 +30,7 @@ class DemoValues:
     workdir: Path  # the outbox and the status file live here
     smtp_port: int  # the local mail sink
     driver_buses: tuple[str, ...] = ()  # `[[buses]]` TOML from each driver's DEMO hook
+    digest_at: str = "18:00"  # site-local "HH:MM": the demo sets a few minutes after its start
 
 
 def _resource(name: str) -> str:
@@ -58,6 +59,7 @@ def render(values: DemoValues) -> str:
         # The demo runs as whoever starts it: its status file stays in its own directory.
         runtime_dir=_toml_string(str(values.workdir / "run")),
         smtp_port=int(values.smtp_port),
+        digest_at=_toml_string(values.digest_at),
         driver_buses=buses,
         relay_actions=_resource("relay.toml") if relay else "",
         trap_actions='["siren", "flash"]' if relay else "[]",

@@ -51,6 +51,28 @@ CREATE TABLE IF NOT EXISTS dead_letter(
     reason TEXT NOT NULL,
     at REAL NOT NULL
 );
+-- The daily digest's figures (gateway.outbox.daybook): per device and quantity, one row per
+-- chart bucket (UTC s at its start) with count, min, max, sum and the last value; the day's
+-- alerts; and `closed`, the due time of the last digest queued. Rows before it are deleted.
+CREATE TABLE IF NOT EXISTS daybook(
+    device TEXT NOT NULL,
+    quantity TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    unit TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    low REAL NOT NULL,
+    high REAL NOT NULL,
+    total REAL NOT NULL,
+    last REAL NOT NULL,
+    last_ts REAL NOT NULL,
+    PRIMARY KEY(device, quantity, bucket)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS daybook_alerts(
+    key TEXT PRIMARY KEY,
+    ts REAL NOT NULL,
+    line TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS daybook_state(key TEXT PRIMARY KEY, value REAL NOT NULL);
 """
 # Columns named: `parent` is last in a migrated file's table. A row of a configured device
 # (nearly all) leaves `parent` out: binding a NULL for it costs about as much again as the

@@ -38,7 +38,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -244,6 +244,12 @@ class Outbox:
         """Shift the stamps of unsynchronised rows from `since_seq` on by `delta` seconds and
         mark them synchronised (the clock was stepped by NTP). Returns the rows corrected."""
         return await self._writer.correct_times(delta, since_seq)
+
+    async def side_write(self, work: Callable[[aiosqlite.Connection], Awaitable[None]]) -> None:
+        """Run `work(db)` in one transaction of its own under the write lock, whole even when
+        the caller is cancelled; for the side tables in the same file (the daybook). Raises
+        sqlite3.Error as it comes (a full disk included): the caller keeps what it wrote."""
+        await asyncio.shield(self._writer.side(work))
 
     # -- leasing ---------------------------------------------------------------------------
     async def lease(self, lane: Lane, limit: int) -> list[Reading]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiosqlite
@@ -232,6 +232,12 @@ class Writer:
             self.spill.shift_times(delta, since_seq)
             self.leases.clear_tail()  # its copies carry the old stamps
             return changed
+
+    async def side(self, work: Callable[[aiosqlite.Connection], Awaitable[None]]) -> None:
+        """Run `work` in one transaction of its own, between the queue's writes: the side
+        tables that share the file and its one connection (gateway.outbox.daybook)."""
+        async with self._lock, transaction(self.db) as db:
+            await work(db)
 
     async def dead_letter(self, readings: Sequence[Reading], reason: str, at: float) -> int:
         """Move rows that can never be published to the dead-letter table in one transaction,
