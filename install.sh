@@ -138,13 +138,17 @@ uninstall() {
 SOURCES=(pyproject.toml README.md gateway drivers firmware-configs examples systemd docs)
 
 runtime_packages() {
-  # Debian packages the program itself needs: python3 with venv/ensurepip, and the CA bundle
-  # the examples' [uplink.tls] names. Nothing else (no broker, no test peers).
+  # Debian packages the program itself needs: python3 with venv/ensurepip, the CA bundle
+  # the examples' [uplink.tls] names, and a font with Japanese glyphs for the digest's
+  # charts. Nothing else (no broker, no test peers, no browser).
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null ||
     die "$PYTHON is missing or older than 3.11 (Debian bookworm's python3 is 3.11)"
   local missing=()
   "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
   if real && [ ! -f /etc/ssl/certs/ca-certificates.crt ]; then missing+=(ca-certificates); fi
+  if real && ! dpkg-query -W -f='${Status}' fonts-ipaexfont-gothic 2>/dev/null | grep -q "ok installed"; then
+    missing+=(fonts-ipaexfont-gothic)
+  fi
   ((${#missing[@]})) || return 0
   real || die "missing on this machine: ${missing[*]} (apt-get install ${missing[*]})"
   say "installing Debian packages: ${missing[*]}"
