@@ -37,8 +37,10 @@ from gateway.outbox.store import Outbox
 from gateway.supervise import Backoff, Health, supervise
 from gateway.uplink.client import Connection
 from gateway.uplink.commands import CommandRouter
+from gateway.uplink.order import DrainOrder, Held
 from gateway.uplink.payload import ENCODERS, Message, Target, command_topics, wire_bytes
 from gateway.uplink.ratelimit import TokenBucket
+from gateway.uplink.resume import ResumeHold
 from gateway.uplink.stats import LinkHealth, UplinkStats
 from gateway.uplink.triage import triage
 from gateway.uplink.window import Batch, InflightWindow
@@ -69,6 +71,8 @@ class Uplink:
         self.backoff = Backoff(cfg.reconnect_min, cfg.reconnect_max, rng=rng or random.Random())
         self.stats = UplinkStats()
         self.health: Health = LinkHealth(log, self.stats)
+        self.resume = ResumeHold(cfg.resume_delay, self.stats, log)
+        self.order = DrainOrder()  # replaceable: measurements compare pauses
         self.wake = asyncio.Event()  # cuts a reconnect wait short (an alert is waiting)
         self.kick = asyncio.Event()  # something to publish or room in the window
         self.bucket = TokenBucket(cfg.rate_limit, max(cfg.rate_limit, cfg.max_payload_bytes + 64))
@@ -156,16 +160,24 @@ class Uplink:
             await conn.open()
             self.stats.connected = True
             self.stats.connects += 1
+            after_outage = health.down_reason is not None  # read before up() clears it
             # On recovery the line says how long it was down and how much waits to go out.
             health.up(host=self.cfg.host, port=self.cfg.port, queued=self.outbox.rows)
             conn.publish(self.cfg.status_topic, b"online", 1, retain=True)
             conn.subscribe(self.cmd_topic, qos=1)
+            self.resume.begin(
+                session_present=conn.session_present,
+                after_outage=after_outage,
+                queued=self.outbox.rows,
+            )
             await self._serve(conn)
         finally:
+            self.resume.end()
             self.stats.connected = False
             self._settled.set()
             await self._ack_done()
             self.window.clear()
+            self.order.clear()
             self.outbox.release_all()
             self._window_started = None
             conn.close()
@@ -224,6 +236,7 @@ class Uplink:
     # -- publishing ------------------------------------------------------------------------
     async def _pump(self, conn: Connection) -> None:
         loop = asyncio.get_running_loop()
+        await self.resume.wait()  # the broker lost our session: let the platform resubscribe
         while True:
             # Cleared before looking, not before sleeping: a PUBACK or an append that lands
             # while we lease and publish must still wake the next wait.
@@ -231,6 +244,7 @@ class Uplink:
             await self._ack_done()
             if self._stopping:
                 await asyncio.sleep(3600)
+            await self._send_held(conn, self.order.release(loop.time()))
             published = False
             if len(self.window) < self.cfg.inflight:
                 published = await self._publish_lane(conn, Lane.ALERT, self.cfg.inflight)
@@ -259,10 +273,13 @@ class Uplink:
         )
 
     def _until_due(self, now: float) -> float | None:
-        """How long the pump may sleep: until the telemetry window closes, or until kicked."""
-        if self._window_started is None:
-            return None
-        return max(0.001, self._window_started + self.cfg.batch_window - now)
+        """How long the pump may sleep: until the telemetry window closes or a held message
+        is due, or until kicked."""
+        due = [] if self._window_started is None else [self._window_started + self.cfg.batch_window]
+        held = self.order.next_due()
+        if held is not None:
+            due.append(held)
+        return max(0.001, min(due) - now) if due else None
 
     async def _publish_lane(self, conn: Connection, lane: Lane, limit: int) -> bool:
         rows = await self.outbox.lease(lane, limit)
@@ -272,7 +289,8 @@ class Uplink:
         for bad, reason in sorted_.dead:
             await self._dead_letter(bad, reason)
         if sorted_.rows:
-            await self._publish(conn, sorted_.messages, sorted_.rows)
+            drain_end = not self.outbox.unleased(lane)
+            await self._publish(conn, sorted_.messages, sorted_.rows, drain_end=drain_end)
         return True
 
     async def _dead_letter(self, rows: list[Reading], reason: str) -> None:
@@ -290,25 +308,51 @@ class Uplink:
         await self.outbox.dead_letter(rows, reason)
 
     async def _publish(
-        self, conn: Connection, messages: Sequence[Message], rows: list[Reading]
+        self,
+        conn: Connection,
+        messages: Sequence[Message],
+        rows: list[Reading],
+        *,
+        drain_end: bool = False,
     ) -> None:
-        batch = Batch(rows)
-        qos = self.cfg.qos
-        for message in messages:
-            size = wire_bytes(message, qos)
-            await self.bucket.take(size)
-            if not self.stats.connected:
-                raise LinkDown("connection lost while publishing")
-            delivery = conn.publish(message.topic, message.payload, qos)
-            if not delivery.ok:
-                raise LinkDown(f"publish failed: {delivery.error}")
-            self.stats.published_messages += 1
-            self.stats.wire_bytes += size
-            if qos:
-                self.window.add(batch, delivery.mid)
-        self.stats.published_readings += len(rows)
+        now = asyncio.get_running_loop().time()
+        # A held message of a device this batch sends to is not its newest any more: first.
+        await self._send_held(conn, self.order.release(now, {m.topic for m in messages}))
+        first, held = self.order.plan(messages, drain_end=drain_end, now=now)
+        by_seq = {r.seq: r for r in rows}
+        held_seqs = {s for m in held for s in m.seqs}
+        batch = Batch([r for r in rows if r.seq not in held_seqs])
+        for message in first:
+            await self._send(conn, batch, message)
+        self.stats.published_readings += len(batch.rows)
         # QoS 0 has no PUBACK: handing the bytes to the socket is all there is.
         self.window.seal(batch)
+        if held:  # the drain ends: each device's newest message waits (gateway.uplink.order)
+            self.stats.final_pauses += 1
+            now = asyncio.get_running_loop().time()
+            for message in held:
+                self.order.hold(message, Batch([by_seq[s] for s in message.seqs]), now)
+
+    async def _send_held(self, conn: Connection, held: list[Held]) -> None:
+        for h in held:
+            await self._send(conn, h.batch, h.message)
+            self.stats.published_readings += len(h.batch.rows)
+            self.window.seal(h.batch)
+
+    async def _send(self, conn: Connection, batch: Batch, message: Message) -> None:
+        qos = self.cfg.qos
+        size = wire_bytes(message, qos)
+        await self.bucket.take(size)
+        if not self.stats.connected:
+            raise LinkDown("connection lost while publishing")
+        delivery = conn.publish(message.topic, message.payload, qos)
+        if not delivery.ok:
+            raise LinkDown(f"publish failed: {delivery.error}")
+        self.order.sent(message, asyncio.get_running_loop().time())
+        self.stats.published_messages += 1
+        self.stats.wire_bytes += size
+        if qos:
+            self.window.add(batch, delivery.mid)
 
     async def _ack_done(self) -> None:
         rows = self.window.take_done()
