@@ -56,34 +56,38 @@ def test_devices_are_interleaved_each_in_its_own_order() -> None:
         msg("c", 5),
         msg("c", 6),
     )
-    first, held = order.plan([a1, a2, a3, b1, c1, c2], drain_end=False, now=0.0)
-    assert first == [a1, b1, c1, a2, c2, a3] and held == []
+    plan = order.plan([a1, a2, a3, b1, c1, c2], [], drain_end=False, now=0.0)
+    assert plan.first == [a1, b1, c1, a2, c2, a3] and plan.held == []
 
 
 def test_the_end_of_a_drain_holds_each_busy_devices_newest_message() -> None:
     order = DrainOrder(pause=0.5, rate=1000.0)
     order.sent(msg("b", *range(1, 2001)), now=10.0)  # b sent 2,000 readings a moment ago
     a1, a2, b1, c1 = msg("a", 1), msg("a", 2), msg("b", 3), msg("c", 4)
-    first, held = order.plan([a1, a2, b1, c1], drain_end=True, now=10.1)
+    rows = [Reading(s, "x", "q", 1.0, "", 1.8e9) for s in (1, 2, 3, 4)]
+    plan = order.plan([a1, a2, b1, c1], rows, drain_end=True, now=10.1)
     # a has two messages, b sent just before: their newest wait; c's only one goes at once.
-    assert first == [a1, c1] and held == [a2, b1]
+    assert plan.first == [a1, c1] and [m for m, _ in plan.held] == [a2, b1]
+    assert plan.batch.rows == [rows[0], rows[3]]  # acked once these are PUBACKed
+    assert [b.rows for _, b in plan.held] == [[rows[1]], [rows[2]]]
     # Not at a drain's end nothing waits: the next batch will carry newer messages anyway.
-    assert DrainOrder().plan([a1, a2], drain_end=False, now=0.0) == ([a1, a2], [])
+    plan = DrainOrder().plan([a1, a2], [], drain_end=False, now=0.0)
+    assert plan.first == [a1, a2] and plan.held == []
 
 
 def test_a_held_message_waits_for_the_modelled_backlog_and_a_newer_one_releases_it() -> None:
     order = DrainOrder(pause=0.5, rate=1000.0, cap=60.0)
     order.sent(msg("a", *range(3000)), now=0.0)  # the model agent needs 3 s for these
     final = msg("a", 3000)
-    order.hold(final, Batch([]), now=1.0)  # 2 s of backlog left, plus the pause
+    order.hold([(final, Batch([]))], now=1.0)  # 2 s of backlog left, plus the pause
     assert order.next_due() == pytest.approx(3.5)
     assert order.release(3.4) == []
     assert [h.message for h in order.release(3.5)] == [final]
-    order.hold(final, Batch([]), now=10.0)
+    order.hold([(final, Batch([]))], now=10.0)
     assert order.next_due() == pytest.approx(10.5)  # the backlog is worked off by now
     assert [h.message for h in order.release(10.0, {"a"})] == [final]  # a newer "a" comes
     order.sent(msg("x", *range(10**6)), now=20.0)
-    order.hold(final, Batch([]), now=20.0)
+    order.hold([(final, Batch([]))], now=20.0)
     assert order.next_due() == pytest.approx(80.0)  # capped
     order.clear()
     assert order.next_due() is None
@@ -93,7 +97,7 @@ def test_only_recently_active_devices_are_remembered() -> None:
     order = DrainOrder(pause=0.5, rate=1000.0)
     for i in range(1000):
         order.sent(msg(f"d{i}", i), now=0.0)
-    order.plan([], drain_end=True, now=100.0)
+    order.plan([], [], drain_end=True, now=100.0)
     assert order._last == {}
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from gateway.model import Reading
 from gateway.uplink.window import Batch
 from gateway.uplink.wire import Message
 
@@ -39,6 +40,13 @@ MAX_PAUSE = 60.0  # a huge drain still shows its newest values within a minute o
 
 
 @dataclass
+class Plan:
+    first: list[Message]  # to publish now, in this order
+    batch: Batch  # their rows
+    held: list[tuple[Message, Batch]]  # each held message with its rows
+
+
+@dataclass
 class Held:
     due: float  # loop time it may go
     message: Message
@@ -46,8 +54,8 @@ class Held:
 
 
 class DrainOrder:
-    """`plan(...)` -> (publish now, hold back); `sent(...)` after each publish; `hold`,
-    `due`, `release` and `clear` keep the held messages."""
+    """`plan(...)` -> what to publish now and what to hold back; `sent(...)` after each
+    publish; `hold`, `next_due`, `release` and `clear` keep the held messages."""
 
     def __init__(
         self, pause: float = FINAL_PAUSE, rate: float = AGENT_RATE, cap: float = MAX_PAUSE
@@ -65,10 +73,10 @@ class DrainOrder:
         return min(self.cap, self.pause + self._backlog(now) / self.rate)
 
     def plan(
-        self, messages: Sequence[Message], *, drain_end: bool, now: float
-    ) -> tuple[list[Message], list[Message]]:
-        """Interleave `messages` by topic; at a drain's end, hold back each topic's last
-        message when that topic sent another one recently."""
+        self, messages: Sequence[Message], rows: Sequence[Reading], *, drain_end: bool, now: float
+    ) -> Plan:
+        """Interleave `messages` (carrying `rows`) by topic; at a drain's end, hold back each
+        topic's last message when that topic sent another one recently."""
         self._forget(now)
         queues: dict[str, list[Message]] = {}
         for m in messages:
@@ -82,16 +90,23 @@ class DrainOrder:
         lists = [q for q in queues.values() if q]
         for i in range(max((len(q) for q in lists), default=0)):
             first += [q[i] for q in lists if i < len(q)]
-        return first, held
+        by_seq = {r.seq: r for r in rows}
+        held_seqs = {s for m in held for s in m.seqs}
+        return Plan(
+            first,
+            Batch([r for r in rows if r.seq not in held_seqs]),
+            [(m, Batch([by_seq[s] for s in m.seqs])) for m in held],
+        )
 
     def sent(self, message: Message, now: float) -> None:
         self._last[message.topic] = now
         self._level = self._backlog(now) + len(message.seqs)
         self._at = now
 
-    def hold(self, message: Message, batch: Batch, now: float) -> None:
-        """Keep `message` (carrying `batch`'s rows) until the model agent is likely done."""
-        self.held.append(Held(now + self.window(now), message, batch))
+    def hold(self, held: list[tuple[Message, Batch]], now: float) -> None:
+        """Keep these messages (each with its rows) until the model agent is likely done."""
+        due = now + self.window(now)
+        self.held += [Held(due, message, batch) for message, batch in held]
 
     def next_due(self) -> float | None:
         return min((h.due for h in self.held), default=None)

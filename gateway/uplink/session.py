@@ -10,6 +10,10 @@ Contract:
 - Capped jittered reconnect backoff (gateway.supervise), the in-flight window (`window`), a
   token-bucket byte rate limit for LPWA links (`ratelimit`), a retained status topic with birth
   `online` (the client sets the will `offline`).
+- After a reconnect to a broker that lost our session (a restart), the backlog, alerts too,
+  waits `resume_delay` for the platform's agent to re-subscribe (`resume`). At a drain's end
+  each device's newest message is held until the agent has likely forwarded the ones before
+  it, so its entity ends on the newest value (`order`); the pump goes on meanwhile.
 - A leased row that can never be published (a topic MQTT forbids, a value the format cannot
   encode, too large alone: `triage`) moves to the outbox's dead letters, counted and logged;
   the rows behind it go on.
@@ -315,23 +319,18 @@ class Uplink:
         *,
         drain_end: bool = False,
     ) -> None:
-        now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
         # A held message of a device this batch sends to is not its newest any more: first.
-        await self._send_held(conn, self.order.release(now, {m.topic for m in messages}))
-        first, held = self.order.plan(messages, drain_end=drain_end, now=now)
-        by_seq = {r.seq: r for r in rows}
-        held_seqs = {s for m in held for s in m.seqs}
-        batch = Batch([r for r in rows if r.seq not in held_seqs])
-        for message in first:
-            await self._send(conn, batch, message)
-        self.stats.published_readings += len(batch.rows)
+        await self._send_held(conn, self.order.release(loop.time(), {m.topic for m in messages}))
+        plan = self.order.plan(messages, rows, drain_end=drain_end, now=loop.time())
+        for message in plan.first:
+            await self._send(conn, plan.batch, message)
+        self.stats.published_readings += len(plan.batch.rows)
         # QoS 0 has no PUBACK: handing the bytes to the socket is all there is.
-        self.window.seal(batch)
-        if held:  # the drain ends: each device's newest message waits (gateway.uplink.order)
+        self.window.seal(plan.batch)
+        if plan.held:  # the drain ends: each device's newest message waits (uplink.order)
             self.stats.final_pauses += 1
-            now = asyncio.get_running_loop().time()
-            for message in held:
-                self.order.hold(message, Batch([by_seq[s] for s in message.seqs]), now)
+            self.order.hold(plan.held, loop.time())
 
     async def _send_held(self, conn: Connection, held: list[Held]) -> None:
         for h in held:
