@@ -20,6 +20,7 @@ import asyncio
 import collections
 import json
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,12 @@ from typing import Any
 import structlog
 
 from gateway.clock import iso
+from gateway.demo.broker import LocalBroker
 from gateway.model import Lane, Reading
 from gateway.outbox.store import Outbox
 from gateway.uplink.session import Uplink
 from tests.agent_setup import fresh_apikey, running_uplink, until, uplink_config
-from tests.iotagent import City, run_city
+from tests.iotagent import City, ContextBroker, IotAgent, run_city
 
 ATTR = [{"object_id": "water_level", "name": "waterLevel", "type": "Number"}]
 
@@ -233,10 +235,22 @@ async def _measure_order(
         print(f"== pause {pause:g} s, {runs} runs: {stale}/{total} entities stale", flush=True)
 
 
+def _persistent_city(workdir: Path) -> Iterator[City]:
+    """run_city with a broker that keeps sessions over a restart (mosquitto persistence)."""
+    with LocalBroker(workdir / "broker", persistence=True) as broker, ContextBroker() as cb:
+        agent = IotAgent(broker.port, cb.port, workdir)
+        try:
+            agent.start()
+            yield City(broker, cb, agent)
+        finally:
+            agent.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.agent_races")
     parser.add_argument("what", choices=("restart", "order"))
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--persistent", action="store_true", help="a broker with persistence")
     parser.add_argument("--delays", default="0,10", help="restart: resume_delay values, s")
     parser.add_argument("--pauses", default="0,0.5", help="order: final pauses, s")
     parser.add_argument("--devices", type=int, default=4)
@@ -246,7 +260,7 @@ def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        gen = run_city(work / "city")
+        gen = (_persistent_city if args.persistent else run_city)(work / "city")
         city = next(gen)
         try:
             if args.what == "restart":

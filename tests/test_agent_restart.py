@@ -6,11 +6,20 @@ session; with the default every reading, and the alert raised in the window, arr
 
 from __future__ import annotations
 
+import contextlib
+import time
+
 import pytest
 
+from gateway.clock import FixedClock
 from gateway.config.loader import RESUME_DELAY
+from gateway.notify import Notifier
 from gateway.outbox.store import Outbox
+from gateway.report import Report
+from gateway.runtime import build_runtime
 from tests.agent_races import restart_midstream
+from tests.agent_setup import fresh_apikey, running_uplink, telemetry, until, uplink_config
+from tests.alert_setup import config_text, parse
 from tests.iotagent import City
 
 
@@ -39,8 +48,6 @@ async def test_a_broker_restart_mid_stream_loses_nothing_with_the_default_hold(
 async def test_the_first_connect_of_a_fresh_uplink_does_not_hold(city: City, tmp_path, log) -> None:
     # A broker that never saw our client id answers session-present 0 too: no sign of a
     # restart when nothing failed before, so the backlog goes out at once.
-    from tests.agent_setup import fresh_apikey, running_uplink, telemetry, until, uplink_config
-
     apikey = fresh_apikey()
     city.agent.provision_group(apikey)
     entity = city.agent.provision_device(
@@ -54,3 +61,20 @@ async def test_the_first_connect_of_a_fresh_uplink_does_not_hold(city: City, tmp
         async with running_uplink(cfg, outbox, log) as uplink:
             await until(lambda: len(city.cb.updates_of(entity)) == 5)
             assert uplink.stats.resume_holds == 0 and uplink.stats.holding_until is None
+
+
+async def test_the_status_report_shows_a_hold(tmp_path, log) -> None:
+    cfg = parse(config_text(store=str(tmp_path / "o.sqlite")))
+    clock = FixedClock(1.8e9)
+    async with contextlib.AsyncExitStack() as exits:
+        rt = await build_runtime(exits, cfg, clock=clock, log=log, hub=None, commands={})
+        report = Report(rt, clock=clock, notifier=Notifier(""))
+        assert "holding" not in report.line()
+        stats = rt.uplink.stats
+        key = report._key()
+        stats.connected, stats.holding_until, stats.resume_holds = True, time.time() + 9, 1
+        assert report._key() != key  # reported at once, not at the next refresh
+        assert report.line().startswith("uplink up, holding the backlog")
+        snap = report.snapshot()["uplink"]
+        assert isinstance(snap, dict)
+        assert snap["holding_until"] == stats.holding_until and snap["resume_holds"] == 1

@@ -12,13 +12,14 @@ on MQTT says when the agent has finished, so:
 - Devices are interleaved (round robin over topics, each topic's messages in order): one
   device's consecutive messages reach the agent further apart, at no cost.
 - When a batch ends a drain (nothing more waits in its lane), the last message of each topic
-  that sent another one recently (in this batch, or while the model agent below may still be
-  busy with it) is held back until
+  that has several in this batch, or (after a full batch: a drain of several) sent one while
+  the model agent below may still be busy with it, is held back until
   the agent has likely worked off what we sent: `pause` plus the backlog of a model agent that
   takes `rate` readings per second (a leaky bucket of what we published), at most `cap`. The
   held messages are not waited for: the pump goes on (alerts, other devices) and sends them
   when due, or at once when a newer message of the same topic comes (then they are not the
-  newest any more). Steady traffic, a batch window apart, is never held.
+  newest any more). Steady traffic (batches that are not full, one message per device) is
+  never held, whatever its batch window.
 Pure: the session publishes; this plans, remembers and models.
 """
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from gateway.model import Reading
+from gateway.model import Lane, Reading
 from gateway.uplink.window import Batch
 from gateway.uplink.wire import Message
 
@@ -36,7 +37,18 @@ FINAL_PAUSE = 0.5  # seconds on top of the modelled backlog
 # our stub took 2,000-5,000/s on 2 busy cores; Orion on MongoDB may be slower. Too low only
 # delays the newest values after a drain; too high lets them be overtaken.
 AGENT_RATE = 1000.0
-MAX_PAUSE = 60.0  # a huge drain still shows its newest values within a minute of its end
+# A huge drain still shows its newest values, and empties the outbox (which then shrinks its
+# file), within this many seconds of its end; past ~15,000 readings the model is cut short.
+MAX_PAUSE = 15.0
+
+
+@dataclass(frozen=True)
+class Lease:
+    """What the session leased: `leased` rows of at most `limit`; `left` still unleased."""
+
+    leased: int
+    limit: int
+    left: int
 
 
 @dataclass
@@ -65,6 +77,7 @@ class DrainOrder:
         self.cap = cap
         self.held: list[Held] = []
         self._last: dict[str, float] = {}  # topic -> loop time of its latest publish (recent)
+        self._full: dict[Lane | None, bool] = {}  # the lane's last lease was full
         self._level = 0.0  # readings the model agent still has to work off at `_at`
         self._at = 0.0
 
@@ -73,18 +86,21 @@ class DrainOrder:
         return min(self.cap, self.pause + self._backlog(now) / self.rate)
 
     def plan(
-        self, messages: Sequence[Message], rows: Sequence[Reading], *, drain_end: bool, now: float
+        self, messages: Sequence[Message], rows: Sequence[Reading], lease: Lease, now: float
     ) -> Plan:
-        """Interleave `messages` (carrying `rows`) by topic; at a drain's end, hold back each
-        topic's last message when that topic sent another one recently."""
+        """Interleave `messages` (carrying `rows`) by topic. When `lease` ends a drain, hold
+        back each topic's last message if the topic has several in this batch or, when the
+        lease before was full (a drain of several batches), sent one recently."""
         self._forget(now)
+        lane = rows[0].lane if rows else None
+        after_full, self._full[lane] = self._full.get(lane, False), lease.leased >= lease.limit
         queues: dict[str, list[Message]] = {}
         for m in messages:
             queues.setdefault(m.topic, []).append(m)
         held: list[Message] = []
-        if drain_end and self.pause > 0:
+        if lease.left == 0 and self.pause > 0:
             for topic, queue in queues.items():
-                if len(queue) > 1 or topic in self._last:
+                if len(queue) > 1 or (after_full and topic in self._last):
                     held.append(queue.pop())
         first: list[Message] = []
         lists = [q for q in queues.values() if q]
@@ -122,6 +138,7 @@ class DrainOrder:
     def clear(self) -> None:
         """The session ended: held rows stay leased only until the outbox releases them."""
         self.held.clear()
+        self._full.clear()
 
     def _backlog(self, now: float) -> float:
         return max(0.0, self._level - (now - self._at) * self.rate)

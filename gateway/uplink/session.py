@@ -41,7 +41,7 @@ from gateway.outbox.store import Outbox
 from gateway.supervise import Backoff, Health, supervise
 from gateway.uplink.client import Connection
 from gateway.uplink.commands import CommandRouter
-from gateway.uplink.order import DrainOrder, Held
+from gateway.uplink.order import DrainOrder, Held, Lease
 from gateway.uplink.payload import ENCODERS, Message, Target, command_topics, wire_bytes
 from gateway.uplink.ratelimit import TokenBucket
 from gateway.uplink.resume import ResumeHold
@@ -293,8 +293,8 @@ class Uplink:
         for bad, reason in sorted_.dead:
             await self._dead_letter(bad, reason)
         if sorted_.rows:
-            drain_end = not self.outbox.unleased(lane)
-            await self._publish(conn, sorted_.messages, sorted_.rows, drain_end=drain_end)
+            lease = Lease(len(rows), limit, self.outbox.unleased(lane))
+            await self._publish(conn, sorted_.messages, sorted_.rows, lease)
         return True
 
     async def _dead_letter(self, rows: list[Reading], reason: str) -> None:
@@ -316,13 +316,12 @@ class Uplink:
         conn: Connection,
         messages: Sequence[Message],
         rows: list[Reading],
-        *,
-        drain_end: bool = False,
+        lease: Lease,
     ) -> None:
         loop = asyncio.get_running_loop()
         # A held message of a device this batch sends to is not its newest any more: first.
         await self._send_held(conn, self.order.release(loop.time(), {m.topic for m in messages}))
-        plan = self.order.plan(messages, rows, drain_end=drain_end, now=loop.time())
+        plan = self.order.plan(messages, rows, lease, loop.time())
         for message in plan.first:
             await self._send(conn, plan.batch, message)
         self.stats.published_readings += len(plan.batch.rows)
