@@ -39,7 +39,7 @@ class ResumeHold:
         self.log = log
         self._until: float | None = None  # loop time the current hold ends
 
-    def begin(self, *, session_present: bool, after_outage: bool, queued: int) -> None:
+    def begin(self, session_present: bool, after_outage: bool, *, queued: int) -> None:
         """Decide whether this new session holds its backlog (see the module's rule)."""
         self._until = None
         if session_present or not after_outage or self.delay <= 0:

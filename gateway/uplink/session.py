@@ -10,10 +10,9 @@ Contract:
 - Capped jittered reconnect backoff (gateway.supervise), the in-flight window (`window`), a
   token-bucket byte rate limit for LPWA links (`ratelimit`), a retained status topic with birth
   `online` (the client sets the will `offline`).
-- After a reconnect to a broker that lost our session (a restart), the backlog, alerts too,
-  waits `resume_delay` for the platform's agent to re-subscribe (`resume`). At a drain's end
-  each device's newest message is held until the agent has likely forwarded the ones before
-  it, so its entity ends on the newest value (`order`); the pump goes on meanwhile.
+- After a reconnect to a broker that lost our session, the backlog (alerts too) waits
+  `resume_delay` for the agent to re-subscribe (`resume`); at a drain's end each device's
+  newest message waits until the agent has likely forwarded the ones before it (`order`).
 - A leased row that can never be published (a topic MQTT forbids, a value the format cannot
   encode, too large alone: `triage`) moves to the outbox's dead letters, counted and logged;
   the rows behind it go on.
@@ -169,11 +168,7 @@ class Uplink:
             health.up(host=self.cfg.host, port=self.cfg.port, queued=self.outbox.rows)
             conn.publish(self.cfg.status_topic, b"online", 1, retain=True)
             conn.subscribe(self.cmd_topic, qos=1)
-            self.resume.begin(
-                session_present=conn.session_present,
-                after_outage=after_outage,
-                queued=self.outbox.rows,
-            )
+            self.resume.begin(conn.session_present, after_outage, queued=self.outbox.rows)
             await self._serve(conn)
         finally:
             self.resume.end()
@@ -279,11 +274,10 @@ class Uplink:
     def _until_due(self, now: float) -> float | None:
         """How long the pump may sleep: until the telemetry window closes or a held message
         is due, or until kicked."""
-        due = [] if self._window_started is None else [self._window_started + self.cfg.batch_window]
-        held = self.order.next_due()
-        if held is not None:
-            due.append(held)
-        return max(0.001, min(due) - now) if due else None
+        due = [self.order.next_due()]
+        if self._window_started is not None:
+            due.append(self._window_started + self.cfg.batch_window)
+        return max(0.001, min(d for d in due if d is not None) - now) if due != [None] else None
 
     async def _publish_lane(self, conn: Connection, lane: Lane, limit: int) -> bool:
         rows = await self.outbox.lease(lane, limit)
@@ -312,45 +306,40 @@ class Uplink:
         await self.outbox.dead_letter(rows, reason)
 
     async def _publish(
-        self,
-        conn: Connection,
-        messages: Sequence[Message],
-        rows: list[Reading],
-        lease: Lease,
+        self, conn: Connection, messages: Sequence[Message], rows: list[Reading], lease: Lease
     ) -> None:
-        loop = asyncio.get_running_loop()
+        """Publish a leased batch in the order `order` plans (its newest messages may wait)."""
+        now = asyncio.get_running_loop().time()
         # A held message of a device this batch sends to is not its newest any more: first.
-        await self._send_held(conn, self.order.release(loop.time(), {m.topic for m in messages}))
-        plan = self.order.plan(messages, rows, lease, loop.time())
-        for message in plan.first:
-            await self._send(conn, plan.batch, message)
-        self.stats.published_readings += len(plan.batch.rows)
-        # QoS 0 has no PUBACK: handing the bytes to the socket is all there is.
-        self.window.seal(plan.batch)
+        await self._send_held(conn, self.order.release(now, {m.topic for m in messages}))
+        plan = self.order.plan(messages, rows, lease, now)
+        await self._send(conn, plan.batch, plan.first)
         if plan.held:  # the drain ends: each device's newest message waits (uplink.order)
             self.stats.final_pauses += 1
-            self.order.hold(plan.held, loop.time())
+            self.order.hold(plan.held, asyncio.get_running_loop().time())
 
     async def _send_held(self, conn: Connection, held: list[Held]) -> None:
         for h in held:
-            await self._send(conn, h.batch, h.message)
-            self.stats.published_readings += len(h.batch.rows)
-            self.window.seal(h.batch)
+            await self._send(conn, h.batch, [h.message])
 
-    async def _send(self, conn: Connection, batch: Batch, message: Message) -> None:
+    async def _send(self, conn: Connection, batch: Batch, messages: Sequence[Message]) -> None:
         qos = self.cfg.qos
-        size = wire_bytes(message, qos)
-        await self.bucket.take(size)
-        if not self.stats.connected:
-            raise LinkDown("connection lost while publishing")
-        delivery = conn.publish(message.topic, message.payload, qos)
-        if not delivery.ok:
-            raise LinkDown(f"publish failed: {delivery.error}")
-        self.order.sent(message, asyncio.get_running_loop().time())
-        self.stats.published_messages += 1
-        self.stats.wire_bytes += size
-        if qos:
-            self.window.add(batch, delivery.mid)
+        for message in messages:
+            size = wire_bytes(message, qos)
+            await self.bucket.take(size)
+            if not self.stats.connected:
+                raise LinkDown("connection lost while publishing")
+            delivery = conn.publish(message.topic, message.payload, qos)
+            if not delivery.ok:
+                raise LinkDown(f"publish failed: {delivery.error}")
+            self.order.sent(message, asyncio.get_running_loop().time())
+            self.stats.published_messages += 1
+            self.stats.wire_bytes += size
+            if qos:
+                self.window.add(batch, delivery.mid)
+        self.stats.published_readings += len(batch.rows)
+        # QoS 0 has no PUBACK: handing the bytes to the socket is all there is.
+        self.window.seal(batch)
 
     async def _ack_done(self) -> None:
         rows = self.window.take_done()
