@@ -12,7 +12,9 @@ import time
 import pytest
 
 from gateway.clock import FixedClock
-from gateway.config.loader import RESUME_DELAY
+from gateway.config import loader
+from gateway.config.loader import UplinkConfig
+from gateway.errors import ConfigError
 from gateway.notify import Notifier
 from gateway.outbox.store import Outbox
 from gateway.report import Report
@@ -29,8 +31,10 @@ async def test_a_broker_restart_mid_stream_loses_nothing_with_the_default_hold(
 ) -> None:
     async with Outbox.open(tmp_path / "o.sqlite", log=log) as outbox:
         got, uplink = await restart_midstream(city, outbox, log)
-    print(f"broker restart mid-stream, resume_delay {RESUME_DELAY:g} s (default): {got}")
-    assert uplink.cfg.resume_delay == RESUME_DELAY
+    print(
+        f"broker restart mid-stream, resume_delay {UplinkConfig.resume_delay:g} s (default): {got}"
+    )
+    assert uplink.cfg.resume_delay == UplinkConfig.resume_delay
     assert got.holds == 1, "the reconnect found the session lost and held"
     assert got.sent > 100
     assert got.lost == 0, f"{got.lost} of {got.sent} readings never reached the platform"
@@ -78,3 +82,13 @@ async def test_the_status_report_shows_a_hold(tmp_path, log) -> None:
         snap = report.snapshot()["uplink"]
         assert isinstance(snap, dict)
         assert snap["holding_until"] == stats.holding_until and snap["resume_holds"] == 1
+
+
+def test_resume_delay_is_read_from_the_uplink_section_and_checked() -> None:
+    base = '[gateway]\nid = "gw1"\n[uplink]\n'
+    assert loader.parse(base).uplink.resume_delay == 10.0
+    assert loader.parse(base + "resume_delay = 2.5\n").uplink.resume_delay == 2.5
+    assert loader.parse(base + "resume_delay = 0\n").uplink.resume_delay == 0.0  # off
+    with pytest.raises(ConfigError) as info:
+        loader.parse(base + "resume_delay = -1\n")
+    assert any("uplink.resume_delay" in str(p) for p in info.value.problems)

@@ -49,13 +49,6 @@ class TlsConfig:
         return bool(self.ca or self.cert)
 
 
-# Seconds the uplink holds its backlog after reconnecting to a broker that lost our session
-# (gateway.uplink.resume): the FIWARE IoT Agent needs up to ~1.1 s to re-subscribe after a
-# mosquitto restart (measured), 5 s + a connect when its client gave up and its own retry
-# (retryTime 5 s) reconnects; 10 s covers both with margin.
-RESUME_DELAY = 10.0
-
-
 @dataclass(frozen=True)
 class UplinkConfig:
     host: str = "127.0.0.1"
@@ -77,7 +70,7 @@ class UplinkConfig:
     inflight: int = 20
     reconnect_min: float = 5.0
     reconnect_max: float = 300.0
-    resume_delay: float = RESUME_DELAY  # hold the backlog after the broker lost our session
+    resume_delay: float = 10.0  # s after a broker lost our session; why: gateway.uplink.resume
     commands: tuple[str, ...] = BUILTIN_COMMANDS
     command_max_bytes: int = 4096  # a platform command larger than this is refused unparsed
     enabled: bool = True
@@ -226,7 +219,7 @@ def _uplink(s: Section, site: SiteConfig) -> UplinkConfig:
         inflight=s.integer("inflight", 20, lo=1, hi=65535),
         reconnect_min=reconnect_min,
         reconnect_max=reconnect_max,
-        resume_delay=s.number("resume_delay", RESUME_DELAY, lo=0, hi=3600),
+        resume_delay=s.number("resume_delay", UplinkConfig.resume_delay, lo=0, hi=3600),
         commands=s.strings("commands", BUILTIN_COMMANDS),
         command_max_bytes=s.integer("command_max_bytes", 4096, lo=64, hi=1 << 20),
         enabled=s.flag("enabled", True),
