@@ -65,7 +65,10 @@ class Report:
     def line(self) -> str:
         """The one-line summary systemd shows (`systemctl status`)."""
         stats = self.runtime.outbox.stats()
-        link = "up" if self.runtime.uplink.stats.connected else "down"
+        up = self.runtime.uplink.stats
+        link = "up" if up.connected else "down"
+        if up.connected and up.holding_until is not None:
+            link = "up, holding the backlog (broker lost our session)"  # gateway.uplink.resume
         extra = " DISK FULL" if stats.disk_full else ""
         return f"uplink {link}, outbox {stats.rows + stats.memory_rows} rows{extra}"
 
@@ -118,6 +121,7 @@ class Report:
         return (
             rt.uplink.stats.connected,
             rt.uplink.stats.down_since,  # an outage starts (before the first connect, too)
+            rt.uplink.stats.holding_until,  # a resume hold begins or ends
             rt.outbox.stats().disk_full,
             tuple(sorted(rt.pipeline.available.items())),
         )

@@ -38,6 +38,7 @@ BASE = UplinkConfig(
     reconnect_min=0.05,
     reconnect_max=0.2,
     commands=("ping", "reload"),
+    resume_delay=0.0,  # no resume hold here, but in the block at the end that tests it
 )
 
 
@@ -380,3 +381,86 @@ def test_window_acks_a_batch_only_when_sealed_and_every_message_acknowledged():
     qos0 = Batch(rows[:1])
     window.seal(qos0)  # nothing to wait for
     assert window.take_done() == rows[:1]
+
+
+# -- resume hold (gateway.uplink.resume): a plain mosquitto restart ----------------------------
+# The broker we reconnect to lost our session (CONNACK session-present 0): the backlog, alerts
+# too, waits resume_delay for the platform's agent to re-subscribe. These check the trigger and
+# the hold itself; tests/test_agent_restart.py shows the loss it prevents with the real agent.
+
+
+def data_messages(collector: Collector) -> list[int]:
+    return seqs_from_json(collector)
+
+
+@pytest.mark.slow  # a broker restart and a 2 s hold
+async def test_a_restarted_broker_holds_the_backlog_and_alerts_for_resume_delay(
+    tmp_path, broker, captured_logs, log
+):
+    cfg = replace(BASE, port=broker.port, resume_delay=2.0)
+    async with Outbox.open(tmp_path / "o.db") as ob, running(make_uplink(cfg, ob, log)) as up:
+        await ob.append(readings(ob, 10))
+        await wait_until(lambda: ob.rows == 0)
+        assert up.stats.resume_holds == 0  # the first connect of a fresh uplink does not hold
+        broker.stop()
+        await wait_until(lambda: not up.stats.connected)
+        backlog = readings(ob, 30)
+        await ob.append(backlog)
+        broker.start()  # without persistence: our session is gone
+        collector = Collector(broker.port)
+        try:
+            await wait_until(lambda: up.stats.holding_until is not None)
+            published = up.stats.published_messages
+            assert up.stats.resume_holds == 1 and up.stats.connected
+            alert = readings(ob, 1, devices=("trap-7",), lane=Lane.ALERT)
+            await ob.append(alert)
+            checked = 0
+            while up.resume.holding:  # nothing leaves while the hold lasts, alerts neither
+                assert up.stats.published_messages == published
+                assert data_messages(collector) == []
+                checked += 1
+                await asyncio.sleep(0.05)
+            assert checked > 0
+            await wait_until(lambda: ob.rows == 0)
+            await collector.wait(lambda ms: len(data_messages(collector)) >= 31)
+            got = data_messages(collector)
+        finally:
+            collector.close()
+    assert set(got) == {r.seq for r in backlog + alert}
+    assert up.stats.holding_until is None
+    events = [e["event"] for e in captured_logs]
+    (begin,) = [e for e in captured_logs if e["event"].startswith("uplink holding its backlog")]
+    assert begin["resume_delay_s"] == 2.0 and begin["queued"] == len(backlog)
+    assert events.index(begin["event"]) < events.index("uplink hold over; draining")
+
+
+@pytest.mark.slow  # broker restarts
+async def test_a_broker_that_kept_our_session_does_not_hold(tmp_path, log):
+    # With persistence the broker still has our session after its restart (session-present
+    # 1): no hold. (The agent's own subscription is gone all the same: the notes say so.)
+    with LocalBroker(tmp_path / "b", persistence=True) as broker:
+        cfg = replace(BASE, port=broker.port, resume_delay=3600.0)
+        async with Outbox.open(tmp_path / "o.db") as ob, running(make_uplink(cfg, ob, log)) as up:
+            await wait_until(lambda: up.stats.connected)
+            broker.stop()
+            await wait_until(lambda: not up.stats.connected)
+            await ob.append(readings(ob, 5))
+            broker.start()
+            await wait_until(lambda: ob.rows == 0)
+            assert up.stats.connects == 2 and up.stats.resume_holds == 0
+
+
+async def test_a_broker_that_lost_our_session_holds_after_failed_attempts_too(tmp_path, log):
+    # The first connect after failed attempts: the broker was down, it has just come back.
+    broker = LocalBroker(tmp_path / "b")
+    cfg = replace(BASE, port=broker.port, resume_delay=3600.0)
+    async with Outbox.open(tmp_path / "o.db") as ob, running(make_uplink(cfg, ob, log)) as up:
+        await wait_until(lambda: up.health.down_reason is not None)
+        await ob.append(readings(ob, 3))
+        broker.start()
+        try:
+            await wait_until(lambda: up.stats.holding_until is not None)
+            assert up.stats.connects == 1 and up.stats.resume_holds == 1
+            assert up.stats.published_messages == 0 and ob.rows == 3
+        finally:
+            broker.stop()

@@ -76,6 +76,7 @@ class UplinkConfig:
     inflight: int = 20
     reconnect_min: float = 5.0
     reconnect_max: float = 300.0
+    resume_delay: float = 10.0  # s after a broker lost our session; why: gateway.uplink.resume
     commands: tuple[str, ...] = BUILTIN_COMMANDS
     command_max_bytes: int = 4096  # a platform command larger than this is refused unparsed
     enabled: bool = True
@@ -266,6 +267,7 @@ def _uplink(s: Section, site: SiteConfig) -> UplinkConfig:
         inflight=s.integer("inflight", 20, lo=1, hi=65535),
         reconnect_min=reconnect_min,
         reconnect_max=reconnect_max,
+        resume_delay=s.number("resume_delay", UplinkConfig.resume_delay, lo=0, hi=3600),
         commands=s.strings("commands", BUILTIN_COMMANDS),
         command_max_bytes=s.integer("command_max_bytes", 4096, lo=64, hi=1 << 20),
         enabled=s.flag("enabled", True),

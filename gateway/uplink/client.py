@@ -5,7 +5,8 @@ session (clean_session false, fixed client id), the retained status topic's last
 `offline`, username + password from a file (read at each connect, never logged), TLS and
 mutual TLS. Only the blocking TCP/TLS connect runs in a worker thread; paho then runs on the
 event loop through its external-loop hooks (add_reader/add_writer). paho's callbacks become
-the `lost` future (the reason the session ended), `on_puback(mid)` and the bounded `commands`
+the `lost` future (the reason the session ended), `session_present` (the CONNACK's flag: did
+the broker still hold our persistent session), `on_puback(mid)` and the bounded `commands`
 queue (retained command messages and those over the bound go to `on_command_refused`);
 paho's exceptions and return codes become gateway.errors.
 Must not: lease, encode, acknowledge or retry anything: that is the session's job.
@@ -84,6 +85,9 @@ class Connection:
         self.lost: asyncio.Future[str] = self.loop.create_future()
         self.commands: asyncio.Queue[bytes] = asyncio.Queue(maxsize=COMMAND_QUEUE)
         self._connected: asyncio.Future[None] = self.loop.create_future()
+        # The CONNACK's session-present flag (MQTT 3.1.1 section 3.2.2.2): False when the broker
+        # had no session for our client id (a first connect, or a broker that lost its state).
+        self.session_present = False
         self._loop_thread = threading.get_ident()
         self.client = self._new_client()
         self._bind_callbacks()
@@ -228,6 +232,7 @@ class Connection:
         if rc.is_failure:
             self._connected.set_exception(LinkRefused(f"broker refused the connection: {rc}"))
         else:
+            self.session_present = isinstance(flags, mqtt.ConnectFlags) and flags.session_present
             self._connected.set_result(None)
 
     def _on_disconnect(

@@ -10,6 +10,9 @@ Contract:
 - Capped jittered reconnect backoff (gateway.supervise), the in-flight window (`window`), a
   token-bucket byte rate limit for LPWA links (`ratelimit`), a retained status topic with birth
   `online` (the client sets the will `offline`).
+- After a reconnect to a broker that lost our session, the backlog (alerts too) waits
+  `resume_delay` for the agent to re-subscribe (`resume`); at a drain's end each device's
+  newest message waits until the agent has likely forwarded the ones before it (`order`).
 - A leased row that can never be published (a topic MQTT forbids, a value the format cannot
   encode, too large alone: `triage`) moves to the outbox's dead letters, counted and logged;
   the rows behind it go on.
@@ -42,8 +45,10 @@ from gateway.supervise import Backoff, Health, supervise
 from gateway.uplink.client import Connection
 from gateway.uplink.commands import JSON_CODEC, MAX_COMMANDS, Codec, CommandRouter
 from gateway.uplink.http import HttpConnection, HttpLink
+from gateway.uplink.order import DrainOrder, Held, Lease
 from gateway.uplink.payload import ENCODERS, Message, Target, command_topics, wire_bytes
 from gateway.uplink.ratelimit import TokenBucket
+from gateway.uplink.resume import ResumeHold
 from gateway.uplink.stats import LinkHealth, UplinkStats
 from gateway.uplink.triage import triage
 from gateway.uplink.ultralight import UltraLightCodec
@@ -79,6 +84,8 @@ class Uplink:
         self.backoff = Backoff(cfg.reconnect_min, cfg.reconnect_max, rng=rng or random.Random())
         self.stats = UplinkStats()
         self.health: Health = LinkHealth(log, self.stats)
+        self.resume = ResumeHold(cfg.resume_delay, self.stats, log)
+        self.order = DrainOrder()  # replaceable: measurements compare pauses
         self.wake = asyncio.Event()  # cuts a reconnect wait short (an alert is waiting)
         self.kick = asyncio.Event()  # something to publish or room in the window
         self.bucket = TokenBucket(cfg.rate_limit, max(cfg.rate_limit, cfg.max_payload_bytes + 64))
@@ -174,17 +181,23 @@ class Uplink:
             await conn.open()
             self.stats.connected = True
             self.stats.connects += 1
+            after_outage = health.down_reason is not None  # read before up() clears it
             # On recovery the line says how long it was down and how much waits to go out.
             health.up(host=self.cfg.host, port=self.cfg.port, queued=self.outbox.rows)
             if isinstance(conn, Connection):  # MQTT only: the retained status, commands
                 conn.publish(self.cfg.status_topic, b"online", 1, retain=True)
                 conn.subscribe(self.cmd_topic, qos=1)
+            # HTTP has no broker session to lose: the agent answers for itself.
+            present = not isinstance(conn, Connection) or conn.session_present
+            self.resume.begin(present, after_outage, queued=self.outbox.rows)
             await self._serve(conn)
         finally:
+            self.resume.end()
             self.stats.connected = False
             self._settled.set()
             await self._ack_done()
             self.window.clear()
+            self.order.clear()
             self.outbox.release_all()
             self._window_started = None
             await conn.aclose()
@@ -263,6 +276,7 @@ class Uplink:
     # -- publishing ------------------------------------------------------------------------
     async def _pump(self, conn: Link) -> None:
         loop = asyncio.get_running_loop()
+        await self.resume.wait()  # the broker lost our session: let the platform resubscribe
         while True:
             # Cleared before looking, not before sleeping: a PUBACK or an append that lands
             # while we lease and publish must still wake the next wait.
@@ -270,6 +284,7 @@ class Uplink:
             await self._ack_done()
             if self._stopping:
                 await asyncio.sleep(3600)
+            await self._send_held(conn, self.order.release(loop.time()))
             published = False
             if len(self.window) < self.cfg.inflight:
                 published = await self._publish_lane(conn, Lane.ALERT, self.cfg.inflight)
@@ -298,10 +313,12 @@ class Uplink:
         )
 
     def _until_due(self, now: float) -> float | None:
-        """How long the pump may sleep: until the telemetry window closes, or until kicked."""
-        if self._window_started is None:
-            return None
-        return max(0.001, self._window_started + self.cfg.batch_window - now)
+        """How long the pump may sleep: until the telemetry window closes or a held message
+        is due, or until kicked."""
+        due = [self.order.next_due()]
+        if self._window_started is not None:
+            due.append(self._window_started + self.cfg.batch_window)
+        return max(0.001, min(d for d in due if d is not None) - now) if due != [None] else None
 
     async def _publish_lane(self, conn: Link, lane: Lane, limit: int) -> bool:
         rows = await self.outbox.lease(lane, limit)
@@ -311,7 +328,8 @@ class Uplink:
         for bad, reason in sorted_.dead:
             await self._dead_letter(bad, reason)
         if sorted_.rows:
-            await self._publish(conn, sorted_.messages, sorted_.rows)
+            lease = Lease(len(rows), limit, self.outbox.unleased(lane))
+            await self._publish(conn, sorted_.messages, sorted_.rows, lease)
         return True
 
     async def _dead_letter(self, rows: list[Reading], reason: str) -> None:
@@ -328,8 +346,27 @@ class Uplink:
         self.stats.dead_letters += len(rows)
         await self.outbox.dead_letter(rows, reason)
 
-    async def _publish(self, conn: Link, messages: Sequence[Message], rows: list[Reading]) -> None:
-        batch = Batch(rows)
+    async def _publish(
+        self, conn: Link, messages: Sequence[Message], rows: list[Reading], lease: Lease
+    ) -> None:
+        """Publish a leased batch in the order `order` plans (its newest messages may wait)."""
+        if self.http is not None:  # one request at a time, in order: the agent cannot reorder
+            await self._send(conn, Batch(rows), messages)
+            return
+        now = asyncio.get_running_loop().time()
+        # A held message of a device this batch sends to is not its newest any more: first.
+        await self._send_held(conn, self.order.release(now, {m.topic for m in messages}))
+        plan = self.order.plan(messages, rows, lease, now)
+        await self._send(conn, plan.batch, plan.first)
+        if plan.held:  # the drain ends: each device's newest message waits (uplink.order)
+            self.stats.final_pauses += 1
+            self.order.hold(plan.held, asyncio.get_running_loop().time())
+
+    async def _send_held(self, conn: Link, held: list[Held]) -> None:
+        for h in held:
+            await self._send(conn, h.batch, [h.message])
+
+    async def _send(self, conn: Link, batch: Batch, messages: Sequence[Message]) -> None:
         qos = self.cfg.qos
         for message in messages:
             size = conn.wire_size(message, qos)
@@ -339,11 +376,12 @@ class Uplink:
             delivery = conn.send(message, qos)
             if not delivery.ok:
                 raise LinkDown(f"publish failed: {delivery.error}")
+            self.order.sent(message, asyncio.get_running_loop().time())
             self.stats.published_messages += 1
             self.stats.wire_bytes += size
             if qos:
                 self.window.add(batch, delivery.mid)
-        self.stats.published_readings += len(rows)
+        self.stats.published_readings += len(batch.rows)
         # QoS 0 has no PUBACK: handing the bytes to the socket is all there is.
         self.window.seal(batch)
 

@@ -25,6 +25,11 @@ class UplinkStats:
     commands_retained: int = 0  # retained command messages ignored
     commands_busy: int = 0  # command messages refused: the command queue was full
     dead_letters: int = 0  # rows moved to the outbox's dead letters (never publishable)
+    # Resume holds (gateway.uplink.resume): how many began, and while one lasts, until when
+    # (wall time) the backlog waits for the platform's agent to re-subscribe.
+    resume_holds: int = 0
+    holding_until: float | None = None
+    final_pauses: int = 0  # drains that paused before each device's newest message (order)
     # While down (wall times, for `gateway status`): since when, why, and when the next try is.
     down_since: float | None = None
     down_reason: str | None = None
