@@ -16,13 +16,8 @@ Contract:
 - A leased row that can never be published (a topic MQTT forbids, a value the format cannot
   encode, too large alone: `triage`) moves to the outbox's dead letters, counted and logged;
   the rows behind it go on.
-- Platform commands arrive on the FIWARE command topic and are answered on cmdexe in the
-  format's own form (`commands.JSON_CODEC`, or `ultralight` in `fiware-ul`: never JSON on a
-  UL topic), each answer bounded by max_payload_bytes and paid from the same token bucket as
-  telemetry.
-  Retained command messages are ignored (logged once per connect, counted); when the bounded
-  command queue is full, messages are refused as busy (counted, logged once per burst, and
-  answered with one "busy" answer once the queue has drained).
+- Platform commands arrive on the FIWARE command topic and are answered on cmdexe by the
+  `responder` (MQTT only), from the same token bucket as telemetry.
 The paho client, TLS and credentials live in `client` (the only module importing paho).
 With `transport = "http"` the same loop drives `http.HttpConnection` instead (chosen in
 `_connect`): a row leaves on the agent's 2xx, a request whose content the platform refuses
@@ -43,15 +38,15 @@ from gateway.model import Lane, Reading
 from gateway.outbox.store import Outbox
 from gateway.supervise import Backoff, Health, supervise
 from gateway.uplink.client import Connection
-from gateway.uplink.commands import JSON_CODEC, MAX_COMMANDS, Codec, CommandRouter
+from gateway.uplink.commands import CommandRouter
 from gateway.uplink.http import HttpConnection, HttpLink
 from gateway.uplink.order import DrainOrder, Held, Lease
-from gateway.uplink.payload import ENCODERS, Message, Target, command_topics, wire_bytes
+from gateway.uplink.payload import ENCODERS, Message, Target
 from gateway.uplink.ratelimit import TokenBucket
+from gateway.uplink.responder import Responder
 from gateway.uplink.resume import ResumeHold
 from gateway.uplink.stats import LinkHealth, UplinkStats
 from gateway.uplink.triage import triage
-from gateway.uplink.ultralight import UltraLightCodec
 from gateway.uplink.window import Batch, InflightWindow
 
 Link = Connection | HttpConnection  # what `_connect` builds: MQTT or the IoT Agent's HTTP port
@@ -78,9 +73,6 @@ class Uplink:
         self.log = log
         self.encode = ENCODERS[cfg.format]
         self.target = Target(cfg.apikey, gateway_id, cfg.topic_prefix, attributes or {})
-        self.cmd_topic, self.cmdexe_topic = command_topics(cfg.format, cfg.apikey, gateway_id)
-        # Commands and their answers in the format's own form: never JSON on a UL topic.
-        self.codec: Codec = UltraLightCodec(gateway_id) if cfg.format == "fiware-ul" else JSON_CODEC
         self.backoff = Backoff(cfg.reconnect_min, cfg.reconnect_max, rng=rng or random.Random())
         self.stats = UplinkStats()
         self.health: Health = LinkHealth(log, self.stats)
@@ -89,6 +81,9 @@ class Uplink:
         self.wake = asyncio.Event()  # cuts a reconnect wait short (an alert is waiting)
         self.kick = asyncio.Event()  # something to publish or room in the window
         self.bucket = TokenBucket(cfg.rate_limit, max(cfg.rate_limit, cfg.max_payload_bytes + 64))
+        self.responder = Responder(
+            cfg, gateway_id, commands, stats=self.stats, bucket=self.bucket, log=log
+        )
         self.window = InflightWindow()
         self._stopping = False
         self._settled = asyncio.Event()  # set on every PUBACK and when a session ends
@@ -96,9 +91,6 @@ class Uplink:
         self.http = HttpLink(cfg, log) if cfg.transport == "http" else None
         self._refused: list[tuple[list[Reading], str]] = []  # platform-refused, to dead-letter
         self._window_started: float | None = None
-        self._retained_seen = False  # this session logged its first retained command
-        self._busy_unanswered = 0  # busy refusals not yet told to the platform
-        self._busy_names: set[str] = set()  # the commands they were for (where known)
         outbox.listeners.append(self._on_append)
 
     def detach(self) -> None:
@@ -111,24 +103,6 @@ class Uplink:
         self.kick.set()
         if Lane.ALERT in lanes:
             self.wake.set()
-
-    def _on_command_refused(self, why: str, payload: bytes = b"") -> None:
-        """A command message was not queued: retained (ignored, logged once per connect) or
-        the queue was full (counted, logged once per burst, answered "busy" after it, under
-        the commands they were for where the codec can tell)."""
-        if why == "retained":
-            self.stats.commands_retained += 1
-            if not self._retained_seen:
-                self._retained_seen = True
-                self.log.warning("retained command ignored", topic=self.cmd_topic)
-            return
-        self.stats.commands_busy += 1
-        if not self._busy_unanswered:
-            self.log.warning("command queue full; refusing commands as busy")
-        self._busy_unanswered += 1
-        name = self.codec.name_of(payload)
-        if name is not None and len(self._busy_names) < MAX_COMMANDS:
-            self._busy_names.add(name)
 
     def _on_puback(self, mid: int) -> None:
         self._settled.set()
@@ -176,7 +150,7 @@ class Uplink:
             await asyncio.Event().wait()  # shutting down: never reconnect, wait to be cancelled
         conn = self._connect()
         self._conn = conn
-        self._retained_seen = False
+        self.responder.new_session()
         try:
             await conn.open()
             self.stats.connected = True
@@ -186,7 +160,7 @@ class Uplink:
             health.up(host=self.cfg.host, port=self.cfg.port, queued=self.outbox.rows)
             if isinstance(conn, Connection):  # MQTT only: the retained status, commands
                 conn.publish(self.cfg.status_topic, b"online", 1, retain=True)
-                conn.subscribe(self.cmd_topic, qos=1)
+                conn.subscribe(self.responder.topic, qos=1)
             # HTTP has no broker session to lose: the agent answers for itself.
             present = not isinstance(conn, Connection) or conn.session_present
             self.resume.begin(present, after_outage, queued=self.outbox.rows)
@@ -211,10 +185,10 @@ class Uplink:
             )
         return Connection(
             self.cfg,
-            command_topic=self.cmd_topic,
+            command_topic=self.responder.topic,
             on_puback=self._on_puback,
             on_lost=self._settled.set,
-            on_command_refused=self._on_command_refused,
+            on_command_refused=self.responder.refused,
         )
 
     async def _serve(self, conn: Link) -> None:
@@ -236,42 +210,11 @@ class Uplink:
                     await task
 
     async def _misc(self, conn: Link) -> None:
-        """Keep-alive pings and paho's timeouts, plus command handling (MQTT only)."""
-        if not isinstance(conn, Connection):
-            await asyncio.Event().wait()  # HTTP: no pings, no commands; until the session ends
-            return
-        # paho only needs loop_misc often enough to ping within the keep-alive period.
-        tick = min(5.0, self.cfg.keepalive / 4)
-        while True:
-            try:
-                async with asyncio.timeout(tick):
-                    payload = await conn.commands.get()
-            except TimeoutError:
-                conn.loop_misc()
-                if self._busy_unanswered:
-                    await self._answer_busy(conn)
-                continue
-            self.stats.commands += 1
-            limit = self.cfg.max_payload_bytes
-            for body in await self.commands.answer(payload, limit, self.codec):
-                await self._answer(conn, body)
-            if self._busy_unanswered and conn.commands.empty():
-                await self._answer_busy(conn)
-
-    async def _answer(self, conn: Connection, body: bytes) -> None:
-        """Publish a command answer on cmdexe through the same byte budget as telemetry."""
-        await self.bucket.take(wire_bytes(Message(self.cmdexe_topic, body, ()), 1))
-        if self.stats.connected:
-            conn.publish(self.cmdexe_topic, body, 1)
-
-    async def _answer_busy(self, conn: Connection) -> None:
-        """One answer for the command messages refused while the queue was full."""
-        refused, self._busy_unanswered = self._busy_unanswered, 0
-        names, self._busy_names = sorted(self._busy_names), set()
-        self.log.warning("command queue drained; busy refusals answered", refused=refused)
-        results = self.commands.busy(refused, names)
-        for body in self.commands.encode(results, self.cfg.max_payload_bytes, self.codec):
-            await self._answer(conn, body)
+        """MQTT: the platform's commands and paho's pings (`responder`). HTTP has neither:
+        wait until the session ends."""
+        if isinstance(conn, Connection):
+            await self.responder.serve(conn)
+        await asyncio.Event().wait()
 
     # -- publishing ------------------------------------------------------------------------
     async def _pump(self, conn: Link) -> None:
