@@ -7,10 +7,12 @@ session; with the default every reading, and the alert raised in the window, arr
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 
 import pytest
 
+from gateway.cli import status as status_cli
 from gateway.clock import FixedClock
 from gateway.config import loader
 from gateway.config.loader import UplinkConfig
@@ -82,6 +84,13 @@ async def test_the_status_report_shows_a_hold(tmp_path, log) -> None:
         snap = report.snapshot()["uplink"]
         assert isinstance(snap, dict)
         assert snap["holding_until"] == stats.holding_until and snap["resume_holds"] == 1
+        # `gateway status` says it in words, from the file the daemon writes.
+        status_file = tmp_path / "status.json"
+        status_file.write_text(json.dumps(report.snapshot()))
+        daemon = status_cli._daemon(status_file, time.time())
+        daemon["uplink"].update(host="broker", port=1883)  # `report` adds these from the config
+        text = "\n".join(status_cli._render_daemon(daemon, time.time()))
+        assert "holding the backlog for" in text and "lost our session" in text
 
 
 def test_resume_delay_is_read_from_the_uplink_section_and_checked() -> None:

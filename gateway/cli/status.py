@@ -146,6 +146,7 @@ def _daemon(status_file: Path, now: float, sock: Path | None = None) -> dict[str
             "down_since": uplink.get("down_since"),
             "down_reason": uplink.get("down_reason"),
             "next_try": uplink.get("next_try"),
+            "holding_until": uplink.get("holding_until"),
         },
         "devices_unavailable": down,
         "disk_full": bool(box.get("disk_full")),
@@ -232,6 +233,12 @@ def _render_daemon(d: dict[str, Any], now: float) -> list[str]:
             f"daemon   pid {d['pid']}, reported {_age(now - d['reported'])} ago; uplink {link} "
             f"to {up['host']}:{up['port']}; clock {clock}"
         )
+        holding = up.get("holding_until")
+        if up["connected"] and holding:
+            lines.append(
+                f"  holding the backlog for {max(0.0, holding - now):.0f} s more "
+                "(the broker lost our session: the platform is subscribing again)"
+            )
         if not up["connected"] and up["down_since"] is not None:
             retry = up["next_try"]
             if not retry:
