@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,33 @@ def test_library_warnings_are_json_at_the_default_level(tmp_path, broker):
         ("ours", None),
     ]
     assert events[0]["level"] == "warning"
+
+
+@pytest.mark.slow  # a daemon process and a broker
+def test_debug_level_shows_the_data_path_and_info_does_not(tmp_path, broker):
+    """`run --log-level debug` is for a technician chasing a reading: each accepted reading
+    with its values, each append to the outbox, each lease and each acknowledgement."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(config_text(tmp_path, broker.port, window=0.2))
+    debug = Proc(cfg, tmp_path / "debug.log", args=("--log-level", "debug"))
+    try:
+        for name in ("accepted", "appended to outbox", "leased", "acknowledged"):
+            debug.wait_event(name)
+        accepted = debug.wait_event("accepted")
+        assert accepted["device"] == "counter" and "n" in accepted["values"]
+        leased = debug.wait_event("leased")
+        assert leased["lane"] == "telemetry" and leased["rows"] > 0
+        assert debug.stop() == 0
+    finally:
+        if debug.p.poll() is None:
+            debug.p.kill()
+    info = Proc(cfg, tmp_path / "info.log")
+    try:
+        info.wait_event("gateway running")
+        time.sleep(2)  # readings flow and are published meanwhile (as at debug above)
+        assert info.stop() == 0
+    finally:
+        if info.p.poll() is None:
+            info.p.kill()
+    quiet = {e.get("event") for e in info.events()}
+    assert not quiet & {"accepted", "appended to outbox", "leased", "acknowledged"}

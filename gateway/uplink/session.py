@@ -34,6 +34,7 @@ from typing import Any
 
 from gateway.config.loader import UplinkConfig
 from gateway.errors import LinkDown
+from gateway.logs import debugging
 from gateway.model import Lane, Reading
 from gateway.outbox.store import Outbox
 from gateway.supervise import Backoff, Health, supervise
@@ -75,6 +76,7 @@ class Uplink:
         self.target = Target(cfg.apikey, gateway_id, cfg.topic_prefix, attributes or {})
         self.backoff = Backoff(cfg.reconnect_min, cfg.reconnect_max, rng=rng or random.Random())
         self.stats = UplinkStats()
+        self._debug = debugging(log)  # `run --log-level debug`: leases and acks, each one
         self.health: Health = LinkHealth(log, self.stats)
         self.resume = ResumeHold(cfg.resume_delay, self.stats, log)
         self.order = DrainOrder()  # replaceable: measurements compare pauses
@@ -272,6 +274,15 @@ class Uplink:
             await self._dead_letter(bad, reason)
         if sorted_.rows:
             lease = Lease(len(rows), limit, self.outbox.unleased(lane))
+            if self._debug:
+                self.log.debug(
+                    "leased",
+                    lane=lane.name.lower(),
+                    rows=len(sorted_.rows),
+                    seqs=f"{rows[0].seq}-{rows[-1].seq}",
+                    messages=len(sorted_.messages),
+                    left=lease.left,
+                )
             await self._publish(conn, sorted_.messages, sorted_.rows, lease)
         return True
 
@@ -338,6 +349,8 @@ class Uplink:
             return
         await self.outbox.ack(rows)
         self.stats.acked_readings += len(rows)
+        if self._debug:
+            self.log.debug("acknowledged", rows=len(rows), queued=self.outbox.rows)
 
 
 __all__ = ["Uplink", "UplinkStats"]
