@@ -17,6 +17,7 @@ import pytest
 from gateway import model
 from gateway.config import loader
 from gateway.config.profiles import BUILTIN_DIR, ProfileLibrary
+from gateway.errors import Problem
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -105,3 +106,33 @@ def test_every_profile_quantity_is_in_the_documented_vocabulary():
         (name, q) for name, q in emitted if _base_quantity(q, vocabulary) not in vocabulary
     )
     assert not missing, f"quantities not in gateway/model.py's vocabulary: {missing}"
+
+
+PROFILE_FENCE = re.compile(r"^[ \t]*```toml profile[ \t]*\n(.*?)^[ \t]*```", re.M | re.S)
+
+
+def profile_blocks() -> list[tuple[str, str]]:
+    """(id, text) of every ```toml profile block: a device profile, not a config."""
+    blocks = []
+    for path in DOCS:
+        text = path.read_text(encoding="utf-8")
+        for match in PROFILE_FENCE.finditer(text):
+            line = text.count("\n", 0, match.start()) + 1
+            blocks.append((f"{path.relative_to(ROOT)}:{line}", match.group(1)))
+    return blocks
+
+
+def test_the_docs_show_a_profile() -> None:
+    assert profile_blocks(), "docs/architecture.md shows how to write a device profile"
+
+
+@pytest.mark.parametrize(("where", "block"), profile_blocks(), ids=lambda v: str(v)[:40])
+def test_a_profile_in_the_docs_loads_and_its_examples_hold(where, block, tmp_path) -> None:
+    (tmp_path / "doc-profile.toml").write_text(block)
+    problems: list[Problem] = []
+    profile = ProfileLibrary([tmp_path]).get("doc-profile", problems, where)
+    assert not problems, "\n".join(map(str, problems))
+    assert profile is not None and profile.examples
+    vocabulary = _vocabulary()
+    quantities = {o.quantity for e in profile.examples for o in e.readings or ()}
+    assert {_base_quantity(q, vocabulary) for q in quantities} <= vocabulary
