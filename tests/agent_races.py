@@ -28,12 +28,11 @@ from typing import Any
 import structlog
 
 from gateway.clock import iso
-from gateway.demo.broker import LocalBroker
 from gateway.model import Lane, Reading
 from gateway.outbox.store import Outbox
 from gateway.uplink.session import Uplink
 from tests.agent_setup import fresh_apikey, running_uplink, until, uplink_config
-from tests.iotagent import City, ContextBroker, IotAgent, run_city
+from tests.iotagent import City, run_city
 
 ATTR = [{"object_id": "water_level", "name": "waterLevel", "type": "Number"}]
 
@@ -237,13 +236,7 @@ async def _measure_order(
 
 def _persistent_city(workdir: Path) -> Iterator[City]:
     """run_city with a broker that keeps sessions over a restart (mosquitto persistence)."""
-    with LocalBroker(workdir / "broker", persistence=True) as broker, ContextBroker() as cb:
-        agent = IotAgent(broker.port, cb.port, workdir)
-        try:
-            agent.start()
-            yield City(broker, cb, agent)
-        finally:
-            agent.stop()
+    yield from run_city(workdir, persistence=True)
 
 
 def main() -> None:

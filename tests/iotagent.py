@@ -461,9 +461,10 @@ class City:
     agent: IotAgent
 
 
-def run_city(workdir: Path) -> Iterator[City]:
-    """Generator for a fixture: starts broker, context broker and agent; stops all three."""
-    with LocalBroker(workdir / "broker") as broker, ContextBroker() as cb:
+def run_city(workdir: Path, *, persistence: bool = False) -> Iterator[City]:
+    """Generator for a fixture: starts broker, context broker and agent; stops all three.
+    `persistence`: a broker that keeps sessions over its restart."""
+    with LocalBroker(workdir / "broker", persistence=persistence) as broker, ContextBroker() as cb:
         agent = IotAgent(broker.port, cb.port, workdir)
         try:
             agent.start()

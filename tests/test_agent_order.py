@@ -6,8 +6,6 @@ of it on a plain mosquitto."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from dataclasses import replace
 
@@ -24,6 +22,7 @@ from gateway.uplink.wire import Message
 from tests.agent_races import big_drain
 from tests.iotagent import City
 from tests.mqtt_peer import Collector
+from tests.test_uplink import running, wait_until
 
 
 # -- against the real agent ----------------------------------------------------------------
@@ -128,24 +127,6 @@ BASE = UplinkConfig(
 )
 
 
-@contextlib.asynccontextmanager
-async def running(uplink: Uplink):
-    task = asyncio.create_task(uplink.run())
-    try:
-        yield uplink
-    finally:
-        await uplink.stop(2.0)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def until(predicate, timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
-
-
 def seqs_on(collector: Collector, device: str) -> list[list[int]]:
     return [
         [item["seq"] for item in json.loads(m.payload)]
@@ -171,11 +152,11 @@ async def test_a_drain_sends_each_devices_newest_message_last_and_acks_it_after(
         uplink = Uplink(cfg, "gw1", ob, CommandRouter(cfg.commands, log=log), log=log)
         uplink.order.rate = 2000.0  # ~0.3 s of modelled backlog + 0.5 s
         async with running(uplink) as up:
-            await until(lambda: up.order.held)  # the drain's end: the newest are held
+            await wait_until(lambda: up.order.held)  # the drain's end: the newest are held
             held = {h.message.topic: h.message.seqs for h in up.order.held}
             assert set(held) == {"gateway/gw1/d1", "gateway/gw1/d2"}
             assert ob.rows >= len(held["gateway/gw1/d1"]) + len(held["gateway/gw1/d2"])
-            await until(lambda: ob.rows == 0)
+            await wait_until(lambda: ob.rows == 0)
             await platform.wait(lambda ms: sum(map(len, seqs_on(platform, "d2"))) >= 300)
             assert up.stats.final_pauses == 1
     platform.close()
@@ -199,7 +180,7 @@ async def test_a_newer_message_of_a_held_device_sends_the_held_one_first(
         uplink = Uplink(cfg, "gw1", ob, CommandRouter(cfg.commands, log=log), log=log)
         uplink.order.pause = 3600.0  # held until something newer of d1 comes
         async with running(uplink) as up:
-            await until(lambda: up.order.held)
+            await wait_until(lambda: up.order.held)
             (old,) = up.order.held
             assert sum(map(len, seqs_on(platform, "d1"))) <= 100
             (s,) = ob.allocate(1)
@@ -209,7 +190,7 @@ async def test_a_newer_message_of_a_held_device_sends_the_held_one_first(
             # drain: steady traffic, not held).
             await platform.wait(lambda ms: sum(map(len, seqs_on(platform, "d1"))) >= 151)
             assert old not in up.order.held and up.order.held == []
-            await until(lambda: ob.rows == 0)
+            await wait_until(lambda: ob.rows == 0)
     platform.close()
     got = [s for m in seqs_on(platform, "d1") for s in m]
     assert got == [r.seq for r in [*first, later]]

@@ -5,14 +5,13 @@ written, and the right exit codes when no daemon runs."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from gateway.demo.broker import LocalBroker
-from tests.test_daemon import ROOT, Proc, config_text
+from tests.test_daemon import Proc, config_text
+from tests.test_status_config import gateway
 
 pytestmark = pytest.mark.slow
 
@@ -22,16 +21,6 @@ id = "level"
 interval = 0.05
 points = [ { quantity = "water_level", pattern = "ramp", unit = "cm" } ]
 """
-
-
-def gateway(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def start(tmp: Path, broker: LocalBroker) -> tuple[Path, Proc]:

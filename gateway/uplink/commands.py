@@ -67,14 +67,20 @@ def preview(payload: bytes, limit: int = 80) -> str:
     return clip(payload[: limit * 4].decode("utf-8", "backslashreplace"), limit)
 
 
-def parse(payload: bytes, max_bytes: int) -> dict[str, Any]:
-    """The command object of one message, or Refused saying why (size, depth, keys, text)."""
+def text_of(payload: bytes, max_bytes: int) -> str:
+    """A command message's text, checked before anything parses it: its size, then UTF-8
+    (Refused saying which) — the first checks of every codec."""
     if len(payload) > max_bytes:
         raise Refused(f"command too large, {len(payload)} bytes, limit {max_bytes}")
     try:
-        text = payload.decode("utf-8")
+        return payload.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise Refused(f"malformed command: not UTF-8 text at byte {exc.start}") from None
+
+
+def parse(payload: bytes, max_bytes: int) -> dict[str, Any]:
+    """The command object of one message, or Refused saying why (size, depth, keys, text)."""
+    text = text_of(payload, max_bytes)
     depth = 0
     for bracket in _BRACKET.findall(_STRING.sub("", text)):
         depth += 1 if bracket in "[{" else -1

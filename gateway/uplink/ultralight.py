@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.uplink import orion
-from gateway.uplink.commands import NAME, Refused
+from gateway.uplink.commands import NAME, Refused, text_of
 
 MAX_PARAMS = 16  # `|`-separated fields after `<device>@<command>`
 FIELD_MAX = 256  # characters of one field
@@ -40,12 +40,7 @@ class UltraLightCodec:
         self.device = device
 
     def parse(self, payload: bytes, max_bytes: int) -> dict[str, Any]:
-        if len(payload) > max_bytes:
-            raise Refused(f"command too large, {len(payload)} bytes, limit {max_bytes}")
-        try:
-            text = payload.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise Refused(f"malformed command: not UTF-8 text at byte {exc.start}") from None
+        text = text_of(payload, max_bytes)
         bad = _CONTROL.search(text)
         if bad:
             raise Refused(f"malformed command: control character U+{ord(bad.group()):04X}")
