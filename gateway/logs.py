@@ -23,6 +23,22 @@ def debugging(log: Any) -> bool:
     return bool(enabled(logging.DEBUG)) if enabled is not None else False
 
 
+class _SharedStream(logging.Handler):
+    """The stdlib's lines written through structlog's PrintLogger for the same stream, so both
+    take one lock: a library logging from a worker thread (aiosqlite at debug) can never
+    splice its line into the middle of ours, which journald would store as garbage."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__()
+        self.out = structlog.PrintLogger(stream)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.out.msg(self.format(record))
+        except Exception:  # as logging.StreamHandler: a broken log line never raises
+            self.handleError(record)
+
+
 def setup(level: str = "info", *, json: bool | None = None, stream: Any = None) -> None:
     """Configure structlog and the stdlib root logger once, at process start."""
     stream = stream or sys.stdout
@@ -45,7 +61,7 @@ def setup(level: str = "info", *, json: bool | None = None, stream: Any = None) 
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(stream)
+    handler = _SharedStream(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *processors],

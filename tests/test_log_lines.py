@@ -95,3 +95,55 @@ def test_debug_level_shows_the_data_path_and_info_does_not(tmp_path, broker):
             info.p.kill()
     quiet = {e.get("event") for e in info.events()}
     assert not quiet & {"accepted", "appended to outbox", "leased", "acknowledged"}
+
+
+class _SlowStream:
+    """A stream whose every write lets other threads run (a pipe to a busy journald)."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        time.sleep(0)  # give up the GIL: another thread's write may come now
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def test_library_lines_from_other_threads_never_splice_into_ours():
+    """aiosqlite logs from its worker thread while the event loop logs: at debug both write
+    to the same stream, and every line must still be one JSON object (journald keeps lines)."""
+    import logging
+    import threading
+
+    import structlog
+
+    from gateway import logs
+
+    stream = _SlowStream()
+    try:
+        logs.setup("debug", json=True, stream=stream)
+        ours = structlog.get_logger()
+        library = logging.getLogger("library.worker")
+
+        def chatter() -> None:
+            for i in range(500):
+                library.debug("worker line %d", i)
+
+        threads = [threading.Thread(target=chatter) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for i in range(500):
+            ours.debug("loop line", i=i)
+        for t in threads:
+            t.join()
+    finally:
+        logs.setup("info", json=True)
+    lines = "".join(stream.parts).splitlines()
+    assert len(lines) == 2000
+    assert all(isinstance(json.loads(line), dict) for line in lines)

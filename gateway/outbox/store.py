@@ -300,8 +300,12 @@ class Outbox:
         ending their leases: they never block the rows behind them. On a full disk they stay
         queued (and are tried again)."""
         if readings:
-            moved = await asyncio.shield(self._writer.dead_letter(readings, reason, time.time()))
-            self._dead_letters += moved
+            # Counted inside the shield: a caller cancelled meanwhile (a stopping uplink)
+            # must not leave the count behind the rows the file has moved.
+            await asyncio.shield(self._move_to_dead_letters(readings, reason))
+
+    async def _move_to_dead_letters(self, readings: Sequence[Reading], reason: str) -> None:
+        self._dead_letters += await self._writer.dead_letter(readings, reason, time.time())
 
     # -- inspection ------------------------------------------------------------------------
     @property
