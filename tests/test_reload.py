@@ -35,6 +35,7 @@ reconnect_min = 0.1
 reconnect_max = 0.5
 [store]
 path = "{tmp}/outbox.sqlite"
+runtime_dir = "{tmp}/run"
 [[buses]]
 name = "syn"
 transport = "synthetic"
