@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import loader as config_mod
+from gateway.config.uplink import MQTT_ONLY
 from gateway.errors import ConfigError
 
 EX_CONFIG = 78  # as gateway.cli.main: the config is bad
@@ -103,7 +104,7 @@ def effective(
     uplink["commands"] = list(cfg.uplink.commands)
     # Only the keys of the chosen transport: the loader refuses the other's (host comes
     # from the url over HTTP; url and request_timeout mean nothing to MQTT).
-    other = config_mod.MQTT_ONLY if cfg.uplink.transport == "http" else ("url", "request_timeout")
+    other = MQTT_ONLY if cfg.uplink.transport == "http" else ("url", "request_timeout")
     for key in other:
         del uplink[key]
     store = asdict(cfg.store)
