@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.figures import Doc, Figure, Mode, collect, repeat
 from drivers.ble import create_bus
 from drivers.ble.field import Field, devices_toml
 from drivers.ble.replay import read_lines
@@ -24,6 +25,14 @@ from gateway.contract import BusContext
 from gateway.outbox.store import Outbox
 from gateway.pipeline import Pipeline
 from tests.configs import load_config
+
+REPEATS = 3
+ROUNDS: dict[Mode, int] = {"smoke": 200, "quick": 2_000, "full": 10_000}  # field rounds
+DOCS = {
+    "ble_adverts_per_s": Doc("replay source → decoders → outbox sync=full"),
+    "ble_cpu_ms_per_1k_adverts": Doc("this process over the same run"),
+    "ble_decode_only_adverts_per_s": Doc("the router alone: decode + de-duplication"),
+}
 
 
 class _Quiet:
@@ -72,21 +81,28 @@ def _decode_only(replay: Path) -> float:
     return len(records) / (time.perf_counter() - start)
 
 
-def run(quick: bool) -> dict[str, float]:
-    rounds = 2000 if quick else 10000
+def _once(replay: Path, adverts: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-ble-") as tmp:
-        work = Path(tmp)
-        replay = work / "field.replay"
-        adverts = record(replay, rounds, 1.0, Field(cow_away=(0, 0)))
-        wall, cpu, rows = asyncio.run(_through_outbox(work, replay, adverts))
-        decode = _decode_only(replay)
+        wall, cpu, rows = asyncio.run(_through_outbox(Path(tmp), replay, adverts))
     return {
         "ble_adverts_per_s": round(adverts / wall, 1),
         "ble_cpu_ms_per_1k_adverts": round(cpu * 1000 / (adverts / 1000), 2),
-        "ble_decode_only_adverts_per_s": round(decode, 1),
+        "ble_decode_only_adverts_per_s": round(_decode_only(replay), 1),
         "ble_readings_per_advert": round(rows / adverts, 2),
     }
 
 
-if __name__ == "__main__":
-    print(run(quick=True))
+def run(mode: Mode, repeats: int) -> dict[str, Figure]:
+    rounds = ROUNDS[mode]
+    with tempfile.TemporaryDirectory(prefix="bench-ble-") as tmp:
+        replay = Path(tmp) / "field.replay"
+        adverts = record(replay, rounds, 1.0, Field(cow_away=(0, 0)))
+        runs = repeat(repeats, lambda: _once(replay, adverts))
+    settings = {
+        "field": "BTHome plain + encrypted, Ruuvi, pvvx, iBeacon (drivers.ble.field)",
+        "rounds": rounds,
+        "adverts": adverts,
+        "interval": 0,
+        "sync": "full",
+    }
+    return collect(runs, settings, DOCS)

@@ -2,35 +2,116 @@
 bytes per reading for each payload format.
 
 The daemon, mosquitto and the counting subscriber run as separate processes on loopback, so
-the CPU figure is the daemon's own. Nothing here asserts; it measures.
+the CPU figure is the daemon's own. The headline e2e, drain and CPU figures run with the
+uplink and store defaults a user gets; the `*_tuned_*` figures with the large batches of
+`TUNED` (and say so in their settings). Nothing here asserts; it measures.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
+import math
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import psutil
 
+from bench.figures import Doc, Figure, Mode, collect, repeat
+from gateway.config import loader as config
 from gateway.demo.broker import LocalBroker
 from gateway.model import Reading
 from gateway.outbox.store import Outbox
+from gateway.uplink.order import AGENT_RATE, FINAL_PAUSE, MAX_PAUSE
 from gateway.uplink.payload import ENCODERS, Target, wire_bytes
 from tests.configs import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
+REPEATS = 3
+# Readings per e2e / drain repeat, seconds per idle repeat. Each e2e and drain repeat ends
+# with the uplink's end-of-drain hold (up to MAX_PAUSE, 15 s; a few seconds for the smoke's
+# 2,000 readings), which is why the smoke runs the defaults only, not the tuned runs.
+SIZES: dict[Mode, tuple[int, float]] = {
+    "smoke": (2_000, 2.0),
+    "quick": (200_000, 20.0),
+    "full": (1_000_000, 60.0),
+}
+# The uplink's end-of-drain hold (gateway.uplink.order), part of every e2e and drain run.
+DRAIN_HOLD = f"{FINAL_PAUSE} s + backlog at {AGENT_RATE:.0f}/s, at most {MAX_PAUSE} s"
+DEVICES, POINTS = 10, 10  # the e2e source: 10 synthetic devices x 10 counting points
+# The tuned runs' [uplink] keys: what a site with a fast broker link might set.
+TUNED = "batch_window = 0.5\nbatch_max_readings = 5000\nmax_payload_bytes = 262144\ninflight = 32\n"
+HOLD = "the uplink's end-of-drain hold of each device's newest message"
+DOCS = {
+    "e2e_readings_per_s": Doc(
+        "synthetic readings → outbox → mosquitto QoS 1 → counting subscriber, first reading to "
+        f"last, {HOLD} included; defaults",
+        "≥ 50,000",
+    ),
+    "e2e_sustained_readings_per_s": Doc(f"the same run until {HOLD}"),
+    "e2e_final_hold_s": Doc(f"the same run: {HOLD}, gateway.uplink.order"),
+    "cpu_ms_per_1k_readings": Doc(
+        "daemon process over the e2e run, incl. the synthetic source; defaults", "≤ 10"
+    ),
+    "drain_readings_per_s": Doc(
+        "a backlog buffered while the broker was away, from `gateway running` to the last "
+        f"reading at the subscriber, {HOLD} included; defaults",
+        "≥ 100,000",
+    ),
+    "drain_sustained_readings_per_s": Doc(f"the same drain until {HOLD}"),
+    "drain_final_hold_s": Doc(f"the same drain: {HOLD}"),
+    "e2e_tuned_readings_per_s": Doc("the e2e run with large batches (tuned, not the default)"),
+    "e2e_tuned_sustained_readings_per_s": Doc("the same, until the hold"),
+    "cpu_tuned_ms_per_1k_readings": Doc("daemon CPU over the tuned e2e run"),
+    "drain_tuned_readings_per_s": Doc("the drain with large batches (tuned, not the default)"),
+    "drain_tuned_sustained_readings_per_s": Doc("the same, until the hold"),
+    "idle_cpu_pct": Doc("100 devices, one reading a minute; % of one core", "≤ 0.2"),
+    "idle_rss_mb": Doc("the same daemon's resident memory at the end", "≤ 30"),
+    "bytes_per_reading_fiware_json": Doc(
+        "a paddy day: level, temperature, battery every 10 min; MQTT PUBLISH + PUBACK framing"
+    ),
+    "bytes_per_reading_fiware_ul": Doc("the same day, fiware-ul", "≤ 15"),
+    "bytes_per_reading_json": Doc("the same day, json"),
+    "bytes_per_reading_msgpack": Doc("the same day, msgpack", "≤ 8"),
+}
 
 
-def _config(work: Path, port: int, buses: str, *, window: float = 0.5) -> Path:
+def _config(work: Path, port: int, buses: str, extra: str = "") -> Path:
     path = work / "gw.toml"
-    path.write_text(load_config("bench_core", port=port, window=window, work=work, buses=buses))
+    path.write_text(load_config("bench_core", port=port, extra=extra, work=work, buses=buses))
     return path
+
+
+def settings(extra: str, **more: Any) -> dict[str, Any]:
+    """The uplink and store settings the daemon runs with (defaults unless `extra` sets
+    them), read back from the parsed config as `gateway config` would show them."""
+    text = load_config("bench_core", port=1883, extra=extra, work="/tmp", buses="")
+    cfg = config.parse(text, "bench_core")
+    up, store = cfg.uplink, cfg.store
+    return {
+        "uplink": "tuned" if extra else "defaults",
+        "format": up.format,
+        "qos": up.qos,
+        "batch_window": up.batch_window,
+        "batch_max_readings": up.batch_max_readings,
+        "max_payload_bytes": up.max_payload_bytes,
+        "inflight": up.inflight,
+        "sync": store.sync,
+        **more,
+    }
+
+
+def _whole_batches(readings: int, batch: int, step: int) -> int:
+    """`readings` rounded up to whole uplink batches (and whole polls of `step` readings): a
+    last, partial batch would wait out the batch window and the figure would time the wait."""
+    unit = math.lcm(batch, step)
+    return max(unit, -(-readings // unit) * unit)
 
 
 def _synthetic(devices: int, points: int, interval: float, count: int = 0) -> str:
@@ -90,32 +171,56 @@ class _Subscriber:
         if self.p.stdout.readline().strip() != "ready":
             raise RuntimeError("subscriber did not start")
 
-    def wait_done(self, timeout: float) -> tuple[int, float, float]:
+    def wait_done(self, timeout: float) -> Delivered:
         assert self.p.stdout is not None
         line = self.p.stdout.readline().split()
         self.p.wait(timeout)
-        return int(line[1]), float(line[2]), float(line[3])
+        return Delivered(int(line[1]), float(line[2]), float(line[3]), int(line[4]), float(line[5]))
 
 
-def e2e(readings: int) -> dict[str, float]:
-    devices, points = 10, 10
-    polls = readings // (devices * points)
+@dataclass(frozen=True)
+class Delivered:
+    """What the subscriber saw (monotonic s): every reading, and the bulk before the uplink's
+    end-of-drain hold (bench.subscriber)."""
+
+    readings: int
+    first: float
+    last: float
+    bulk: int
+    bulk_last: float
+
+    def figures(self, name: str, since: float | None = None) -> dict[str, float]:
+        """`<name>_readings_per_s` until the last reading (the hold included),
+        `<name>_sustained_readings_per_s` until the hold, `<name>_final_hold_s`; from the
+        first reading or from `since`."""
+        start = self.first if since is None else since
+        return {
+            f"{name}_readings_per_s": round(self.readings / max(self.last - start, 1e-9)),
+            f"{name}_sustained_readings_per_s": round(
+                self.bulk / max(self.bulk_last - start, 1e-9)
+            ),
+            f"{name}_final_hold_s": round(self.last - self.bulk_last, 2),
+        }
+
+
+def e2e(readings: int, extra: str = "", label: str = "") -> dict[str, float]:
+    """One run: `readings` synthetic readings (whole polls, whole batches) from the daemon's
+    first poll to the subscriber's last reading; the daemon's CPU over the same span."""
+    polls = readings // (DEVICES * POINTS)
     with tempfile.TemporaryDirectory() as tmp, LocalBroker(Path(tmp) / "b") as broker:
         work = Path(tmp)
-        cfg = _config(work, broker.port, _synthetic(devices, points, 0.0, polls))
-        sub = _Subscriber(broker.port, polls * devices * points)
+        cfg = _config(work, broker.port, _synthetic(DEVICES, POINTS, 0.0, polls), extra)
+        sub = _Subscriber(broker.port, polls * DEVICES * POINTS)
         daemon = _Daemon(cfg, work / "daemon.log")
         try:
             daemon.wait_running()
             cpu0 = daemon.cpu()
-            n, first, last = sub.wait_done(timeout=1800)
+            seen = sub.wait_done(timeout=1800)
             cpu = daemon.cpu() - cpu0
         finally:
             daemon.stop()
-    return {
-        "e2e_readings": n,
-        "e2e_readings_per_s": round(n / max(last - first, 1e-9)),
-        "cpu_ms_per_1k_readings": round(cpu * 1000 / (n / 1000), 2),
+    return seen.figures(f"e2e_{label}".rstrip("_")) | {
+        f"cpu_{label}ms_per_1k_readings": round(cpu * 1000 / (seen.readings / 1000), 2)
     }
 
 
@@ -133,26 +238,28 @@ async def _fill(path: Path, readings: int, devices: int) -> None:
             )
 
 
-def drain(readings: int) -> dict[str, float]:
+def drain(backlog: Path, readings: int, extra: str = "", label: str = "") -> dict[str, float]:
+    """One run: a copy of the `backlog` outbox drained by a starting daemon, readings per
+    second from "gateway running" to the subscriber's last reading."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        asyncio.run(_fill(work / "outbox.sqlite", readings, 100))
+        shutil.copy(backlog, work / "outbox.sqlite")
         with LocalBroker(work / "b") as broker:
-            cfg = _config(work, broker.port, "", window=0.0)
+            cfg = _config(work, broker.port, "", extra)
             sub = _Subscriber(broker.port, readings)
             daemon = _Daemon(cfg, work / "daemon.log")
             try:
                 start = daemon.wait_running()
-                n, _first, last = sub.wait_done(timeout=1800)
+                seen = sub.wait_done(timeout=1800)
             finally:
                 daemon.stop()
-    return {"drain_readings": n, "drain_readings_per_s": round(n / max(last - start, 1e-9))}
+    return seen.figures(f"drain_{label}".rstrip("_"), since=start)
 
 
 def idle(seconds: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, LocalBroker(Path(tmp) / "b") as broker:
         work = Path(tmp)
-        cfg = _config(work, broker.port, _synthetic(100, 3, 60.0), window=60.0)
+        cfg = _config(work, broker.port, _synthetic(100, 3, 60.0))
         daemon = _Daemon(cfg, work / "daemon.log")
         try:
             daemon.wait_running()
@@ -206,15 +313,31 @@ def wire_figures() -> dict[str, float]:
     return out
 
 
-def run(quick: bool) -> dict[str, float]:
-    figures: dict[str, float] = {}
-    figures.update(wire_figures())
-    figures.update(e2e(100_000 if quick else 1_000_000))
-    figures.update(drain(100_000 if quick else 1_000_000))
-    figures.update(idle(15 if quick else 60))
+def run(mode: Mode, repeats: int) -> dict[str, Figure]:
+    size, idle_s = SIZES[mode]
+    figures: dict[str, Figure] = {}
+    variants = (("", ""), (TUNED, "tuned_"))  # (extra [uplink] keys, figure label)
+    if mode == "smoke":
+        variants = variants[:1]
+    for extra, label in variants:
+        s = settings(extra)
+        n = _whole_batches(size, s["batch_max_readings"], DEVICES * POINTS)
+        runs = repeat(repeats, partial(e2e, n, extra, label))
+        source = f"{DEVICES} devices x {POINTS} points, interval 0"
+        more = {"readings": n, "source": source, "drain_hold": DRAIN_HOLD}
+        figures |= collect(runs, s | more, DOCS)
+    with tempfile.TemporaryDirectory() as tmp:
+        backlog = Path(tmp) / "outbox.sqlite"
+        # One backlog for every drain run, in whole batches of either setting.
+        batch = math.lcm(*(settings(extra)["batch_max_readings"] for extra, _ in variants))
+        n = _whole_batches(size, batch, 1)
+        asyncio.run(_fill(backlog, n, 100))
+        for extra, label in variants:
+            runs = repeat(repeats, partial(drain, backlog, n, extra, label))
+            more = {"readings": n, "devices": 100, "drain_hold": DRAIN_HOLD}
+            figures |= collect(runs, settings(extra, **more), DOCS)
+    idle_settings = settings("", devices=100, points=3, interval=60.0, seconds=idle_s)
+    figures |= collect(repeat(repeats, partial(idle, idle_s)), idle_settings, DOCS)
+    # Byte counts of a fixed day: the same every run, so measured once.
+    figures |= collect([wire_figures()], {"readings": 432, "max_payload_bytes": 65536}, DOCS)
     return figures
-
-
-if __name__ == "__main__":
-    print(json.dumps(run("--quick" in sys.argv)))
-    os._exit(0)

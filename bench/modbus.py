@@ -17,11 +17,20 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.figures import Doc, Figure, Mode, collect, repeat
 from tests.configs import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICES = 10
 POINTS = 10
+REPEATS = 3
+SECONDS: dict[Mode, float] = {"smoke": 0.5, "quick": 2.0, "full": 10.0}  # per repeat
+DOCS = {
+    "modbus_tcp_polls_per_s": Doc(
+        f"{DEVICES} devices x {POINTS} points over TCP to the simulator process"
+    ),
+    "modbus_cpu_ms_per_poll": Doc("the gateway side's CPU per poll: bus, pymodbus, decoder"),
+}
 
 
 class _CountingSink:
@@ -82,7 +91,8 @@ async def _measure(port: str, profile_dir: Path, seconds: float) -> dict[str, fl
     }
 
 
-def run(quick: bool) -> dict[str, float]:
+def run(mode: Mode, repeats: int) -> dict[str, Figure]:
+    seconds = SECONDS[mode]
     with tempfile.TemporaryDirectory() as tmp:
         profile_dir = Path(tmp)
         (profile_dir / "bench10.toml").write_text(_profile())
@@ -110,15 +120,19 @@ def run(quick: bool) -> dict[str, float]:
             assert proc.stdout is not None
             banner = proc.stdout.readline().strip()
             if not banner:
-                return {}
-            return asyncio.run(
-                _measure(banner.rsplit(" ", 1)[1], profile_dir, 2.0 if quick else 10.0)
-            )
+                raise RuntimeError("the Modbus simulator did not start")
+            port = banner.rsplit(" ", 1)[1]
+            runs = repeat(repeats, lambda: asyncio.run(_measure(port, profile_dir, seconds)))
         finally:
             proc.terminate()
             proc.wait(5)
-
-
-if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
-    print(run("--quick" in sys.argv))
+    settings = {
+        "transport": "modbus-tcp, loopback",
+        "devices": DEVICES,
+        "registers_per_poll": POINTS,
+        "interval": 0,
+        "sink": "counting (no outbox)",
+        "log_level": "info",
+        "seconds": seconds,
+    }
+    return collect(runs, settings, DOCS)

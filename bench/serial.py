@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.figures import Doc, Figure, Mode, collect, repeat
 from drivers.serial import create_bus
 from drivers.serial.ptyline import pty_line
 from drivers.serial.sim import sentence
@@ -28,6 +29,12 @@ from gateway.pipeline import Pipeline
 from tests.configs import load_config
 
 CHUNK = 4096
+REPEATS = 5
+LINES: dict[Mode, int] = {"smoke": 1_000, "quick": 5_000, "full": 50_000}  # per repeat
+DOCS = {
+    "nmea_lines_per_s": Doc("pty → transport → NMEA decoder → outbox sync=full"),
+    "serial_cpu_ms_per_1k_lines": Doc("this process, incl. the simulator's writes"),
+}
 
 
 class _Quiet:
@@ -109,11 +116,18 @@ async def _measure(n: int, workdir: Path) -> dict[str, float]:
     }
 
 
-def run(quick: bool) -> dict[str, float]:
-    n = 5_000 if quick else 50_000
+def _once(n: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         return asyncio.run(_measure(n, Path(tmp)))
 
 
-if __name__ == "__main__":
-    print(run(quick=True))
+def run(mode: Mode, repeats: int) -> dict[str, Figure]:
+    n = LINES[mode]
+    settings = {
+        "lines": n,
+        "sentences": "MTW and MWV alternating",
+        "write_chunk_bytes": CHUNK,
+        "sync": "full",
+        "interval": 0,
+    }
+    return collect(repeat(repeats, lambda: _once(n)), settings, DOCS)

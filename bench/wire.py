@@ -30,6 +30,7 @@ from typing import Any
 
 import structlog
 
+from bench.figures import Doc, Figure, Mode, collect, repeat
 from gateway.config.loader import TlsConfig, UplinkConfig
 from gateway.demo.broker import LocalBroker
 from gateway.model import Lane, Reading
@@ -39,7 +40,9 @@ from gateway.uplink.session import Uplink
 from tests import certs
 from tests.relay import Relay
 
-WINDOWS = 10
+# Byte counts do not depend on the machine's load: one repeat is the default.
+REPEATS = 1
+WINDOWS: dict[Mode, int] = {"smoke": 2, "quick": 10, "full": 10}
 SAMPLE_S = 10
 WINDOW_S = 60
 APIKEY = "benchkey"
@@ -56,13 +59,13 @@ AGENT_ANSWER = (
 )
 
 
-def readings() -> Iterator[list[Reading]]:
+def readings(windows: int) -> Iterator[list[Reading]]:
     """One list of readings per batch window, values with noise at sensor resolution."""
     rng = random.Random(7)
     level = {d: 4.0 + i for i, d in enumerate(DEVICES)}
     seq = 1
     t0 = 1.8e9
-    for w in range(WINDOWS):
+    for w in range(windows):
         batch = []
         for k in range(WINDOW_S // SAMPLE_S):
             ts = t0 + w * WINDOW_S + k * SAMPLE_S
@@ -126,7 +129,7 @@ class _Quiet:
         return lambda *a, **k: self if name == "bind" else None
 
 
-async def measure(cfg: UplinkConfig, relay: Relay, work: Path) -> dict[str, float]:
+async def measure(cfg: UplinkConfig, relay: Relay, work: Path, windows: int) -> dict[str, float]:
     log = structlog.wrap_logger(structlog.ReturnLogger())
     async with Outbox.open(work / f"o-{cfg.transport}-{relay.port}.sqlite", log=log) as outbox:
         uplink = Uplink(
@@ -140,7 +143,7 @@ async def measure(cfg: UplinkConfig, relay: Relay, work: Path) -> dict[str, floa
                 await asyncio.sleep(0.2)  # the birth / subscription settle
                 setup = relay.bytes
                 n = 0
-                for batch in readings():
+                for batch in readings(windows):
                     await outbox.append(batch)
                     n += len(batch)
                     while outbox.rows:
@@ -173,7 +176,7 @@ def _tls(work: Path) -> tuple[ssl.SSLContext, str]:
     return server, ca_path
 
 
-async def _run(work: Path) -> dict[str, Any]:
+async def _run(work: Path, windows: int) -> dict[str, Any]:
     server_tls, ca = _tls(work)
     base = UplinkConfig(
         host="127.0.0.1",
@@ -207,23 +210,32 @@ async def _run(work: Path) -> dict[str, Any]:
                     if secure and transport == "http":
                         cfg = replace(cfg, tls=TlsConfig(ca=ca))
                     results[f"{transport}{'_tls' if secure else ''}"] = await measure(
-                        cfg, relay, work
+                        cfg, relay, work, windows
                     )
     return {"peer": peer, **results}
 
 
-def run(quick: bool) -> dict[str, Any]:
+DOCS = {
+    "wire_mqtt_bytes_per_reading": Doc("QoS 1: PUBLISH + PUBACK"),
+    "wire_mqtt_tls_bytes_per_reading": Doc("the same over TLS 1.3"),
+    "wire_http_bytes_per_reading": Doc('`transport = "http"`: POST + the agent\'s answer'),
+    "wire_http_tls_bytes_per_reading": Doc("HTTPS, connection kept alive"),
+    "wire_http_tls_new_connection_each_window_bytes_per_reading": Doc(
+        "HTTPS when the agent closes idle connections, after 5 s: a handshake per window"
+    ),
+    "wire_mqtt_setup_bytes": Doc("once per MQTT connection: CONNECT, subscribe, birth"),
+    "wire_mqtt_tls_setup_bytes": Doc("the same over TLS 1.3, the handshake included"),
+    "wire_http_setup_bytes": Doc("once per HTTP connection: the HEAD probe"),
+    "wire_http_tls_setup_bytes": Doc("the same over HTTPS, the handshake included"),
+}
+
+
+def _once(windows: int, peer: list[str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        r = asyncio.run(_run(Path(tmp)))
-    per_window = len(next(readings()))
-    figures: dict[str, Any] = {
-        "wire_peer": r["peer"],
-        "wire_settings": (
-            f"{len(DEVICES)} devices, {per_window} readings per {WINDOW_S} s window "
-            f"(a sample every {SAMPLE_S} s), {WINDOWS} windows, fiware-json, "
-            "bytes written + read on the gateway's socket, TCP payload, loopback"
-        ),
-    }
+        r = asyncio.run(_run(Path(tmp), windows))
+    peer.append(r["peer"])
+    per_window = len(next(readings(1)))
+    figures: dict[str, float] = {}
     for name in ("mqtt", "mqtt_tls", "http", "http_tls"):
         m = r[name]
         figures[f"wire_{name}_bytes_per_reading"] = m["per_reading"]
@@ -240,8 +252,18 @@ def run(quick: bool) -> dict[str, Any]:
     return figures
 
 
-if __name__ == "__main__":
-    import json
-    import sys
-
-    print(json.dumps(run("--quick" in sys.argv), indent=1))
+def run(mode: Mode, repeats: int) -> dict[str, Figure]:
+    windows = WINDOWS[mode]
+    peers: list[str] = []
+    runs = repeat(repeats, lambda: _once(windows, peers))
+    settings = {
+        "peer": " / ".join(sorted(set(peers))),
+        "devices": len(DEVICES),
+        "readings_per_window": len(next(readings(1))),
+        "window_s": WINDOW_S,
+        "sample_s": SAMPLE_S,
+        "windows": windows,
+        "format": "fiware-json",
+        "counted": "bytes written + read on the gateway's socket, TCP payload, loopback",
+    }
+    return collect(runs, settings, DOCS)
