@@ -14,7 +14,8 @@ Each tail client has a bounded queue: a client that reads slower than readings c
 link) loses the oldest events, told by a `{"event": "dropped", "count": N}` line, and never
 slows the daemon. A bad request (not JSON, too long, unknown op, no request in time) gets one
 `{"error": ...}` line and the connection closes. With no client connected the observers return
-at once and the link is not looked at (no timer wakes the daemon for nobody). Must not change any state of the daemon; never raises into it.
+at once and the link is not looked at (no timer wakes the daemon for nobody). Must not change
+any state of the daemon; never raises into it.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import pytest
 
 from gateway.demo.broker import free_port
 from gateway.demo.template import DemoValues, render
+from gateway.notify import Notifier
 from tests.configs import load_config
 
 pytestmark = pytest.mark.slow
@@ -117,3 +118,19 @@ def test_the_demo_config_loads_the_alert_side_it_configures_and_still_no_transpo
     assert loaded(modules, "aiosmtplib")
     for package in (*TRANSPORTS, "httpx", "matplotlib"):
         assert not loaded(modules, package), f"{package} loaded by the demo's synthetic field"
+
+
+def test_a_notify_socket_nobody_reads_never_blocks_the_daemon(tmp_path) -> None:
+    """systemd's socket backed up (or a tool that stopped reading): the datagram queue fills
+    and a send reports failure at once; a blocking send would stop the event loop for good
+    (the test would hang until its timeout)."""
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(path))
+        notifier = Notifier(str(path))
+        try:
+            sent = [notifier.send(f"STATUS=line {i}") for i in range(10_000)]
+        finally:
+            notifier.close()
+        assert sent[0] and not sent[-1], "the queue filled up: later lines were dropped"
+        assert listener.recv(4096) == b"STATUS=line 0"  # what fitted arrived, in order
