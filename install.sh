@@ -182,6 +182,10 @@ build_release() { # $1: release dir: the source and a venv with the project inst
     rm -rf "$rel"
     die "building the venv failed (network? see pip's message above); nothing was changed"
   fi
+  # The service cannot write beside its code (User=gateway, ProtectSystem=strict): compiled
+  # here, its modules are not compiled again at every start (a third of its start-up time).
+  "$rel/venv/bin/python" -m compileall -q "$rel/src/gateway" "$rel/src/drivers" >/dev/null ||
+    say "warning: could not compile the modules; the daemon compiles them at every start"
   if ! "$rel/venv/bin/gateway" --version >/dev/null; then
     rm -rf "$rel"
     die "the new build does not run (gateway --version); nothing was changed"

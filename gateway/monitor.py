@@ -14,7 +14,8 @@ Each tail client has a bounded queue: a client that reads slower than readings c
 link) loses the oldest events, told by a `{"event": "dropped", "count": N}` line, and never
 slows the daemon. A bad request (not JSON, too long, unknown op, no request in time) gets one
 `{"error": ...}` line and the connection closes. With no client connected the observers return
-at once. Must not change any state of the daemon; never raises into it.
+at once and the link is not looked at (no timer wakes the daemon for nobody). Must not change
+any state of the daemon; never raises into it.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ class Monitor:
         self.clients: list[_Client] = []
         self._server: asyncio.AbstractServer | None = None
         self._link: tuple[bool, str] | None = None
+        self._watched = asyncio.Event()  # set while a tail client is connected
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> bool:
@@ -170,8 +172,12 @@ class Monitor:
                 client.put(event)
 
     async def run(self) -> None:
-        """Tell tail clients of uplink changes (looked at every second), until cancelled."""
+        """Tell tail clients of uplink changes (looked at every second while one is
+        connected), until cancelled. With no client it sleeps: an idle daemon is not woken
+        every second for nobody. A client may hear the link's current state in its first
+        second (a change since the last look, which may predate it)."""
         while True:
+            await self._watched.wait()
             await asyncio.sleep(1.0)
             state = self.link()
             if state != self._link:
@@ -226,6 +232,7 @@ class Monitor:
     ) -> None:
         client = _Client(request.get("device") or None, request.get("quantity") or None)
         self.clients.append(client)
+        self._watched.set()
         hangup = asyncio.ensure_future(reader.read(1))  # a tail client sends nothing more
         try:
             await self._send(writer, {"event": "hello", "socket": str(self.path)})
@@ -242,6 +249,8 @@ class Monitor:
         finally:
             hangup.cancel()
             self.clients.remove(client)
+            if not self.clients:
+                self._watched.clear()
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:

@@ -31,9 +31,14 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # Never wait on the event loop: a receiver that does not read (a busy systemd,
+                # a tool that stopped listening) would otherwise stop the whole daemon.
+                self._sock.setblocking(False)
             self._sock.sendto("\n".join(fields).encode(), target)
         except OSError:
-            return False  # systemd gone or not listening: nothing useful to do about it
+            # systemd gone, not listening or not reading (queue full): a lost status line is
+            # nothing to wait for, and nothing useful to do about it
+            return False
         return True
 
     def ready(self, status: str = "") -> None:

@@ -11,6 +11,10 @@ pipeline, the router and the tables the buses share, and rebuilds only what chan
 `add_buses`, `new_uplink` and `new_alerting` build the parts, `retire_*` unhook the old ones;
 the daemon stops and starts their tasks and freezes the result as the next `Runtime`.
 
+What a config does not use is not imported: the alert side (`gateway.alerts.wiring`, with
+its mailer, digest and relay actions) only for a config with `[alerts]`, drivers only through
+the registry for the transports configured (tests/test_startup.py checks what a run loads).
+
 Must not: read the config file, start tasks (the daemon runs the parts in its TaskGroup), or
 know a driver other than through `gateway.registry`.
 """
@@ -20,9 +24,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.alerts.wiring import Alerting
 from gateway.clock import Clock
 from gateway.config.loader import Config
 from gateway.contract import Actuator, Bus, BusConfig, BusContext, CommandHandler
@@ -34,6 +37,9 @@ from gateway.registry import driver_for_transport
 from gateway.uplink.commands import CommandRouter
 from gateway.uplink.session import Uplink
 from gateway.uplink.wire import Target
+
+if TYPE_CHECKING:  # imported when a config has [alerts] (new_alerting): start-up stays lean
+    from gateway.alerts.wiring import Alerting
 
 SwitchListener = Callable[[str, int, bool], None]
 """Told of every relay write a device confirmed: (device id, channel, on)."""
@@ -227,6 +233,8 @@ def new_alerting(
     registered with `router`."""
     if not cfg.alerts.configured:
         return None
+    from gateway.alerts.wiring import Alerting  # only a config with [alerts] loads its side
+
     alerting = Alerting(cfg, pipe, outbox, watched, clock=clock, log=log)
     register_all(router, alerting.commands)
     return alerting

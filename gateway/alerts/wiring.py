@@ -16,24 +16,28 @@ import asyncio
 from collections import ChainMap
 from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.alerts.actions import Actions
-from gateway.alerts.config import ActionConfig
-from gateway.alerts.digest import Digest
 from gateway.alerts.engine import AlertEngine, Place
-from gateway.alerts.mailer import Mailer
 from gateway.alerts.recent import Recent
-from gateway.alerts.renderer import Renderer
-from gateway.clock import Clock
-from gateway.config.loader import Config
 from gateway.contract import Actuator, Command, CommandHandler
 from gateway.model import typed_sub_device
-from gateway.outbox.daybook import Daybook
-from gateway.outbox.store import Outbox
-from gateway.pipeline import Pipeline
 from gateway.schema import ArgumentError, Field, Schema
-from gateway.supervise import Backoff
+
+if TYPE_CHECKING:
+    # The parts a config may leave out are imported where they are built (below): a config
+    # without [alerts.smtp] never loads the mailer (nor aiosmtplib and the mail composer),
+    # one without [alerts.digest] never the digest, one without actions no relay actions.
+    from gateway.alerts.actions import Actions
+    from gateway.alerts.config import ActionConfig
+    from gateway.alerts.digest import Digest
+    from gateway.alerts.mailer import Mailer
+    from gateway.alerts.renderer import Renderer
+    from gateway.clock import Clock
+    from gateway.config.loader import Config
+    from gateway.outbox.store import Outbox
+    from gateway.pipeline import Pipeline
+    from gateway.supervise import Backoff
 
 
 def places(cfg: Config) -> dict[str, Place]:
@@ -52,6 +56,8 @@ def site_title(cfg: Config) -> str:
 
 
 def _actions(cfg: Config, live: Mapping[str, Actuator], clock: Clock, log: Any) -> Actions:
+    from gateway.alerts.actions import Actions
+
     a = cfg.alerts
     return Actions(
         a.actions,
@@ -94,8 +100,11 @@ class Alerting:
             site=site_place(cfg),
             memory=Path(cfg.store.path).with_name("alert-state.json"),
         )
-        self.digest = None
+        self.digest: Digest | None = None
         if a.digest is not None:
+            from gateway.alerts.digest import Digest
+            from gateway.outbox.daybook import Daybook
+
             self.digest = Digest(
                 a.digest,
                 Daybook(outbox, bucket=a.digest.resolution),
@@ -111,8 +120,10 @@ class Alerting:
         # The last hour of what threshold and rate rules watch, for their alert mail's chart.
         self.recent = Recent(a.rules)
         self.engine.listeners.append(self.recent.on_alert)
-        self.mailer = None
+        self.mailer: Mailer | None = None
         if a.smtp is not None:
+            from gateway.alerts.mailer import Mailer
+
             self.mailer = Mailer(
                 a,
                 outbox,
