@@ -45,6 +45,7 @@ import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.figures import Doc, Figure, Mode, collect
 from gateway.demo.broker import LocalBroker, free_port
 from gateway.demo.template import DemoValues, render
 from tests.configs import load_config
@@ -202,16 +203,18 @@ def _spread(values: list[float], name: str) -> dict[str, float]:
     }
 
 
-def bare_python(repeats: int) -> dict[str, float]:
+def bare_python(repeats: int) -> dict[str, list[float]]:
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-c", "pass"], check=True)
         times.append(time.perf_counter() - t0)
-    return _spread(times, "python_bare_s")
+    return {"python_bare_s": times}
 
 
-def start_up(kind: str, repeats: int, cache: Path, *, compiled: bool = True) -> dict[str, float]:
+def start_up(
+    kind: str, repeats: int, cache: Path, *, compiled: bool = True
+) -> dict[str, list[float]]:
     """Start to "gateway running" and to READY=1, `repeats` restarts on one store."""
     running: list[float] = []
     ready: list[float] = []
@@ -230,10 +233,7 @@ def start_up(kind: str, repeats: int, cache: Path, *, compiled: bool = True) -> 
                 running.append(at_running - daemon.started)
                 ready.append(at_ready - daemon.started)
     name = kind if compiled else f"{kind}_from_source"
-    return {
-        **_spread(running, f"start_to_running_s_{name}"),
-        **_spread(ready, f"start_to_ready_s_{name}"),
-    }
+    return {f"start_to_running_s_{name}": running, f"start_to_ready_s_{name}": ready}
 
 
 def warm(cfg: Path, work: Path, env: dict[str, str]) -> None:
@@ -330,23 +330,55 @@ def outage(seconds: float, cache: Path) -> dict[str, float]:
     }
 
 
-def run(quick: bool) -> dict[str, object]:
-    repeats = 5 if quick else 11
-    figures: dict[str, object] = {
-        "startup_settings": (
-            f"defaults; start: median of {repeats} restarts on an existing store, bytecode "
-            "cached (from_source: the project's modules compiled at every start); "
-            "idle: 100 synthetic devices x 1 reading/min; "
-            f"outage: 10 devices x 1 reading/s, broker down {15 if quick else 60} s"
-        )
+REPEATS = 5  # restarts per start-up figure; idle and outage are measured once per repeat
+DOCS = {
+    "start_to_running_s_small": Doc("start to `gateway running`, one synthetic device", "<= 0.5"),
+    "idle_cpu_pct": Doc("idle: 100 devices, one reading a minute, % of a core", "<= 0.2"),
+    "idle_rss_mb": Doc("idle RSS (MB)", "<= 30"),
+}
+
+
+def run(mode: Mode, repeats: int) -> dict[str, Figure]:
+    """The bench harness's entry: start-up times (each restart one value), idle and, except
+    in smoke mode, the time back after a broker outage."""
+    restarts = 2 if mode == "smoke" else repeats
+    settings = {
+        "config": "defaults + one synthetic device (small) or the demo field (demo)",
+        "restarts": restarts,
+        "bytecode": "cached (from_source: compiled at every start)",
     }
+    figures: dict[str, Figure] = {}
     with tempfile.TemporaryDirectory() as cache_dir:
         cache = Path(cache_dir)
-        figures.update(bare_python(repeats))
-        figures.update(start_up("small", repeats, cache))
-        figures.update(start_up("demo", repeats, cache))
-        figures.update(start_up("small", repeats, cache, compiled=False))
-        figures.update(start_up("demo", repeats, cache, compiled=False))
+        samples = bare_python(restarts)
+        for kind in ("small", "demo"):
+            samples.update(start_up(kind, restarts, cache))
+            samples.update(start_up(kind, restarts, cache, compiled=False))
+        for name, values in samples.items():
+            figures[name] = Figure(values, settings, DOCS.get(name, Doc("")))
+        seconds = {"smoke": 5.0, "quick": 20.0, "full": 60.0}[mode]
+        idle_settings = {"devices": 100, "reading_every_s": 60, "seconds": seconds}
+        once = [idle(seconds, cache) for _ in range(1 if mode == "smoke" else repeats)]
+        figures.update(collect(once, idle_settings, DOCS))
+        if mode != "smoke":  # waits for the first publish: over a minute with defaults
+            outage_s = 15.0 if mode == "quick" else 60.0
+            backs = [outage(outage_s, cache)]
+            figures.update(collect(backs, {"devices": 10, "reading_every_s": 1}))
+    return figures
+
+
+def run_alone(quick: bool) -> dict[str, object]:
+    repeats = 5 if quick else 11
+    figures: dict[str, object] = {}
+    with tempfile.TemporaryDirectory() as cache_dir:
+        cache = Path(cache_dir)
+        samples = bare_python(repeats)
+        samples.update(start_up("small", repeats, cache))
+        samples.update(start_up("demo", repeats, cache))
+        samples.update(start_up("small", repeats, cache, compiled=False))
+        samples.update(start_up("demo", repeats, cache, compiled=False))
+        for name, values in samples.items():
+            figures.update(_spread(values, name))
         figures.update(idle(20 if quick else 60, cache))
         figures.update(outage(15 if quick else 60, cache))
     return figures
@@ -357,7 +389,7 @@ if __name__ == "__main__":
     which = [a for a in sys.argv[1:] if not a.startswith("--")]
     quick = "--quick" in sys.argv
     if not which:
-        print(json.dumps(run(quick)))
+        print(json.dumps(run_alone(quick)))
     with tempfile.TemporaryDirectory() as cache_dir:
         for name in which:
             cache = Path(cache_dir)
