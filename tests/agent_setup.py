@@ -19,6 +19,7 @@ from gateway.outbox.store import Outbox
 from gateway.uplink.commands import CommandRouter
 from gateway.uplink.session import Uplink
 from tests.iotagent import City
+from tests.test_uplink import running
 
 _keys = itertools.count(1)
 
@@ -72,14 +73,8 @@ async def running_uplink(
         attributes=attributes,
         log=log,
     )
-    task = asyncio.create_task(uplink.run())
-    try:
+    async with running(uplink):
         yield uplink
-    finally:
-        await uplink.stop(2.0)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def until(predicate: Any, timeout: float = 30.0) -> None:
