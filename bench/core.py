@@ -1,5 +1,5 @@
-"""Core figures: end-to-end and drain throughput, daemon CPU per reading, idle cost, and wire
-bytes per reading for each payload format.
+"""Core figures: end-to-end and drain throughput, daemon CPU per reading, and wire bytes per
+reading for each payload format (idle cost and start-up: bench/startup.py).
 
 The daemon, mosquitto and the counting subscriber run as separate processes on loopback, so
 the CPU figure is the daemon's own. The headline e2e, drain and CPU figures run with the
@@ -34,14 +34,10 @@ from tests.configs import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 REPEATS = 3
-# Readings per e2e / drain repeat, seconds per idle repeat. Each e2e and drain repeat ends
-# with the uplink's end-of-drain hold (up to MAX_PAUSE, 15 s; a few seconds for the smoke's
-# 2,000 readings), which is why the smoke runs the defaults only, not the tuned runs.
-SIZES: dict[Mode, tuple[int, float]] = {
-    "smoke": (2_000, 2.0),
-    "quick": (200_000, 20.0),
-    "full": (1_000_000, 60.0),
-}
+# Readings per e2e / drain repeat (idle cost is bench/startup.py's). Each repeat ends with
+# the uplink's end-of-drain hold (up to MAX_PAUSE, 15 s; a few seconds for the smoke's 2,000
+# readings), which is why the smoke runs the defaults only, not the tuned runs.
+SIZES: dict[Mode, int] = {"smoke": 2_000, "quick": 200_000, "full": 1_000_000}
 # The uplink's end-of-drain hold (gateway.uplink.order), part of every e2e and drain run.
 DRAIN_HOLD = f"{FINAL_PAUSE} s + backlog at {AGENT_RATE:.0f}/s, at most {MAX_PAUSE} s"
 DEVICES, POINTS = 10, 10  # the e2e source: 10 synthetic devices x 10 counting points
@@ -71,8 +67,6 @@ DOCS = {
     "cpu_tuned_ms_per_1k_readings": Doc("daemon CPU over the tuned e2e run"),
     "drain_tuned_readings_per_s": Doc("the drain with large batches (tuned, not the default)"),
     "drain_tuned_sustained_readings_per_s": Doc("the same, until the hold"),
-    "idle_cpu_pct": Doc("100 devices, one reading a minute; % of one core", "≤ 0.2"),
-    "idle_rss_mb": Doc("the same daemon's resident memory at the end", "≤ 30"),
     "bytes_per_reading_fiware_json": Doc(
         "a paddy day: level, temperature, battery every 10 min; MQTT PUBLISH + PUBACK framing"
     ),
@@ -256,26 +250,6 @@ def drain(backlog: Path, readings: int, extra: str = "", label: str = "") -> dic
     return seen.figures(f"drain_{label}".rstrip("_"), since=start)
 
 
-def idle(seconds: float) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp, LocalBroker(Path(tmp) / "b") as broker:
-        work = Path(tmp)
-        cfg = _config(work, broker.port, _synthetic(100, 3, 60.0))
-        daemon = _Daemon(cfg, work / "daemon.log")
-        try:
-            daemon.wait_running()
-            time.sleep(3)  # imports done, first polls spread out
-            cpu0, t0 = daemon.cpu(), time.monotonic()
-            time.sleep(seconds)
-            cpu, elapsed = daemon.cpu() - cpu0, time.monotonic() - t0
-            rss = daemon.ps.memory_info().rss
-        finally:
-            daemon.stop()
-    return {
-        "idle_cpu_pct": round(100 * cpu / elapsed, 3),
-        "idle_rss_mb": round(rss / 2**20, 1),
-    }
-
-
 def wire_figures() -> dict[str, float]:
     """One day of 10-minute paddy readings (level, temperature, battery), sent as one backlog
     under the default 64 KiB payload limit; MQTT PUBLISH + PUBACK framing included."""
@@ -314,7 +288,7 @@ def wire_figures() -> dict[str, float]:
 
 
 def run(mode: Mode, repeats: int) -> dict[str, Figure]:
-    size, idle_s = SIZES[mode]
+    size = SIZES[mode]
     figures: dict[str, Figure] = {}
     variants = (("", ""), (TUNED, "tuned_"))  # (extra [uplink] keys, figure label)
     if mode == "smoke":
@@ -336,8 +310,6 @@ def run(mode: Mode, repeats: int) -> dict[str, Figure]:
             runs = repeat(repeats, partial(drain, backlog, n, extra, label))
             more = {"readings": n, "devices": 100, "drain_hold": DRAIN_HOLD}
             figures |= collect(runs, settings(extra, **more), DOCS)
-    idle_settings = settings("", devices=100, points=3, interval=60.0, seconds=idle_s)
-    figures |= collect(repeat(repeats, partial(idle, idle_s)), idle_settings, DOCS)
     # Byte counts of a fixed day: the same every run, so measured once.
     figures |= collect([wire_figures()], {"readings": 432, "max_payload_bytes": 65536}, DOCS)
     return figures
