@@ -113,6 +113,7 @@ async def supervise(
         except Permanent as exc:
             reason = f"{exc} (permanent)"
             backoff.exhaust()
+        _honour_cancel()
         if health.up_since is not None and loop.time() - started >= healthy_after:
             backoff.reset()
         delay = backoff.next_delay()
@@ -148,10 +149,24 @@ async def retry(
         else:
             backoff.reset()
             return result
+        _honour_cancel()
         delay = backoff.next_delay()
         if health is not None:
             health.down(reason, retry_in_s=round(delay, 2))
         await _pause(delay, wake)
+
+
+def _honour_cancel() -> None:
+    """Raise CancelledError when our task was cancelled but the attempt did not end by it.
+
+    Python 3.11's asyncio.wait_for (which pymodbus uses to connect and for every request)
+    drops a cancellation that races the inner call finishing (gh-86296): the attempt then
+    fails or returns as if nothing happened. Retrying would sleep through the only cancel
+    the task will get, and shutting down would hang; `cancelling()` still counts it.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _pause(delay: float, wake: asyncio.Event | None) -> None:

@@ -210,3 +210,43 @@ async def test_supervise_wake_cuts_the_backoff_short():
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+@pytest.mark.parametrize("loop", ["supervise", "retry"])
+async def test_a_cancel_the_attempt_swallowed_still_stops_the_loop(loop: str):
+    # Python 3.11's wait_for (pymodbus connects and asks through it) can turn our task's
+    # cancel into an ordinary failure or a result when its inner call ends in the same loop
+    # pass; the loop must not then sleep its backoff and retry for ever (a hung shutdown).
+    started = asyncio.Event()
+    runs = 0
+    swallow = True
+
+    async def swallowing() -> None:
+        nonlocal runs
+        runs += 1
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            if not swallow:
+                raise
+            raise Transient("cannot open /dev/ttyUSB0") from None
+
+    backoff = Backoff(initial=0.001, maximum=0.001, jitter=0.0)
+    if loop == "supervise":
+
+        async def attempt(h: Health) -> None:
+            await swallowing()
+
+        task = asyncio.create_task(supervise(attempt, Health(Recorder(), "bus"), backoff))
+    else:
+        task = asyncio.create_task(retry(swallowing, backoff))
+    await asyncio.wait_for(started.wait(), 2.0)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=2.0)
+    if not done:  # stop the runaway loop so the failure is reported, not hung
+        swallow = False
+        task.cancel()
+        await asyncio.wait({task}, timeout=2.0)
+    assert done, f"the loop went on retrying after its cancel was swallowed ({runs} runs)"
+    assert task.cancelled() and runs == 1
