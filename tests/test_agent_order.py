@@ -121,6 +121,9 @@ BASE = UplinkConfig(
     status_topic="gateway/gw1/status",
     batch_window=0.0,
     batch_max_readings=100,
+    # A drain leases up to `inflight` batches at once and sends each device's share in as few
+    # messages as fit: small payloads give every device several messages, as a long outage does.
+    max_payload_bytes=8192,
     reconnect_min=0.05,
     reconnect_max=0.2,
     resume_delay=0.0,

@@ -235,7 +235,7 @@ class Uplink:
                 published = await self._publish_lane(conn, Lane.ALERT, self.cfg.inflight)
                 if not published and self._telemetry_due(loop.time()):
                     published = await self._publish_lane(
-                        conn, Lane.TELEMETRY, self.cfg.batch_max_readings
+                        conn, Lane.TELEMETRY, self._lease_size()
                     )
                     if not self.outbox.unleased(Lane.TELEMETRY):
                         self._window_started = None
@@ -256,6 +256,16 @@ class Uplink:
             waiting >= self.cfg.batch_max_readings
             or now - self._window_started >= self.cfg.batch_window
         )
+
+    def _lease_size(self) -> int:
+        """Rows per telemetry lease: `batch_max_readings`, or while a backlog drains (more
+        waits than one batch) up to `inflight` batches at once, so each device's rows go in
+        as few messages as `max_payload_bytes` allows instead of a sliver per batch."""
+        batch = self.cfg.batch_max_readings
+        waiting = self.outbox.unleased(Lane.TELEMETRY)
+        if waiting <= batch:
+            return batch
+        return min(waiting, batch * self.cfg.inflight)
 
     def _until_due(self, now: float) -> float | None:
         """How long the pump may sleep: until the telemetry window closes or a held message
