@@ -234,9 +234,7 @@ class Uplink:
             if len(self.window) < self.cfg.inflight:
                 published = await self._publish_lane(conn, Lane.ALERT, self.cfg.inflight)
                 if not published and self._telemetry_due(loop.time()):
-                    published = await self._publish_lane(
-                        conn, Lane.TELEMETRY, self._lease_size()
-                    )
+                    published = await self._publish_lane(conn, Lane.TELEMETRY, self._lease_size())
                     if not self.outbox.unleased(Lane.TELEMETRY):
                         self._window_started = None
             if published:
