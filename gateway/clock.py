@@ -96,24 +96,24 @@ class FixedClock:
         return self.is_synced
 
 
-# Every timestamp the gateway sends (payloads, alert dateIssued) has this one form.
+# Every timestamp the gateway sends (payloads, alert dateIssued) has this one form. It is
+# built for every measure group published, so from parts formatted once: the calendar day
+# (cached), the minute of the day, the second and the milliseconds (tables).
 _day_cache: dict[int, str] = {}
+_MINUTES = tuple(f"{m // 60:02d}:{m % 60:02d}:" for m in range(1440))
+_SECONDS = tuple(f"{s:02d}" for s in range(60))
+_MILLIS = ("Z", *(f".{ms:03d}Z" for ms in range(1, 1000)))
 
 
 def iso(ts: float) -> str:
     """ISO 8601 UTC with a `Z`; milliseconds only when the time has a fraction."""
-    ms_total = round(ts * 1000)
-    secs, ms = divmod(ms_total, 1000)
+    secs, ms = divmod(round(ts * 1000), 1000)
     day, rest = divmod(secs, 86400)
     date = _day_cache.get(day)
     if date is None:
-        # The calendar part changes once a day: format it once, the clock part by arithmetic.
         date = time.strftime("%Y-%m-%dT", time.gmtime(day * 86400))
         if len(_day_cache) > 1024:
             _day_cache.clear()
         _day_cache[day] = date
-    hours, rest = divmod(rest, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if ms:
-        return f"{date}{hours:02d}:{minutes:02d}:{seconds:02d}.{ms:03d}Z"
-    return f"{date}{hours:02d}:{minutes:02d}:{seconds:02d}Z"
+    minute, second = divmod(rest, 60)
+    return date + _MINUTES[minute] + _SECONDS[second] + _MILLIS[ms]

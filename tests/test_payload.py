@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import random
 import zlib
+from datetime import UTC, datetime
 
 import msgpack
 import pytest
@@ -263,6 +265,15 @@ def test_iso_format_and_wire_bytes():
     assert iso(0) == "1970-01-01T00:00:00Z"
     assert iso(1.5) == "1970-01-01T00:00:01.500Z"
     assert iso(1.9996) == "1970-01-01T00:00:02Z"
+    assert iso(86399.9996) == "1970-01-02T00:00:00Z"  # rounding carries into the next day
+    assert iso(-1.5) == "1969-12-31T23:59:58.500Z"
+    # Against the standard library over many times (the fast form is built from tables).
+    rng = random.Random(7)
+    for ts in [rng.uniform(0, 4.1e9) for _ in range(2000)] + [1.8e9 + k / 8 for k in range(80)]:
+        ms = round(ts * 1000)
+        when = datetime.fromtimestamp(ms // 1000, tz=UTC)
+        text = when.strftime("%Y-%m-%dT%H:%M:%S") + (f".{ms % 1000:03d}" if ms % 1000 else "")
+        assert iso(ts) == text + "Z", ts
     # PUBLISH: 1 + 1 (remaining 2+5+2+3=12) + 12, plus a 4-byte PUBACK.
     assert wire_bytes(Msg("a/b/c", b"xyz", ())) == 18
     assert wire_bytes(Msg("a/b/c", b"xyz", ()), qos=0) == 12

@@ -106,6 +106,8 @@ class DrainOrder:
         lists = [q for q in queues.values() if q]
         for i in range(max((len(q) for q in lists), default=0)):
             first += [q[i] for q in lists if i < len(q)]
+        if not held:  # nothing held back: the batch is every row, no per-row bookkeeping
+            return Plan(first, Batch(list(rows)), [])
         by_seq = {r.seq: r for r in rows}
         held_seqs = {s for m in held for s in m.seqs}
         return Plan(

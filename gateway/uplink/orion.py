@@ -55,9 +55,14 @@ def restore(text: str) -> str:
     return text.translate({ord(c) + FULLWIDTH: c for c in FORBIDDEN + UL_SEPARATORS})
 
 
+_PLAIN = frozenset({float, int, bool, type(None)})
+
+
 def safe_value(value: Any) -> Any:
     """`value` with `safe` applied to every string in it, keys of objects included; numbers,
     booleans and None unchanged; tuples become lists (as JSON has them)."""
+    if value.__class__ in _PLAIN:  # nearly every reading: one set lookup, no ABC checks
+        return value
     if isinstance(value, str):
         return safe(value)
     if isinstance(value, Mapping):

@@ -63,15 +63,24 @@ def triage(rows: Sequence[Reading], encode: Encoder, target: Target, max_bytes: 
                 continue
             sendable.append(r)
         messages = encode(sendable, target, max_bytes) if sendable else []
-    by_seq = {r.seq: r for r in sendable}
+    checked: dict[str, str | None] = {}  # topic -> its problem: one check per device
+    bad: list[tuple[Message, str]] = []
     for m in messages:
-        reason = topic_problem(m.topic)
+        if m.topic in checked:
+            reason = checked[m.topic]
+        else:
+            reason = checked[m.topic] = topic_problem(m.topic)
         if reason is None and len(m.payload) > max_bytes:
             reason = f"larger than max_payload_bytes ({len(m.payload)} > {max_bytes}) alone"
         if reason is None:
             out.messages.append(m)
         else:
-            out.dead.append(([by_seq[s] for s in m.seqs], reason))
-    gone = {r.seq for bad, _ in out.dead for r in bad}
+            bad.append((m, reason))
+    if not bad:  # the usual case: every row goes, no per-row bookkeeping
+        out.rows = sendable
+        return out
+    by_seq = {r.seq: r for r in sendable}
+    out.dead += [([by_seq[s] for s in m.seqs], reason) for m, reason in bad]
+    gone = {r.seq for rows_, _ in out.dead for r in rows_}
     out.rows = [r for r in sendable if r.seq not in gone]
     return out
