@@ -175,6 +175,7 @@ async def test_mutual_tls_keeps_one_connection_for_many_batches(city: City, tmp_
             f"https://127.0.0.1:{relay.port}/iot/json",
             tls=TlsConfig(**files),
             batch_max_readings=10,
+            inflight=1,  # a backlog leases inflight x batch rows at once: keep 30 requests
         )
         async with Outbox.open(tmp_path / "o.sqlite", log=log) as outbox:
             rows = telemetry(outbox, "paddy-h6", 300)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from gateway.model import Lane, Reading
 from gateway.outbox.database import INSERT, SELECT, connect, fetch, to_row
 from gateway.outbox.leases import Leases
+from gateway.outbox.store import Outbox
 
 T, A = Lane.TELEMETRY, Lane.ALERT
 
@@ -116,3 +117,36 @@ async def test_pick_rows_skips_leased_file_rows_and_stops_at_the_limit(tmp_path)
         assert picked[0].value == 1.0 and picked[0].unit == "cm"
     finally:
         await db.close()
+
+
+def test_only_leases_a_release_left_past_the_cursor_count_as_beyond_it():
+    leases = Leases()
+    leases.grant(T, rows(1, 2, 3))
+    leases.grant(T, rows(4, 5, 6))  # a drain: one lease in flight while the next is read
+    assert leases.beyond(T) == 0  # nothing leased past the cursor: no extra rows to fetch
+    leases.release([1, 2, 3])  # the first batch failed: the cursor goes back before it
+    assert leases.cursor(T) == 0 and leases.beyond(T) == 3  # 4, 5, 6 must be skipped
+    leases.grant(T, rows(1, 2))
+    assert leases.beyond(T) == 3  # still past the cursor (2)
+    leases.end({5})
+    assert leases.beyond(T) == 2
+    leases.grant(T, rows(3))
+    assert leases.cursor(T) == 3 and leases.beyond(T) == 2  # 4 and 6
+    leases.release([4])
+    assert leases.cursor(T) == 3 and leases.beyond(T) == 1  # 6
+    leases.release_all()
+    assert leases.beyond(T) == 0
+
+
+async def test_a_lease_after_a_release_skips_rows_still_leased_past_the_cursor(tmp_path):
+    # The file path (no tail): released rows come back first and rows still in flight past
+    # them are never leased twice, nor do they make a lease come back short.
+    async with Outbox.open(tmp_path / "o.db", tail_limit=0) as ob:
+        await ob.append([Reading(s, "d", "q", float(s), "cm", 1.8e9 + s) for s in ob.allocate(30)])
+        first = await ob.lease(T, 10)
+        second = await ob.lease(T, 10)
+        assert seqs(first) == list(range(1, 11)) and seqs(second) == list(range(11, 21))
+        ob.release(s.seq for s in first)
+        again = await ob.lease(T, 15)
+        assert seqs(again) == list(range(1, 11)) + list(range(21, 26))
+        assert seqs(await ob.lease(T, 15)) == [26, 27, 28, 29, 30]

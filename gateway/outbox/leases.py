@@ -28,12 +28,24 @@ class Leases:
         self.tail_limit = tail_limit
         self._leased: dict[Lane, set[int]] = {lane: set() for lane in Lane}
         self._cursor = dict.fromkeys(Lane, 0)
+        # Leased rows past the cursor: none, unless a release moved the cursor back below rows
+        # still leased. A lease SELECT skips them, so it fetches this many extra rows (not one
+        # per row in flight: a drain has a whole lease in flight while it reads the next).
+        self._beyond = dict.fromkeys(Lane, 0)
         self._tail: dict[Lane, deque[Reading]] = {lane: deque() for lane in Lane}
 
     # -- questions --------------------------------------------------------------------------
     def cursor(self, lane: Lane) -> int:
         """The newest seq of `lane` handed out since the last release; leases start after it."""
         return self._cursor[lane]
+
+    def beyond(self, lane: Lane) -> int:
+        """Leased rows of `lane` with a seq past its cursor (a lease must skip them)."""
+        return self._beyond[lane]
+
+    def _recount(self, lane: Lane) -> None:
+        cursor = self._cursor[lane]
+        self._beyond[lane] = sum(1 for s in self._leased[lane] if s > cursor)
 
     def count(self, lane: Lane | None = None) -> int:
         """Rows leased now (of one lane, or all)."""
@@ -87,6 +99,8 @@ class Leases:
         if readings:
             self._cursor[lane] = max(self._cursor[lane], max(r.seq for r in readings))
             self._leased[lane].update(r.seq for r in readings)
+            if self._beyond[lane]:
+                self._recount(lane)
 
     # -- giving back ---------------------------------------------------------------------------
     def release(self, seqs: Sequence[int]) -> None:
@@ -100,20 +114,27 @@ class Leases:
             leased.difference_update(seqs)
             if len(leased) != before:
                 self._cursor[lane] = min(self._cursor[lane], low)
+                self._recount(lane)
 
     def release_all(self) -> None:
         for leased in self._leased.values():
             leased.clear()
         self._cursor = dict.fromkeys(Lane, 0)
+        self._beyond = dict.fromkeys(Lane, 0)
 
     def end(self, seqs: Iterable[int]) -> None:
         """The rows were delivered: their leases end, in whichever lane (cursors stay)."""
-        for leased in self._leased.values():
+        seqs = seqs if isinstance(seqs, set | list | tuple) else list(seqs)
+        for lane, leased in self._leased.items():
             leased.difference_update(seqs)
+            if self._beyond[lane]:
+                self._recount(lane)
 
     def discard(self, lane: Lane, seq: int) -> None:
         """One row of `lane` left before it reached the file (dropped from the spill)."""
         self._leased[lane].discard(seq)
+        if self._beyond[lane]:
+            self._recount(lane)
 
     # -- the tail -----------------------------------------------------------------------------
     def remember(self, readings: Iterable[Reading]) -> None:
@@ -139,6 +160,8 @@ class Leases:
     def drop(self, lane: Lane, seqs: set[int]) -> None:
         """Rows of `lane` were dropped from the file over its bounds: no lease, no tail copy."""
         self._leased[lane].difference_update(seqs)
+        if self._beyond[lane]:
+            self._recount(lane)
         self.forget(lane, seqs)
 
     def clear_tail(self) -> None:

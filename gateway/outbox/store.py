@@ -265,11 +265,11 @@ class Outbox:
         return out
 
     async def _select_unleased(self, lane: Lane, limit: int) -> list[Reading]:
-        # Rows past the cursor may include released-then-leased ones: fetch enough extra.
+        # Rows past the cursor may include released-then-leased ones: fetch that many extra.
         rows = await fetch(
             self.db,
             f"{SELECT} WHERE lane = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (int(lane), self._leases.cursor(lane), limit + self._leases.count(lane)),
+            (int(lane), self._leases.cursor(lane), limit + self._leases.beyond(lane)),
         )
         return self._leases.pick_rows(lane, rows, limit)
 
