@@ -359,3 +359,46 @@ def test_an_attribute_name_orion_refuses_is_made_safe_by_the_encoder():
     assert json.loads(msg.payload) == {"water_level_cm_": 2.0, "TimeInstant": iso(T0)}
     (msg,) = encode_fiware_ul([Reading(1, "d", "level", 2.0, "", T0)], target, 65536)
     assert msg.payload.decode() == f"{iso(T0)}|water_level_cm_|2"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b"]),
+            st.sampled_from(["water_level", "battery", "trap_state"]),
+            values | st.text(alphabet="<>\"'=;()\\\x00\u2028é水", max_size=6),
+            st.sampled_from([1.8e9, 1.8e9 + 0.25, 1.8e9 + 600]),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_fiware_json_text_is_what_json_dumps_writes_for_the_measure_objects(items):
+    # The encoder writes measure groups as text (speed); it must be exactly the JSON of the
+    # objects FIELD.md describes, for any value the gateway carries.
+    rs = [Reading(i + 1, d, q, v, "u", t, plausible=p) for i, (d, q, v, t, p) in enumerate(items)]
+    target = T("k", "gw", attributes={("a", "water_level"): "wl"})
+    for msg in encode_fiware_json(rs, target, 1 << 20):
+        device = msg.topic.split("/")[3]
+        groups: list[dict[str, object]] = []
+        last: tuple[float, set[str]] | None = None
+        for r in (r for r in rs if r.device == device):
+            if last is None or r.ts != last[0] or r.quantity in last[1]:
+                groups.append({})
+                last = (r.ts, set())
+            last[1].add(r.quantity)
+            name = target.attr(device, r.quantity)
+            groups[-1][name] = orion.safe_value(r.value)
+            if not r.plausible:
+                groups[-1][f"{name}_implausible"] = True
+            groups[-1]["TimeInstant"] = iso(r.ts)
+        # the flag keys go after the values in a group, TimeInstant last
+        for g in groups:
+            t = g.pop("TimeInstant")
+            flags = {k: g.pop(k) for k in [k for k in g if k.endswith("_implausible")]}
+            g.update(flags)
+            g["TimeInstant"] = t
+        body = groups[0] if len(groups) == 1 else groups
+        assert msg.payload == json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()

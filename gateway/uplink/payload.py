@@ -103,33 +103,51 @@ def _structured(r: Reading) -> Any:
 FLAG_SUFFIX = "_implausible"
 
 
+def _json_text(value: Any) -> str:
+    """`value` as json.dumps writes it (compact, UTF-8 kept), numbers without the encoder:
+    float and int reprs are what json.dumps writes for them (NaN and infinities never get
+    here: the pipeline refuses them)."""
+    cls = value.__class__
+    if cls is float:
+        return float.__repr__(value)
+    if cls is int:
+        return int.__repr__(value)
+    if cls is bool:
+        return "true" if value else "false"
+    return json.dumps(orion.safe_value(value), separators=(",", ":"), ensure_ascii=False)
+
+
 def encode_fiware_json(
     readings: Sequence[Reading], target: Target, max_bytes: int
 ) -> list[Message]:
     out = []
     for device, rs in by_device(readings).items():
         topic = f"/json/{target.apikey}/{device}/attrs"
-        names = _names(device, rs, target)
+        # Each attribute's `"name":` once per message: a measure group is written as text
+        # (one per reading in a drain of unique times), not built as a dict to encode.
+        keys = {
+            q: json.dumps(n, ensure_ascii=False) + ":"
+            for q, n in _names(device, rs, target).items()
+        }
         structured = rs[0].lane == Lane.ALERT
 
         def render(
             groups: Sequence[Sequence[Reading]],
-            names: dict[str, str] = names,
+            keys: dict[str, str] = keys,
             structured: bool = structured,
         ) -> bytes:
             objs = []
             for g in groups:
-                obj: dict[str, Any] = {
-                    names[r.quantity]: orion.safe_value(_structured(r) if structured else r.value)
+                fields = [
+                    keys[r.quantity] + _json_text(_structured(r) if structured else r.value)
                     for r in g
-                }
+                ]
                 for r in g:
                     if not r.plausible:
-                        obj[names[r.quantity] + FLAG_SUFFIX] = True
-                obj["TimeInstant"] = iso(g[0].ts)
-                objs.append(obj)
-            body = objs[0] if len(objs) == 1 else objs
-            return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+                        fields.append(f'{keys[r.quantity][:-2]}{FLAG_SUFFIX}":true')
+                objs.append(f'{{{",".join(fields)},"TimeInstant":"{iso(g[0].ts)}"}}')
+            body = objs[0] if len(objs) == 1 else f"[{','.join(objs)}]"
+            return body.encode()
 
         for chunk, payload in split(_time_groups(rs, target), render, max_bytes):
             out.append(Message(topic, payload, _seqs(chunk), rs[0].lane, device))
