@@ -123,6 +123,9 @@ def row_size(r: Reading) -> int:
     return size if r.parent is None else size + len(r.parent)
 
 
+_LANE_NUMBER = {lane: int(lane) for lane in Lane}
+
+
 def to_row(r: Reading) -> tuple[Any, ...]:
     """The row for `insert`: 9 values, or 10 for a sub-device (its parent before the size);
     the row's size is always last."""
@@ -137,10 +140,11 @@ def to_row(r: Reading) -> tuple[Any, ...]:
         flags |= _IMPLAUSIBLE
     size = _ROW_OVERHEAD + len(r.device) + len(r.quantity) + len(r.unit) + vsize
     parent = r.parent
+    lane = _LANE_NUMBER[r.lane]  # a plain int (Enum.value is a Python-level property)
     if parent is None:
-        return (r.seq, r.lane.value, r.device, r.quantity, v, r.unit, r.ts, flags, size)
+        return (r.seq, lane, r.device, r.quantity, v, r.unit, r.ts, flags, size)
     size += len(parent)
-    return (r.seq, r.lane.value, r.device, r.quantity, v, r.unit, r.ts, flags, parent, size)
+    return (r.seq, lane, r.device, r.quantity, v, r.unit, r.ts, flags, parent, size)
 
 
 async def insert(db: aiosqlite.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
