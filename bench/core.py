@@ -126,12 +126,18 @@ def _synthetic(devices: int, points: int, interval: float, count: int = 0) -> st
     )
 
 
-class _Daemon:
+class Daemon:
+    """`gateway run -c cfg` as a child process, its output in `log`; `command` is what runs
+    it (bench.profile puts py-spy in front)."""
+
+    def command(self, cfg: Path) -> list[str]:
+        return [sys.executable, "-m", "gateway", "run", "-c", str(cfg)]
+
     def __init__(self, cfg: Path, log: Path) -> None:
         self.log = log
         self.out = open(log, "wb")  # noqa: SIM115
         self.p = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "-c", str(cfg)],
+            self.command(cfg),
             cwd=ROOT,
             stdout=self.out,
             stderr=subprocess.STDOUT,
@@ -153,7 +159,7 @@ class _Daemon:
         return t.user + t.system
 
     def stop(self) -> None:
-        self.p.terminate()
+        self.ps.terminate()  # the daemon (under py-spy: py-spy then writes its profile)
         try:
             self.p.wait(30)
         except subprocess.TimeoutExpired:
@@ -205,7 +211,9 @@ class Delivered:
         }
 
 
-def e2e(readings: int, extra: str = "", label: str = "") -> dict[str, float]:
+def e2e(
+    readings: int, extra: str = "", label: str = "", daemon_type: type[Daemon] | None = None
+) -> dict[str, float]:
     """One run: `readings` synthetic readings (whole polls, whole batches) from the daemon's
     first poll to the subscriber's last reading; the daemon's CPU over the same span."""
     polls = readings // (DEVICES * POINTS)
@@ -213,7 +221,7 @@ def e2e(readings: int, extra: str = "", label: str = "") -> dict[str, float]:
         work = Path(tmp)
         cfg = _config(work, broker.port, _synthetic(DEVICES, POINTS, 0.0, polls), extra)
         sub = _Subscriber(broker.port, polls * DEVICES * POINTS)
-        daemon = _Daemon(cfg, work / "daemon.log")
+        daemon = (daemon_type or Daemon)(cfg, work / "daemon.log")
         try:
             daemon.wait_running()
             cpu0 = daemon.cpu()
@@ -240,7 +248,13 @@ async def _fill(path: Path, readings: int, devices: int) -> None:
             )
 
 
-def drain(backlog: Path, readings: int, extra: str = "", label: str = "") -> dict[str, float]:
+def drain(
+    backlog: Path,
+    readings: int,
+    extra: str = "",
+    label: str = "",
+    daemon_type: type[Daemon] | None = None,
+) -> dict[str, float]:
     """One run: a copy of the `backlog` outbox drained by a starting daemon, readings per
     second from "gateway running" to the subscriber's last reading."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -249,7 +263,7 @@ def drain(backlog: Path, readings: int, extra: str = "", label: str = "") -> dic
         with LocalBroker(work / "b") as broker:
             cfg = _config(work, broker.port, "", extra)
             sub = _Subscriber(broker.port, readings)
-            daemon = _Daemon(cfg, work / "daemon.log")
+            daemon = (daemon_type or Daemon)(cfg, work / "daemon.log")
             try:
                 start = daemon.wait_running()
                 seen = sub.wait_done(timeout=1800)

@@ -131,3 +131,27 @@ def test_the_hold_is_the_last_messages_one_per_device_after_a_quiet_spell() -> N
     # Held messages released a little apart still count from the first quiet spell.
     assert hold_start(bulk + held[:1] + [(16.0, held[1][1])]) == 30
     assert hold_start([]) == 0 and hold_start([(1.0, "t")]) == 1
+
+
+def test_profile_summary_counts_own_and_inclusive_samples_without_the_wrappers():
+    from bench.profile import summarise
+
+    main, pump = "_run_module_as_main (<frozen runpy>:198)", "Uplink._pump (/x/gateway/uplink"
+    raw = "\n".join(
+        [
+            f"{main};{pump}/session.py:9);iso (/x/gateway/clock.py:3) 30",
+            f"{main};{pump}/session.py:12) 10",
+            "Thread.run (threading.py:982);dumps (/usr/lib/python3.11/json/__init__.py:231) 60",
+            "garbage line",
+        ]
+    )
+    text = summarise(raw, 5)
+    own, inclusive = text.split("-- inclusive")
+    assert text.startswith("100 samples")
+    assert own.splitlines()[2:5] == [
+        " 60.0%  dumps (json/__init__.py)",
+        " 30.0%  iso (gateway/clock.py)",
+        " 10.0%  Uplink._pump (gateway/uplink/session.py)",
+    ]
+    assert "40.0%  Uplink._pump (gateway/uplink/session.py)" in inclusive  # two lines, one frame
+    assert "_run_module_as_main" not in inclusive and "Thread.run" not in inclusive
