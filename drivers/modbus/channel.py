@@ -61,10 +61,10 @@ class Channel(asyncio.Protocol):
         self._gone(exc or ConnectionError("closed by the other end"))
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
         waiting = self._waiting
         if waiting is None or waiting.done():
-            return  # nothing asked: kept until the next request clears it
+            return  # nothing asked: whatever this is, it answers no request of ours
+        self._buffer += data
         while (frame := self._next_frame()) is not None:
             unit, tid, pdu = frame
             # Over TCP, unit 0 means "the device": any unit id in the answer will do.
@@ -103,7 +103,7 @@ class Channel(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         waiting: asyncio.Future[ModbusPDU | None] = loop.create_future()
         self._unit, self._function, self._reply = unit, request[0], reply
-        self._buffer = b""  # whatever came before this request answers something else
+        self._buffer = b""  # a partial frame from before this request answers something else
         self._waiting = waiting
         transport.write(self.framer.encode(request, unit, self._tid))
         # A timer handle, not asyncio.timeout: this runs for every request.

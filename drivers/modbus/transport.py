@@ -109,6 +109,9 @@ class Link:
             self.close()
             reason = str(exc) or type(exc).__name__
             raise BusUnavailable(f"{o.where}: cannot connect: {reason}") from exc
+        except BaseException:
+            self.close()  # cancelled while opening: an exclusive serial port must not stay held
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
