@@ -8,17 +8,21 @@ side only. Each repeat first runs the bare loop (pymodbus's AsyncModbusTcpClient
 same registers from the same units in turn, nothing else), then our bus (the bus task, the
 link, the decoder, delivering to a counting sink, not the outbox); the ratio of the two is
 taken within the repeat, so load from other processes mostly cancels out.
+
+`python -m bench.modbus {ours,bare} [SECONDS]` runs one loop alone (to profile it, e.g.
+`py-spy record -f raw -o OUT -- python -m bench.modbus ours 10`).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from bench.figures import Doc, Figure, Mode, collect, repeat
@@ -140,8 +144,10 @@ async def _measure(port: str, profile_dir: Path, seconds: float) -> dict[str, fl
     }
 
 
-def run(mode: Mode, repeats: int) -> dict[str, Figure]:
-    seconds = SECONDS[mode]
+@contextlib.contextmanager
+def _simulator() -> Iterator[tuple[str, Path]]:
+    """`gateway sim modbus` in its own process serving the bench profile on units 1..DEVICES:
+    its address (tcp:127.0.0.1:PORT) and the profile directory."""
     with tempfile.TemporaryDirectory() as tmp:
         profile_dir = Path(tmp)
         (profile_dir / "bench10.toml").write_text(_profile())
@@ -170,11 +176,16 @@ def run(mode: Mode, repeats: int) -> dict[str, Figure]:
             banner = proc.stdout.readline().strip()
             if not banner:
                 raise RuntimeError("the Modbus simulator did not start")
-            port = banner.rsplit(" ", 1)[1]  # tcp:127.0.0.1:PORT
-            runs = repeat(repeats, lambda: asyncio.run(_measure(port, profile_dir, seconds)))
+            yield banner.rsplit(" ", 1)[1], profile_dir
         finally:
             proc.terminate()
             proc.wait(5)
+
+
+def run(mode: Mode, repeats: int) -> dict[str, Figure]:
+    seconds = SECONDS[mode]
+    with _simulator() as (port, profile_dir):
+        runs = repeat(repeats, lambda: asyncio.run(_measure(port, profile_dir, seconds)))
     settings = {
         "transport": "modbus-tcp, loopback",
         "devices": DEVICES,
@@ -189,3 +200,25 @@ def run(mode: Mode, repeats: int) -> dict[str, Figure]:
         "order": "bare pymodbus loop, then our bus, in each repeat",
     }
     return collect(runs, settings, DOCS)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m bench.modbus {ours,bare} [SECONDS]`: one loop alone, e.g. under py-spy."""
+    from gateway import logs
+
+    parser = argparse.ArgumentParser(prog="python -m bench.modbus", description=main.__doc__)
+    parser.add_argument("loop", choices=("ours", "bare"))
+    parser.add_argument("seconds", type=float, nargs="?", default=10.0)
+    args = parser.parse_args(argv)
+    logs.setup("info", json=True, stream=sys.stderr)  # as `python -m bench` runs it
+    with _simulator() as (port, profile_dir):
+        if args.loop == "bare":
+            rate, cpu = asyncio.run(_bare(port, args.seconds))
+        else:
+            rate, cpu = asyncio.run(_ours(port, profile_dir, args.seconds))
+    print(f"{args.loop}: {rate:.0f} requests/s, {cpu:.4f} ms CPU per request")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
