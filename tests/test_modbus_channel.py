@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import select
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -176,3 +177,60 @@ async def test_tcp_cannot_connect_names_the_address() -> None:
     with pytest.raises(BusUnavailable, match=r"127\.0\.0\.1:1: cannot connect: "):
         async with Link(options):
             pass
+
+
+# -- the protocol alone, on noise ---------------------------------------------------------
+class _Wire(asyncio.Transport):
+    """A transport that keeps what is written (the protocol under test is fed by hand)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.sent.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("rtu_line", [True, False], ids=["rtu", "tcp"])
+async def test_noise_in_any_chunks_never_breaks_the_protocol_and_a_clean_answer_still_counts(
+    rtu_line: bool,
+) -> None:
+    from pymodbus.pdu.register_message import ReadHoldingRegistersResponse
+
+    from drivers.modbus.channel import Channel
+
+    rng = random.Random(13)
+    channel = Channel(rtu=rtu_line)
+    wire = _Wire()
+    channel.connection_made(wire)
+    request = bytes.fromhex("0300000002")
+    for _ in range(200):
+        asking = asyncio.create_task(channel.ask(1, request, ReadHoldingRegistersResponse, 0.002))
+        await asyncio.sleep(0)  # the request is on the wire
+        noise = rng.randbytes(rng.randrange(1, 40))
+        if rng.random() < 0.5:  # noise that starts like an answer from unit 1
+            noise = bytes([1, 3, rng.randrange(256)]) + noise
+        for cut in sorted(rng.sample(range(len(noise) + 1), 2)):
+            channel.data_received(noise[:cut])
+            noise = noise[cut:]
+        channel.data_received(noise)
+        answer = await asyncio.wait_for(asking, 5)  # noise never raises out of the protocol
+        assert answer is None or isinstance(answer, ReadHoldingRegistersResponse)
+    assert channel.connected and not wire.closed
+    # After all that, a clean exchange still works.
+    asking = asyncio.create_task(channel.ask(1, request, ReadHoldingRegistersResponse, 5.0))
+    await asyncio.sleep(0)
+    sent = wire.sent[-1]
+    body = bytes([3, 4, 0, 7, 0, 8])
+    if rtu_line:
+        assert sent == READ_2
+        channel.data_received(rtu.frame(1, body))
+    else:
+        assert sent[6:] == bytes([1]) + request
+        channel.data_received(sent[:4] + struct.pack(">H", len(body) + 1) + bytes([1]) + body)
+    answer = await asking
+    assert isinstance(answer, ReadHoldingRegistersResponse) and answer.registers == [7, 8]
