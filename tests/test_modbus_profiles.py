@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import struct
 import tomllib
 from pathlib import Path
@@ -133,6 +134,56 @@ def test_types_word_and_byte_orders() -> None:
     }
     values = {o.quantity: o.value for o in decoder.decode(data, {})}
     assert values == {"a": 65538, "b": -2, "c": 21.5, "d": True, "e": 10, "f": -2.5}
+
+
+ONE_WORD = """
+[profile]
+protocol = "modbus"
+kind = "holding"
+[[point]]
+quantity = "a"
+address = 0
+type = "u16"
+[[point]]
+quantity = "b"
+address = 1
+type = "i16"
+[[point]]
+quantity = "c"
+address = 2
+type = "i16"
+byte_order = "little"
+[[point]]
+quantity = "d"
+address = 3
+type = "u16"
+byte_order = "little"
+[[point]]
+quantity = "e"
+kind = "coil"
+address = 0
+type = "bool"
+"""
+
+
+def test_one_register_types_in_both_byte_orders_and_their_errors() -> None:
+    decoder, problems = compile_text(ONE_WORD)
+    assert problems == [] and decoder is not None
+    good = {"holding": {0: 0xFFFF, 1: 0x8000, 2: 0x38FF, 3: 0x3412}, "coil": {0: 1}}
+    values = {o.quantity: o.value for o in decoder.decode(good, {})}
+    # 0x38FF read low byte first is 0xFF38 = -200; 0x3412 swapped is 0x1234
+    assert values == {"a": 65535, "b": -32768, "c": -200, "d": 0x1234, "e": True}
+    holding, coil = good["holding"], good["coil"]
+    bad: dict[str, dict[str, dict[int, object]]] = {
+        "holding 2 missing (point c)": {"holding": {0: 1, 1: 1, 3: 1}, "coil": coil},
+        "holding 1: value out of 0..65535": {"holding": {**holding, 1: 0x10000}, "coil": coil},
+        "holding 0: value out of 0..65535": {"holding": {**holding, 0: -1}, "coil": coil},
+        "holding values of d are not integers": {"holding": {**holding, 3: "x"}, "coil": coil},
+        "coil 0: value out of 0..1": {"holding": holding, "coil": {0: 2}},
+    }
+    for message, data in bad.items():
+        with pytest.raises(DecodeError, match=re.escape(message)):
+            decoder.decode(data, {})  # type: ignore[arg-type]  # values a device never sends
 
 
 def test_encode_is_the_inverse_of_decode() -> None:

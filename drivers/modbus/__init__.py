@@ -14,8 +14,8 @@ Device keys (`[[buses.devices]]`): unit (1..247 on RTU, 0..255 on TCP), max_gap 
     bus's), plus the core's id, profile, interval, params.
 
 Modules: options (bus/device keys), profile (profile file -> decoder), decode, points, plan
-(pure), bus (the bus task), relay (actuators and the `relay` command), transport (the only
-pymodbus import), sim / slave / scan / demo (hooks). This module holds the declarations
+(pure), bus (the bus task), relay (actuators and the `relay` command), transport and channel
+(the only pymodbus imports), sim / slave / scan / demo (hooks). This module holds the declarations
 (gateway.contract.Driver) and the entry functions only; pymodbus is loaded by create_bus.
 """
 

@@ -33,6 +33,7 @@ Registers = Mapping[str, Mapping[int, int]]
 _FUNCTION_KIND = {1: "coil", 2: "discrete", 3: "holding", 4: "input"}
 _PAIR = re.compile(r"^(\d+|0x[0-9a-fA-F]+)=(-?\d+|0x[0-9a-fA-F]+)$")
 _STRUCT = {"u32": ">I", "i32": ">i", "f32": ">f"}
+_ONE_WORD = frozenset({"u16", "i16", "bool"})  # types `_one_word` decodes
 _LIMIT = {"coil": 1, "discrete": 1, "holding": 0xFFFF, "input": 0xFFFF}
 
 
@@ -165,6 +166,8 @@ class ModbusDecoder:
         table = data.get(point.kind, {})
         if not isinstance(table, Mapping):
             raise DecodeError(f"{point.kind} values must be an address -> value table")
+        if point.type in _ONE_WORD:
+            return self._one_word(point, table)
         for i in range(point.count):
             if point.address + i not in table:
                 raise DecodeError(f"{point.kind} {point.address + i} missing (point {point.name})")
@@ -189,6 +192,26 @@ class ModbusDecoder:
         if isinstance(value, float) and not math.isfinite(value):
             raise DecodeError(f"point {point.name}: f32 is not a finite number ({value})")
         return value
+
+    @staticmethod
+    def _one_word(point: Point, table: Mapping[int, int]) -> int | bool:
+        """`_raw` for a point in one register or bit, without the byte string (every poll
+        decodes these); the same checks and errors."""
+        try:
+            word = int(table[point.address])
+        except KeyError:
+            missing = f"{point.kind} {point.address} missing (point {point.name})"
+            raise DecodeError(missing) from None
+        except (TypeError, ValueError, OverflowError):
+            raise DecodeError(f"{point.kind} values of {point.name} are not integers") from None
+        limit = _LIMIT[point.kind]
+        if not 0 <= word <= limit:
+            raise DecodeError(f"{point.kind} {point.address}: value out of 0..{limit}")
+        if point.type == "bool":
+            return bool(word)
+        if point.byte_order != "big":
+            word = (word & 0xFF) << 8 | word >> 8
+        return word - 0x10000 if point.type == "i16" and word & 0x8000 else word
 
     def _value(self, point: Point, raws: Mapping[str, int | float | bool]) -> Value:
         raw = raws[point.name]

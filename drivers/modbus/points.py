@@ -38,6 +38,7 @@ This module only parses; decoding is drivers.modbus.decode.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from decimal import Decimal
@@ -105,6 +106,9 @@ class Trigger:
     wait: float
 
 
+# Cached: the decoder asks this for the same scale and offset on every poll, and the Decimal
+# round trip was the largest part of decoding a register.
+@functools.lru_cache(maxsize=4096)
 def inferred_decimals(*numbers: float) -> int:
     """Decimal places a result needs so that 8300 * 0.1 prints 830.0, not 830.0000000001."""
     places = 0

@@ -1,7 +1,7 @@
 """Modbus RTU framing: CRC-16/MODBUS and PDU framing; pure, no I/O.
 
 Used by the decoder's `rtu:` input form and by the simulator's serial side. Client-side framing
-on a live bus is pymodbus's job (drivers.modbus.transport); this module must not import it.
+on a live bus uses pymodbus's framer (drivers.modbus.channel); this module must not import it.
 """
 
 from __future__ import annotations

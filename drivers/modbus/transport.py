@@ -1,13 +1,14 @@
-"""The only module that imports pymodbus: one client link per bus, errors mapped to ours.
+"""One link per bus over pymodbus's wire format: typed reads and writes, errors mapped to ours.
 
-`Link` wraps a pymodbus 3.16 async client (TCP or RTU serial) with typed reads and writes.
-Mapping at this boundary:
-  * no answer within timeout x (1 + retries), or a CRC-broken / garbled answer (pymodbus
-    drops those frames, so they also end as no answer)    -> NoResponse (DeviceUnavailable)
+`Link` opens a Modbus TCP connection or an RTU serial port (through drivers.modbus.channel,
+the only other module that imports pymodbus), builds each request with pymodbus's request PDU
+classes, and asks up to 1 + retries times. Mapping at this boundary:
+  * no answer within timeout x (1 + retries), or a CRC-broken / garbled answer (dropped, so
+    it also ends as no answer)                           -> NoResponse (DeviceUnavailable)
   * a Modbus exception response                          -> UnitException (DeviceUnavailable)
   * the adapter or TCP peer gone, cannot open or connect  -> BusUnavailable
-pymodbus's own reconnect loop is disabled (reconnect_delay=0): gateway.supervise owns
-reconnects, so backoff and hotplug wake-ups live in one place. This module does not poll,
+There is no reconnect loop here: gateway.supervise owns reconnects, so backoff and hotplug
+wake-ups live in one place. One request is on the wire at a time. This module does not poll,
 schedule or log.
 """
 
@@ -16,20 +17,51 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
 
-from pymodbus import FramerType
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.exceptions import ModbusException
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.pdu.bit_message import (
+    ReadCoilsRequest,
+    ReadCoilsResponse,
+    ReadDiscreteInputsRequest,
+    ReadDiscreteInputsResponse,
+    WriteMultipleCoilsRequest,
+    WriteMultipleCoilsResponse,
+    WriteSingleCoilRequest,
+    WriteSingleCoilResponse,
+)
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersRequest,
+    ReadHoldingRegistersResponse,
+    ReadInputRegistersRequest,
+    ReadInputRegistersResponse,
+    WriteMultipleRegistersRequest,
+    WriteMultipleRegistersResponse,
+    WriteSingleRegisterRequest,
+    WriteSingleRegisterResponse,
+)
 
+from drivers.modbus.channel import Channel
 from drivers.modbus.errors import NoResponse, UnitException
 from drivers.modbus.options import BusOptions
 from gateway.errors import BusUnavailable
 
-# pymodbus logs an error (with a frame dump) for every unanswered request; a dead slave polled
-# every minute would flood the journal. Failures surface as our typed errors and the bus logs
-# transitions only, so its own logger stays quiet below CRITICAL.
+# Our path does not go through pymodbus's logging; its serial transport and framers may still
+# log a garbled frame, and the bus reports failures itself (transitions only).
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+# kind -> the read request class and the class its answer decodes with
+_READS: dict[str, tuple[type[ModbusPDU], type[ModbusPDU]]] = {
+    "coil": (ReadCoilsRequest, ReadCoilsResponse),
+    "discrete": (ReadDiscreteInputsRequest, ReadDiscreteInputsResponse),
+    "holding": (ReadHoldingRegistersRequest, ReadHoldingRegistersResponse),
+    "input": (ReadInputRegistersRequest, ReadInputRegistersResponse),
+}
+
+
+def _pdu(request: ModbusPDU) -> bytes:
+    """Function code and data, as pymodbus's request class encodes them (it checks ranges)."""
+    return request.function_code.to_bytes(1, "big") + request.encode()
 
 
 class Link:
@@ -37,134 +69,128 @@ class Link:
 
     def __init__(self, options: BusOptions) -> None:
         self.options = options
-        self._client: Any = None
-        self._asked = -1  # unit id of the request on the wire
-        self.strays = 0  # answers from a unit we were not asking (a late, slow slave)
+        self._channel: Channel | None = None
+        self._lock = asyncio.Lock()  # one request on the wire, whoever asks
+        self._reads: dict[tuple[str, int, int], bytes] = {}  # a poll's requests, built once
 
-    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
-        # An RTU frame starts with the slave address. Bytes from another unit while we wait
-        # are a late answer to an earlier request; pymodbus drops them together with the
-        # answer we want when both arrive in one read, so we note it and ask again.
-        if sending:
-            self._asked = data[0] if data else -1
-        elif data and data[0] != self._asked:
-            self.strays += 1
-        return data
+    @property
+    def strays(self) -> int:
+        """Answers from a unit we were not asking (a late, slow slave), since connecting."""
+        return self._channel.strays if self._channel is not None else 0
 
     async def __aenter__(self) -> Link:
         o = self.options
+        loop = asyncio.get_running_loop()
+        channel = Channel(rtu=o.transport != "modbus-tcp")
+        self._channel = channel
         try:
             if o.transport == "modbus-tcp":
-                self._client = AsyncModbusTcpClient(
-                    o.host,
-                    port=int(o.port),
-                    timeout=o.timeout,
-                    retries=o.retries,
-                    reconnect_delay=0,
-                )
+                async with asyncio.timeout(o.timeout):
+                    await loop.create_connection(lambda: channel, o.host, int(o.port))
             else:
-                self._client = AsyncModbusSerialClient(
+                # pyserial behind pymodbus's asyncio serial transport; imported here so a
+                # TCP-only gateway does not load pyserial.
+                from pymodbus.transport.serialtransport import create_serial_connection
+
+                await create_serial_connection(
+                    loop,
+                    lambda: channel,
                     o.port,
-                    framer=FramerType.RTU,
                     baudrate=o.baud,
+                    bytesize=o.bytesize,
                     parity=o.parity,
                     stopbits=o.stopbits,
-                    bytesize=o.bytesize,
                     timeout=o.timeout,
-                    retries=o.retries,
-                    reconnect_delay=0,
-                    trace_packet=self._trace_packet,
                 )
-            # pymodbus closes a TCP connection after retries+3 unanswered requests; on a
-            # shared bus one dead unit must not cut off the others, so we judge that ourselves.
-            self._client.set_max_no_responses(1 << 30)
-            connected = await self._client.connect()
-        except (OSError, ModbusException) as exc:
+            async with asyncio.timeout(o.timeout):
+                await channel.opened()
+        except (OSError, TimeoutError, ModbusException, ValueError) as exc:
+            # serial.SerialException is an OSError; a bad baud rate or path is a ValueError.
             self.close()
-            raise BusUnavailable(f"{o.where}: cannot open: {exc}") from exc
-        if not connected:
-            self.close()
-            raise BusUnavailable(f"{o.where}: cannot connect")
+            reason = str(exc) or type(exc).__name__
+            raise BusUnavailable(f"{o.where}: cannot connect: {reason}") from exc
+        except BaseException:
+            self.close()  # cancelled while opening: an exclusive serial port must not stay held
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        if self._channel is not None:
+            self._channel.close()
 
     @property
     def connected(self) -> bool:
-        return self._client is not None and bool(self._client.connected)
+        return self._channel is not None and self._channel.connected
 
-    async def _ask(self, unit: int, what: str, method: str, *args: Any, **kw: Any) -> Any:
-        if not self.connected:
+    async def _ask(self, unit: int, request: bytes, reply: type[ModbusPDU]) -> ModbusPDU | None:
+        channel = self._channel
+        if channel is None or not channel.connected:
             raise BusUnavailable(f"{self.options.where}: connection lost")
-        strays = self.strays
+        o = self.options
         try:
-            response = await getattr(self._client, method)(*args, device_id=unit, **kw)
-        except ModbusIOException:
-            if self.strays == strays or not self.connected:
-                raise
-            # A late answer from another unit masked ours: the line is quiet now, ask once more.
-            response = await getattr(self._client, method)(*args, device_id=unit, **kw)
-        return self._check(unit, what, response)
+            async with self._lock:
+                strays = channel.strays
+                for _ in range(o.retries + 1):
+                    if (response := await channel.ask(unit, request, reply, o.timeout)) is not None:
+                        return response
+                if channel.strays != strays:
+                    # Another unit's late answer held the line while we waited: it is quiet
+                    # now, ask once more.
+                    return await channel.ask(unit, request, reply, o.timeout)
+        except ConnectionError as exc:
+            raise BusUnavailable(f"{o.where}: {exc}") from exc
+        return None
 
-    async def _call(self, unit: int, what: str, method: str, *args: Any, **kw: Any) -> Any:
-        try:
-            return await self._ask(unit, what, method, *args, **kw)
-        except ConnectionException as exc:
-            raise BusUnavailable(f"{self.options.where}: {exc}") from exc
-        except ModbusIOException as exc:
-            if not self.connected:
-                raise BusUnavailable(f"{self.options.where}: connection lost") from exc
-            tries = self.options.retries + 1
-            raise NoResponse(
-                f"unit {unit}: no valid response to {what} ({tries} x {self.options.timeout:g} s)"
-            ) from exc
-        except (ModbusException, OSError, asyncio.IncompleteReadError) as exc:
-            raise BusUnavailable(f"{self.options.where}: {exc}") from exc
-
-    @staticmethod
-    def _check(unit: int, what: str, response: Any) -> Any:
+    async def _call(
+        self, unit: int, request: bytes, reply: type[ModbusPDU], what: str
+    ) -> ModbusPDU:
+        response = await self._ask(unit, request, reply)
         if response is None:
-            raise NoResponse(f"unit {unit}: no response to {what}")
-        if response.isError():
-            raise UnitException(unit, int(getattr(response, "exception_code", 0)))
+            o = self.options
+            raise NoResponse(
+                f"unit {unit}: no valid response to {what} ({o.retries + 1} x {o.timeout:g} s)"
+            )
+        if isinstance(response, ExceptionResponse):
+            raise UnitException(unit, response.exception_code)
         return response
 
     async def read(self, unit: int, kind: str, address: int, count: int) -> list[int]:
         """Read `count` coils / discrete inputs (as 0/1) or registers from `address`."""
-        method = {
-            "coil": "read_coils",
-            "discrete": "read_discrete_inputs",
-            "holding": "read_holding_registers",
-            "input": "read_input_registers",
-        }[kind]
-        what = f"{kind} {address}+{count}"
-        response = await self._call(unit, what, method, address, count=count)
+        key = (kind, address, count)
+        request_class, reply = _READS[kind]
+        if (request := self._reads.get(key)) is None:
+            request = _pdu(request_class(address=address, count=count))
+            self._reads[key] = request
+        response = await self._call(unit, request, reply, f"{kind} {address}+{count}")
         if kind in ("coil", "discrete"):
             values = [1 if b else 0 for b in response.bits[:count]]
         else:
             values = list(response.registers)
         if len(values) != count:
-            raise NoResponse(f"unit {unit}: {what}: got {len(values)} values")
+            raise NoResponse(f"unit {unit}: {kind} {address}+{count}: got {len(values)} values")
         return values
 
     async def write_coils(self, unit: int, address: int, values: Sequence[bool]) -> None:
         """FC05 for one coil, FC15 for several."""
         if len(values) == 1:
-            await self._call(unit, f"coil {address}", "write_coil", address, bool(values[0]))
+            one = WriteSingleCoilRequest(address=address, bits=[bool(values[0])])
+            await self._call(unit, _pdu(one), WriteSingleCoilResponse, f"coil {address}")
         else:
+            bits = [bool(v) for v in values]
+            many = WriteMultipleCoilsRequest(address=address, bits=bits)
             what = f"coils {address}+{len(values)}"
-            await self._call(unit, what, "write_coils", address, [bool(v) for v in values])
+            await self._call(unit, _pdu(many), WriteMultipleCoilsResponse, what)
 
     async def write_registers(self, unit: int, address: int, values: Sequence[int]) -> None:
         """FC06 for one register, FC16 for several."""
         if len(values) == 1:
-            await self._call(unit, f"register {address}", "write_register", address, values[0])
+            one = WriteSingleRegisterRequest(address=address, registers=[values[0]])
+            what = f"register {address}"
+            await self._call(unit, _pdu(one), WriteSingleRegisterResponse, what)
         else:
+            many = WriteMultipleRegistersRequest(address=address, registers=list(values))
             what = f"registers {address}+{len(values)}"
-            await self._call(unit, what, "write_registers", address, list(values))
+            await self._call(unit, _pdu(many), WriteMultipleRegistersResponse, what)
