@@ -159,8 +159,8 @@ class ModbusBus:
         task = asyncio.current_task()
         while True:
             if task is not None and task.cancelling():
-                # Python 3.11's asyncio.wait_for (used by pymodbus for every request) drops
-                # a cancellation that races a response arriving (gh-86296); honour it here.
+                # A cancel swallowed below us (3.11's wait_for drops one that races its inner
+                # call finishing, gh-86296; pymodbus opens ports through it) ends the loop.
                 raise asyncio.CancelledError
             if self._queue:
                 await self._do_write(link, self._queue.pop(0))
