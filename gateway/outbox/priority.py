@@ -1,18 +1,21 @@
 """The uplink's right of way over intake on the one event loop the daemon shares.
 
-Why: a latency-bound uplink (each lease waits for PUBACKs) needs a fixed number of event-loop
-turns per batch: be woken by a PUBACK, acknowledge the rows (the outbox's writer), lease,
-encode, publish. Every turn waits behind whatever the buses queued meanwhile, so the more is
-offered, the longer each turn and the less is delivered (measured: 9.1k/s delivered at 9k/s
-offered, 1.4k/s at 72k/s offered, bench/pressure.py). Here the uplink `claim`s the right of
-way while it has work ready and `release`s it when it waits (for the network, for the token
-bucket, for more rows); buses `give_way` at each emit (gateway.pipeline), so a claimed round
-runs on a nearly empty loop and intake takes the time the uplink spends waiting.
+Why: an uplink bound by latency (each batch waits for its PUBACKs) needs a fixed number of
+event-loop turns per batch: read the PUBACKs, acknowledge the rows (the outbox's one writer),
+lease, encode, publish. Every turn waits behind whatever the buses and the pipeline's appends
+queued meanwhile, so the more was offered, the longer each turn and the less delivered
+(measured before this module: 9.1k/s delivered at 9k/s offered, 1.4k/s at 72k/s, PUBACKs
+read 55 ms after the publish; bench/pressure.py, the `latency` setting).
+
+The uplink `claim`s the right of way while it has work (leasing, acknowledging, publishing,
+or a backlog's PUBACKs awaited) and `release`s it when it only waits (for the token bucket,
+for rows, for a link). Intake `give_way`s: the pipeline's `emit` (every bus, every poll) and
+its appends. A bus that never waits of itself lets the loop read its sockets every `SLICE`.
 
 Intake is never starved: one wait lasts at most `max_hold` seconds, and after a wait that
-ran out (the uplink had work for that long) intake passes freely for the next `max_hold`
-seconds, so it keeps at least about half of the loop. Local alerts see readings as they are
-staged and so are slowed at most that much, never stopped.
+ran out (the uplink had work for that long) intake passes freely for `max_hold / 2`, so it
+keeps at least a third of the loop. Local alerts see readings as they are staged: slowed at
+most that much, never stopped. With no uplink running nothing claims and nothing waits.
 Knows nothing of MQTT, the outbox's file or the pipeline: a flag and a bounded wait.
 """
 
@@ -56,7 +59,7 @@ class Priority:
 
     async def give_way(self) -> None:
         """Return at once unless the uplink claimed the right of way; then wait until it
-        releases it, at most `max_hold` seconds (and not again for `max_hold` after that)."""
+        releases it, at most `max_hold` seconds (and not again for `max_hold / 2` after)."""
         now = self.monotonic()
         if self._clear.is_set() or now < self._free_until:
             if now - self._slice_start < SLICE:
@@ -76,4 +79,4 @@ class Priority:
                 await self._clear.wait()
             return
         self.overruns += 1
-        self._free_until = self.monotonic() + self.max_hold
+        self._free_until = self.monotonic() + self.max_hold / 2
