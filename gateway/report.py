@@ -58,6 +58,7 @@ class Report:
             ingested=rt.pipeline.emitted,
             delivered=rt.uplink.stats.acked_readings,
             backlog=box.rows + box.memory_rows,
+            connected=rt.uplink.stats.connected,
         )
 
     def _device_state(self, device: str, available: bool, reason: str) -> None:
@@ -87,7 +88,7 @@ class Report:
         if up.connected and up.holding_until is not None:
             link = "up, holding the backlog (broker lost our session)"  # gateway.uplink.resume
         extra = " DISK FULL" if stats.disk_full else ""
-        if self.pressure.reported:
+        if self.pressure.reported and self.pressure.summary():
             extra += f"; {self.pressure.summary()}"
         return f"uplink {link}, outbox {stats.rows + stats.memory_rows} rows{extra}"
 

@@ -92,6 +92,14 @@ def test_a_sustained_imbalance_is_logged_once_with_its_figures_and_its_end_once(
     assert len([e for e in captured_logs if e["event"].startswith("back-pressure:")]) == 1
 
 
+def test_an_outage_is_not_back_pressure(captured_logs, log):
+    p = Pressure(max_rows=5_000_000, log=log, window=30, sustain=30)
+    for s in range(120):  # the link is down: nothing delivered, the backlog grows
+        p.sample(s, ingested=1000 * s, delivered=0, backlog=1000 * s, connected=False)
+    assert p.episodes == 0 and p.rates() is None
+    assert not [e for e in captured_logs if e["event"].startswith("back-pressure")]
+
+
 def test_a_short_burst_is_not_an_episode(captured_logs, log):
     p = Pressure(max_rows=5_000_000, log=log, window=30, sustain=30)
     feed(p, 0, 20, 30_000, 9_000, 0)  # 20 s only

@@ -255,7 +255,7 @@ def _render_daemon(d: dict[str, Any], now: float) -> list[str]:
     if d["disk_full"]:
         lines.append(f"  DISK FULL: {d['memory_rows']} rows held in memory")
     pressure = d.get("pressure")
-    if state != "stopped" and pressure and pressure.get("imbalanced"):
+    if state != "stopped" and pressure and pressure.get("imbalanced") and pressure.get("summary"):
         lines.append(f"  BACK-PRESSURE {pressure['summary']}")
     if state != "stopped":
         for device, why in d["devices_unavailable"].items():

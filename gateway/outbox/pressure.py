@@ -89,9 +89,16 @@ class Pressure:
         return max(0.0, (self.max_rows - self._samples[-1].backlog) / rates[2])
 
     # -- feeding ---------------------------------------------------------------------------
-    def sample(self, now: float, *, ingested: int, delivered: int, backlog: int) -> None:
+    def sample(
+        self, now: float, *, ingested: int, delivered: int, backlog: int, connected: bool = True
+    ) -> None:
         """Running totals at monotonic time `now`. A total that went back (an uplink
-        restarted by a reload counts from 0) starts the window afresh."""
+        restarted by a reload counts from 0) starts the window afresh. While the uplink is
+        not connected nothing is judged (an outage has its own log lines and status)."""
+        if not connected:
+            self._samples.clear()
+            self._since = None
+            return
         last = self._samples[-1] if self._samples else None
         if last is not None and (ingested < last.ingested or delivered < last.delivered):
             self._samples.clear()

@@ -110,7 +110,8 @@ class Uplink:
     def _on_puback(self, mid: int) -> None:
         self._settled.set()
         if self.window.puback(mid):
-            self.outbox.priority.claim()  # rows to acknowledge: intake gives way from now
+            if self._behind():  # rows to acknowledge: intake gives way from now
+                self.outbox.priority.claim()
             self.kick.set()
 
     def _on_refused(self, mid: int, seqs: tuple[int, ...], reason: str) -> None:
@@ -229,7 +230,8 @@ class Uplink:
             # Cleared before looking, not before sleeping: a PUBACK or an append that lands
             # while we lease and publish must still wake the next wait.
             self.kick.clear()
-            self.outbox.priority.claim()  # work may be ready: intake gives way until we wait
+            if self._behind():  # intake gives way until we wait (gateway.outbox.priority)
+                self.outbox.priority.claim()
             await self._ack_done()
             if self._stopping:
                 self.outbox.priority.release()
@@ -244,18 +246,18 @@ class Uplink:
                         self._window_started = None
             if published:
                 continue
-            if not self._backlog_in_flight():
-                self.outbox.priority.release()  # nothing pressing: intake goes
+            if not (self.window and self._behind()):
+                self.outbox.priority.release()  # no PUBACK of a backlog awaited: intake goes
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._until_due(loop.time())):
                     await self.kick.wait()
 
-    def _backlog_in_flight(self) -> bool:
-        """A backlog drains and its PUBACKs are awaited: the uplink keeps the right of way
-        (gateway.outbox.priority), so intake cannot slow the PUBACKs' turn to be read."""
-        return bool(self.window) and (
-            self.outbox.unleased(Lane.TELEMETRY) > self.cfg.batch_max_readings
-        )
+    def _behind(self) -> bool:
+        """More telemetry waits than a full window carries: the uplink has the right of way
+        over intake (gateway.outbox.priority) while it works and while it awaits PUBACKs,
+        so that intake delays neither their reading nor the acknowledgement after them."""
+        waiting = self.outbox.unleased(Lane.TELEMETRY)
+        return waiting > self.cfg.batch_max_readings * self.cfg.inflight
 
     def _telemetry_due(self, now: float) -> bool:
         waiting = self.outbox.unleased(Lane.TELEMETRY)
