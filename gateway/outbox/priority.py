@@ -4,13 +4,16 @@ Why: an uplink bound by latency (each batch waits for its PUBACKs) needs a fixed
 event-loop turns per batch: read the PUBACKs, acknowledge the rows (the outbox's one writer),
 lease, encode, publish. Every turn waits behind whatever the buses and the pipeline's appends
 queued meanwhile, so the more was offered, the longer each turn and the less delivered
-(measured before this module: 9.1k/s delivered at 9k/s offered, 1.4k/s at 72k/s, PUBACKs
-read 55 ms after the publish; bench/pressure.py, the `latency` setting).
+(measured before this module, bench/pressure.py's `latency` setting: 12.3k/s delivered at
+1x offered, 6.0k/s at 2x, 1.3k/s at 4x; PUBACKs were read 55 ms after their publish).
 
-The uplink `claim`s the right of way while it has work (leasing, acknowledging, publishing,
-or a backlog's PUBACKs awaited) and `release`s it when it only waits (for the token bucket,
-for rows, for a link). Intake `give_way`s: the pipeline's `emit` (every bus, every poll) and
-its appends. A bus that never waits of itself lets the loop read its sockets every `SLICE`.
+While the uplink is behind (more telemetry waits than a full window carries,
+gateway.uplink.session) it `claim`s the right of way as it works (acknowledging, leasing,
+publishing) and while it awaits that backlog's PUBACKs, and `release`s it when it only
+waits (for the token bucket, for rows, for a link). A link that keeps up claims nothing.
+Intake `give_way`s: the pipeline's `emit` (every bus, every poll) and its appends, which the
+uplink's acknowledgements would otherwise queue behind. A bus that never waits of itself
+lets the loop read its sockets every `SLICE`.
 
 Intake is never starved: one wait lasts at most `max_hold` seconds, and after a wait that
 ran out (the uplink had work for that long) intake passes freely for `max_hold / 2`, so it

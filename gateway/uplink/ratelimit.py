@@ -34,8 +34,9 @@ class TokenBucket:
             if self.tokens >= n or self.tokens >= self.burst:
                 self.tokens -= n
                 return
+            held = self.priority is not None and self.priority.claimed
             if self.priority is not None:
                 self.priority.release()
             await asyncio.sleep((min(n, self.burst) - self.tokens) / self.rate)
-            if self.priority is not None:
+            if held and self.priority is not None:
                 self.priority.claim()
