@@ -9,8 +9,11 @@ import asyncio
 import contextlib
 import json
 import os
+import subprocess
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -274,3 +277,22 @@ def test_averaging_is_off_by_default_and_its_keys_are_checked():
         with pytest.raises(ConfigError) as err:
             config.parse(base + f"[store]\n{bad}\n")
         assert words in str(err.value), (bad, str(err.value))
+
+
+@pytest.mark.slow  # a process
+def test_gateway_check_names_a_bad_average_key_and_exits_78(tmp_path):
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        '[gateway]\nid = "gw1"\n[store]\nmax_rows = 1000\naverage_above = 1000\n'
+        "average_seconds = 0\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "gateway", "check", "-c", str(cfg)],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 78
+    assert "store.average_above: must be below max_rows (1000), got 1000" in res.stderr
+    assert "store.average_seconds" in res.stderr
