@@ -24,6 +24,7 @@ import structlog
 from gateway.clock import Clock, SystemClock
 from gateway.logs import debugging
 from gateway.model import Lane, Observation, Reading, sub_device_key
+from gateway.outbox.averaging import Averaging
 from gateway.outbox.store import Outbox
 
 Observer = Callable[[Sequence[Reading]], None]
@@ -50,6 +51,7 @@ class Pipeline:
         flush_interval: float = 0.05,
         max_batch: int = 5000,
         high_water: int = 50_000,
+        averaging: Averaging | None = None,
         log: Any = None,
     ) -> None:
         self.outbox = outbox
@@ -59,6 +61,7 @@ class Pipeline:
         self.flush_interval = flush_interval
         self.max_batch = max_batch
         self.high_water = high_water
+        self.averaging = averaging  # the opt-in thinning policy (gateway.outbox.averaging)
         self.log = log or structlog.get_logger().bind(component="pipeline")
         self._debug = debugging(self.log)  # `run --log-level debug`: every accepted reading
         self._pending: list[Reading] = []
@@ -95,12 +98,15 @@ class Pipeline:
         if self._task is not None:
             await self._task
             self._task = None
+        if self.averaging is not None:
+            self._pending.extend(self.averaging.drain())  # what was being averaged goes too
         await self.flush()
 
     # -- the Sink interface ----------------------------------------------------------------
     async def emit(
         self, device: str, observations: Sequence[Observation], ts: float | None = None
     ) -> None:
+        await self.outbox.priority.give_way()  # the uplink first (gateway.outbox.priority)
         self.stage(device, observations, ts)
         if len(self._pending) >= self.high_water:
             self._room.clear()
@@ -149,7 +155,10 @@ class Pipeline:
         ]
         if self._suspect or not all(o.plausible for o in kept):
             self._check(readings)
-        self._pending.extend(readings)
+        queued = readings
+        if self.averaging is not None:
+            queued = self.averaging.take(readings, self.clock.monotonic())
+        self._pending.extend(queued)
         self.emitted += len(readings)
         if self._debug:
             self.log.debug(
@@ -165,7 +174,7 @@ class Pipeline:
         if lane != Lane.TELEMETRY:
             self._urgent = True
             self._wake.set()
-        elif len(self._pending) == len(readings) or len(self._pending) >= self.max_batch:
+        elif queued and (len(self._pending) == len(queued) or len(self._pending) >= self.max_batch):
             self._wake.set()  # the first of a batch starts the clock; a full batch ends it
         return readings
 
@@ -246,6 +255,9 @@ class Pipeline:
                 delta, since = self._fixups.pop(0)
                 self.clock_corrections += await self.outbox.correct_times(delta, since)
             while self._pending:
+                # An append started now would hold the outbox's writer while the uplink's
+                # round waits to acknowledge and lease (gateway.outbox.priority).
+                await self.outbox.priority.give_way()
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
                 await self.outbox.append(batch)

@@ -22,6 +22,7 @@ import structlog
 
 from gateway.clock import Clock
 from gateway.notify import Notifier
+from gateway.outbox.pressure import Pressure
 from gateway.runtime import Runtime
 
 REFRESH = 10.0  # seconds between reports when nothing changes
@@ -42,6 +43,23 @@ class Report:
         # device -> (why it is unavailable, since when: wall time of its first failure)
         self.down: dict[str, tuple[str, float]] = {}
         runtime.pipeline.state_observers.append(self._device_state)
+        # Intake against delivery, fed each second by `run` (gateway.outbox.pressure).
+        self.pressure = Pressure(
+            runtime.cfg.store.max_rows,
+            structlog.get_logger().bind(gateway=runtime.cfg.site.id, component="pressure"),
+        )
+
+    def sample(self) -> None:
+        """Feed the pressure watch the running totals (every second, from `run`)."""
+        rt = self.runtime
+        box = rt.outbox.stats()
+        self.pressure.sample(
+            time.monotonic(),
+            ingested=rt.pipeline.emitted,
+            delivered=rt.uplink.stats.acked_readings,
+            backlog=box.rows + box.memory_rows,
+            connected=rt.uplink.stats.connected,
+        )
 
     def _device_state(self, device: str, available: bool, reason: str) -> None:
         if available:
@@ -70,6 +88,8 @@ class Report:
         if up.connected and up.holding_until is not None:
             link = "up, holding the backlog (broker lost our session)"  # gateway.uplink.resume
         extra = " DISK FULL" if stats.disk_full else ""
+        if self.pressure.reported and self.pressure.summary():
+            extra += f"; {self.pressure.summary()}"
         return f"uplink {link}, outbox {stats.rows + stats.memory_rows} rows{extra}"
 
     def snapshot(self, *, stopped: bool = False) -> dict[str, object]:
@@ -88,6 +108,7 @@ class Report:
             "devices_unavailable": sorted(d for d, ok in rt.pipeline.available.items() if not ok),
             "devices_down": self._unavailable(),
             "readings_emitted": rt.pipeline.emitted,
+            "pressure": self.pressure.snapshot(),
             # flagged: forwarded with their flag; refused: NaN/infinite, not forwarded
             "values_implausible": {
                 "flagged": rt.pipeline.implausible,
@@ -123,6 +144,7 @@ class Report:
             rt.uplink.stats.down_since,  # an outage starts (before the first connect, too)
             rt.uplink.stats.holding_until,  # a resume hold begins or ends
             rt.outbox.stats().disk_full,
+            self.pressure.reported,  # a back-pressure episode begins or ends
             tuple(sorted(rt.pipeline.available.items())),
         )
 
@@ -131,6 +153,7 @@ class Report:
         last: tuple[object, ...] = ()
         since = 0.0
         while True:
+            self.sample()
             key = self._key()
             if key != last or since >= REFRESH:
                 self.write()

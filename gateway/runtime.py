@@ -31,6 +31,7 @@ from gateway.config.loader import Config
 from gateway.contract import Actuator, Bus, BusConfig, BusContext, CommandHandler
 from gateway.errors import Permanent
 from gateway.hotplug import Hotplug
+from gateway.outbox.averaging import Averaging
 from gateway.outbox.store import Outbox
 from gateway.pipeline import Pipeline
 from gateway.registry import driver_for_transport
@@ -165,8 +166,17 @@ async def _open_store(
         else:
             reason = exc.strerror or str(exc)
         raise StartupError(f"store.path: cannot create or open {where}: {reason}") from None
+    averaging = None
+    if store.average_above:  # opt-in thinning (gateway.outbox.averaging)
+        averaging = Averaging(
+            store.average_above,
+            store.average_seconds,
+            backlog=lambda: outbox.rows + outbox.memory_rows,
+            allocate=outbox.allocate,
+            log=log.bind(component="pipeline"),
+        )
     pipe = await stack.enter_async_context(
-        Pipeline(outbox, clock=clock, log=log.bind(component="pipeline"))
+        Pipeline(outbox, clock=clock, averaging=averaging, log=log.bind(component="pipeline"))
     )
     return outbox, pipe
 

@@ -152,6 +152,8 @@ def _daemon(status_file: Path, now: float, sock: Path | None = None) -> dict[str
         "disk_full": bool(box.get("disk_full")),
         "memory_rows": box.get("memory_rows", 0),
         "readings_emitted": status.get("readings_emitted"),
+        # ingest/s against uplink/s and when the outbox is full (gateway.outbox.pressure)
+        "pressure": status.get("pressure") if isinstance(status.get("pressure"), dict) else None,
         "values_implausible": status.get("values_implausible"),
     }
 
@@ -252,6 +254,9 @@ def _render_daemon(d: dict[str, Any], now: float) -> list[str]:
             )
     if d["disk_full"]:
         lines.append(f"  DISK FULL: {d['memory_rows']} rows held in memory")
+    pressure = d.get("pressure")
+    if state != "stopped" and pressure and pressure.get("imbalanced") and pressure.get("summary"):
+        lines.append(f"  BACK-PRESSURE {pressure['summary']}")
     if state != "stopped":
         for device, why in d["devices_unavailable"].items():
             since = f" for {_age(now - why['since'])}" if why["since"] else ""

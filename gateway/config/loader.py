@@ -54,6 +54,10 @@ class StoreConfig:
     max_bytes: int = 1 << 30
     drop_policy: str = "oldest-telemetry"
     memory_rows: int = 100_000
+    # The thinning policy (gateway.outbox.averaging): over this many rows waiting, telemetry is
+    # averaged over `average_seconds` per sensor quantity; 0 is off.
+    average_above: int = 0
+    average_seconds: float = 60.0
     # status.json lives here, off the data disk: a full disk cannot stop it (RuntimeDirectory=).
     runtime_dir: str = "/run/gateway"
 
@@ -207,8 +211,18 @@ def _store(s: Section) -> StoreConfig:
         max_bytes=s.integer("max_bytes", StoreConfig.max_bytes, lo=64 * 1024),
         drop_policy=s.text("drop_policy", "oldest-telemetry", choices=DROP_POLICIES),
         memory_rows=s.integer("memory_rows", StoreConfig.memory_rows, lo=100),
+        average_above=s.integer("average_above", 0, lo=0),
+        average_seconds=s.number("average_seconds", 60.0, lo=1.0, hi=86400.0),
         runtime_dir=s.text("runtime_dir", StoreConfig.runtime_dir),
     )
+    if 0 < cfg.average_above < 100:
+        s.problem("average_above", f"must be 0 (off) or at least 100 rows, got {cfg.average_above}")
+    elif cfg.average_above >= cfg.max_rows:
+        s.problem(
+            "average_above",
+            f"must be below max_rows ({cfg.max_rows}), got {cfg.average_above}: the outbox "
+            "would drop its oldest telemetry before averaging began",
+        )
     if not cfg.runtime_dir:
         s.problem("runtime_dir", "must name a directory (default /run/gateway)")
     s.finish()

@@ -52,6 +52,7 @@ from gateway.outbox.claim import Claim
 from gateway.outbox.counts import Counts
 from gateway.outbox.database import SELECT, cap_size, fetch, from_row, limit_wal
 from gateway.outbox.leases import TAIL_LIMIT, Leases
+from gateway.outbox.priority import Priority
 from gateway.outbox.quarantine import open_checked
 from gateway.outbox.reserve import Reserve
 from gateway.outbox.salvage import last_seq
@@ -102,6 +103,9 @@ class Outbox:
         self._counts = Counts()
         self._leases = Leases(tail_limit)
         self._spill = Spill(memory_rows, log)
+        # The uplink's right of way over intake on the shared loop (claimed by the uplink,
+        # given way to by the pipeline's emit).
+        self.priority = Priority()
         # Called with the set of lanes after every append (and at open when rows wait):
         # the uplink and the mailer wake on it instead of polling.
         self.listeners: list[Callable[[set[Lane]], None]] = []

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from gateway.outbox.priority import Priority
+
 
 class TokenBucket:
     """Byte-rate limiter: `take(n)` waits until n bytes of budget are available."""
@@ -19,6 +21,8 @@ class TokenBucket:
         self.burst = burst
         self.tokens = burst
         self.stamp = time.monotonic()
+        # Released while waiting for budget, claimed again after (gateway.outbox.priority).
+        self.priority: Priority | None = None
 
     async def take(self, n: int) -> None:
         if self.rate <= 0:
@@ -30,4 +34,9 @@ class TokenBucket:
             if self.tokens >= n or self.tokens >= self.burst:
                 self.tokens -= n
                 return
+            held = self.priority is not None and self.priority.claimed
+            if self.priority is not None:
+                self.priority.release()
             await asyncio.sleep((min(n, self.burst) - self.tokens) / self.rate)
+            if held and self.priority is not None:
+                self.priority.claim()

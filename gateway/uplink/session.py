@@ -83,6 +83,7 @@ class Uplink:
         self.wake = asyncio.Event()  # cuts a reconnect wait short (an alert is waiting)
         self.kick = asyncio.Event()  # something to publish or room in the window
         self.bucket = TokenBucket(cfg.rate_limit, max(cfg.rate_limit, cfg.max_payload_bytes + 64))
+        self.bucket.priority = outbox.priority  # waiting for budget is not work: intake goes
         self.responder = Responder(
             cfg, gateway_id, commands, stats=self.stats, bucket=self.bucket, log=log
         )
@@ -109,6 +110,8 @@ class Uplink:
     def _on_puback(self, mid: int) -> None:
         self._settled.set()
         if self.window.puback(mid):
+            if self._behind():  # rows to acknowledge: intake gives way from now
+                self.outbox.priority.claim()
             self.kick.set()
 
     def _on_refused(self, mid: int, seqs: tuple[int, ...], reason: str) -> None:
@@ -168,6 +171,7 @@ class Uplink:
             self.resume.begin(present, after_outage, queued=self.outbox.rows)
             await self._serve(conn)
         finally:
+            self.outbox.priority.release()
             self.resume.end()
             self.stats.connected = False
             self._settled.set()
@@ -226,8 +230,11 @@ class Uplink:
             # Cleared before looking, not before sleeping: a PUBACK or an append that lands
             # while we lease and publish must still wake the next wait.
             self.kick.clear()
+            if self._behind():  # intake gives way until we wait (gateway.outbox.priority)
+                self.outbox.priority.claim()
             await self._ack_done()
             if self._stopping:
+                self.outbox.priority.release()
                 await asyncio.sleep(3600)
             await self._send_held(conn, self.order.release(loop.time()))
             published = False
@@ -239,9 +246,18 @@ class Uplink:
                         self._window_started = None
             if published:
                 continue
+            if not (self.window and self._behind()):
+                self.outbox.priority.release()  # no PUBACK of a backlog awaited: intake goes
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._until_due(loop.time())):
                     await self.kick.wait()
+
+    def _behind(self) -> bool:
+        """More telemetry waits than a full window carries: the uplink has the right of way
+        over intake (gateway.outbox.priority) while it works and while it awaits PUBACKs,
+        so that intake delays neither their reading nor the acknowledgement after them."""
+        waiting = self.outbox.unleased(Lane.TELEMETRY)
+        return waiting > self.cfg.batch_max_readings * self.cfg.inflight
 
     def _telemetry_due(self, now: float) -> bool:
         waiting = self.outbox.unleased(Lane.TELEMETRY)

@@ -1,0 +1,141 @@
+"""Back-pressure benchmark: readings delivered per second as the offered load rises.
+
+The daemon reads a synthetic source offering 1x, 2x and 4x a base rate (devices x POINTS
+points every INTERVAL s), publishes to a local mosquitto, and is asked over its monitor
+socket (gateway.monitor) for its counters after a warm-up and again after a measured span:
+readings taken in (ingest) and readings the broker acknowledged (delivered). More offered
+must never mean less delivered: `pressure_<setting>_delivered_<k>x_per_s` should not fall
+as k rises. Two uplink settings: the defaults, and a latency-bound uplink (one batch of 200
+in flight, standing in for a distant broker), where every batch needs its turns on the
+event loop the buses share (gateway.outbox.priority). Daemon, mosquitto and this process
+are separate processes. Nothing here asserts; it measures.
+
+    python -m bench --only pressure          # the figures
+    python -m bench.pressure DEVICES [SECONDS] [latency]   # one run by hand
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from bench.figures import Doc, Figure, Mode, collect, repeat
+from gateway.demo.broker import LocalBroker
+from gateway.monitor import ask, socket_path
+from tests.configs import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+REPEATS = 3
+POINTS = 10
+INTERVAL = 0.01  # seconds between polls of each device: 1,000 readings/s per device
+BASE: dict[Mode, int] = {"smoke": 2, "quick": 20, "full": 20}  # devices at 1x
+FACTORS = (1, 2, 4)
+WARMUP: dict[Mode, float] = {"smoke": 1.0, "quick": 3.0, "full": 5.0}
+SPAN: dict[Mode, float] = {"smoke": 1.0, "quick": 4.0, "full": 10.0}
+# (figure label, extra [uplink] keys, what they stand for)
+SETTINGS = (
+    ("defaults", "", "uplink defaults"),
+    ("latency", "inflight = 1\nbatch_max_readings = 200\n", "1 batch of 200 in flight"),
+)
+DOCS = {
+    f"pressure_{label}_{what}_{k}x_per_s": Doc(
+        f"{'delivered (PUBACKed)' if what == 'delivered' else 'read'} readings/s, "
+        f"{k}x the base offered load; {about}"
+    )
+    for label, _, about in SETTINGS
+    for k in FACTORS
+    for what in ("ingest", "delivered")
+}
+
+
+def _config(work: Path, port: int, devices: int, extra: str) -> Path:
+    pts = ", ".join(
+        f'{{ quantity = "q{i}", unit = "u", pattern = "counter" }}' for i in range(POINTS)
+    )
+    buses = load_config("bench_synthetic", replicas=devices, interval=INTERVAL, count=0, points=pts)
+    path = work / "gw.toml"
+    path.write_text(load_config("bench_core", port=port, extra=extra, work=work, buses=buses))
+    return path
+
+
+def _counters(work: Path) -> tuple[float, int, int, int]:
+    """(monotonic time, readings emitted, readings acknowledged, outbox rows)."""
+    with (
+        ask(socket_path(str(work / "run")), {"op": "status"}, 10.0) as sock,
+        sock.makefile("rb") as stream,
+    ):
+        s: dict[str, Any] = json.loads(stream.readline(1 << 22))["status"]
+    return (
+        time.monotonic(),
+        int(s["readings_emitted"]),
+        int(s["uplink"]["acked_readings"]),
+        int(s["outbox"]["rows"]),
+    )
+
+
+def offered(devices: int, warmup: float, span: float, extra: str = "") -> dict[str, float]:
+    """One run with `devices` x POINTS readings offered every INTERVAL s: ingest/s,
+    delivered/s and outbox growth/s over `span` seconds after `warmup`."""
+    with tempfile.TemporaryDirectory() as tmp, LocalBroker(Path(tmp) / "b") as broker:
+        work = Path(tmp)
+        cfg = _config(work, broker.port, devices, extra)
+        logfile = work / "daemon.log"
+        with open(logfile, "wb") as log:
+            p = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "run", "-c", str(cfg)],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                deadline = time.monotonic() + 60
+                while b'"gateway running"' not in logfile.read_bytes():
+                    if p.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(logfile.read_text()[-2000:])
+                    time.sleep(0.05)
+                time.sleep(warmup)
+                t0, e0, a0, r0 = _counters(work)
+                time.sleep(span)
+                t1, e1, a1, r1 = _counters(work)
+            finally:
+                p.terminate()
+                p.wait(60)
+    dt = t1 - t0
+    return {"ingest": (e1 - e0) / dt, "delivered": (a1 - a0) / dt, "growth": (r1 - r0) / dt}
+
+
+def run(mode: Mode, repeats: int) -> dict[str, Figure]:
+    figures: dict[str, Figure] = {}
+    for label, extra, about in SETTINGS:
+        for k in FACTORS:
+            devices = BASE[mode] * k
+            runs = repeat(repeats, partial(offered, devices, WARMUP[mode], SPAN[mode], extra))
+            named = [
+                {
+                    f"pressure_{label}_ingest_{k}x_per_s": round(r["ingest"]),
+                    f"pressure_{label}_delivered_{k}x_per_s": round(r["delivered"]),
+                }
+                for r in runs
+            ]
+            settings = {
+                "uplink": about,
+                "offered_per_s": round(devices * POINTS / INTERVAL),
+                "source": f"{devices} synthetic devices x {POINTS} points every {INTERVAL} s",
+                "warmup_s": WARMUP[mode],
+                "span_s": SPAN[mode],
+            }
+            figures |= collect(named, settings, DOCS)
+    return figures
+
+
+if __name__ == "__main__":
+    n = int(sys.argv[1])
+    secs = float(sys.argv[2]) if len(sys.argv) > 2 else 10.0
+    extra = SETTINGS[1][1] if "latency" in sys.argv[3:] else ""
+    print({k: round(v) for k, v in offered(n, 5.0, secs, extra).items()})

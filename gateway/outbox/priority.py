@@ -1,0 +1,85 @@
+"""The uplink's right of way over intake on the one event loop the daemon shares.
+
+Why: an uplink bound by latency (each batch waits for its PUBACKs) needs a fixed number of
+event-loop turns per batch: read the PUBACKs, acknowledge the rows (the outbox's one writer),
+lease, encode, publish. Every turn waits behind whatever the buses and the pipeline's appends
+queued meanwhile, so the more was offered, the longer each turn and the less delivered
+(measured before this module, bench/pressure.py's `latency` setting: 12.3k/s delivered at
+1x offered, 6.0k/s at 2x, 1.3k/s at 4x; PUBACKs were read 55 ms after their publish).
+
+While the uplink is behind (more telemetry waits than a full window carries,
+gateway.uplink.session) it `claim`s the right of way as it works (acknowledging, leasing,
+publishing) and while it awaits that backlog's PUBACKs, and `release`s it when it only
+waits (for the token bucket, for rows, for a link). A link that keeps up claims nothing.
+Intake `give_way`s: the pipeline's `emit` (every bus, every poll) and its appends, which the
+uplink's acknowledgements would otherwise queue behind. A bus that never waits of itself
+lets the loop read its sockets every `SLICE`.
+
+Intake is never starved: one wait lasts at most `max_hold` seconds, and after a wait that
+ran out (the uplink had work for that long) intake passes freely for `max_hold / 2`, so it
+keeps at least a third of the loop. Local alerts see readings as they are staged: slowed at
+most that much, never stopped. With no uplink running nothing claims and nothing waits.
+Knows nothing of MQTT, the outbox's file or the pipeline: a flag and a bounded wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+MAX_HOLD = 0.05  # seconds intake waits at most for one uplink round
+SLICE = 0.002  # seconds intake runs before it lets the loop read sockets (a PUBACK)
+
+
+class Priority:
+    """Who goes first: `claim()`/`release()` by the uplink, `await give_way()` by intake."""
+
+    def __init__(
+        self, max_hold: float = MAX_HOLD, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_hold = max_hold
+        self.monotonic = monotonic
+        self._clear = asyncio.Event()
+        self._clear.set()
+        self._free_until = 0.0
+        self._slice_start = 0.0
+        self.yields = 0  # times intake waited for the uplink
+        self.overruns = 0  # waits that ran out: the uplink had work for max_hold or longer
+
+    @property
+    def claimed(self) -> bool:
+        return not self._clear.is_set()
+
+    def claim(self) -> None:
+        """The uplink has work ready (leasing, acknowledging, publishing)."""
+        self._clear.clear()
+
+    def release(self) -> None:
+        """The uplink waits (for PUBACKs, the token bucket, rows, the link): intake goes."""
+        self._clear.set()
+
+    async def give_way(self) -> None:
+        """Return at once unless the uplink claimed the right of way; then wait until it
+        releases it, at most `max_hold` seconds (and not again for `max_hold / 2` after)."""
+        now = self.monotonic()
+        if self._clear.is_set() or now < self._free_until:
+            if now - self._slice_start < SLICE:
+                return
+            # A bus that never waits (a fast source) would hold the loop for a whole pass
+            # and a PUBACK waiting in the socket with it. Two turns: the first lets the loop
+            # read sockets, the second lets what it read run (a PUBACK claims the right of
+            # way), so a claimed round starts within one slice.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            self._slice_start = self.monotonic()
+            if self._clear.is_set() or self._slice_start < self._free_until:
+                return
+        self.yields += 1
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.max_hold):
+                await self._clear.wait()
+            return
+        self.overruns += 1
+        self._free_until = self.monotonic() + self.max_hold / 2

@@ -1,0 +1,298 @@
+"""Back-pressure: the uplink's right of way over intake (gateway.outbox.priority), the
+imbalance watch (gateway.outbox.pressure) in the log and in `gateway status`, and the opt-in
+averaging policy (gateway.outbox.averaging) with its config keys. Counts and states only:
+delivered/s at 1x, 2x, 4x offered is bench/pressure.py's figure."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import status as status_cli
+from gateway.config import loader as config
+from gateway.errors import ConfigError
+from gateway.model import Lane, Observation, Reading
+from gateway.outbox.averaging import Averaging
+from gateway.outbox.pressure import Pressure
+from gateway.outbox.priority import Priority
+from gateway.outbox.store import Outbox
+from gateway.pipeline import Pipeline
+from tests.test_uplink import BASE, make_uplink, running, wait_until
+
+# -- the right of way -----------------------------------------------------------------------
+
+
+async def test_intake_waits_while_the_uplink_claims_and_goes_when_it_releases():
+    p = Priority(max_hold=30.0)
+    await p.give_way()  # nothing claimed: at once
+    assert p.yields == 0
+    order: list[str] = []
+    p.claim()
+
+    async def intake() -> None:
+        await p.give_way()
+        order.append("intake")
+
+    task = asyncio.create_task(intake())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    order.append("uplink round")
+    p.release()
+    await task
+    assert order == ["uplink round", "intake"]
+    assert (p.yields, p.overruns) == (1, 0)
+
+
+async def test_intake_is_never_starved_by_an_uplink_that_never_releases():
+    p = Priority(max_hold=0.01)
+    p.claim()
+    await p.give_way()  # runs out after max_hold
+    assert p.overruns == 1
+    await p.give_way()  # then a free pass: no second wait right away
+    assert (p.yields, p.overruns) == (1, 1)
+
+
+# -- the imbalance watch --------------------------------------------------------------------
+
+
+def feed(pressure: Pressure, t0: float, seconds: int, ingest: int, uplink: int, backlog0: int):
+    for s in range(seconds + 1):
+        pressure.sample(
+            t0 + s,
+            ingested=ingest * int(t0 + s),
+            delivered=uplink * int(t0 + s),
+            backlog=backlog0 + (ingest - uplink) * s,
+        )
+
+
+def test_a_sustained_imbalance_is_logged_once_with_its_figures_and_its_end_once(captured_logs, log):
+    p = Pressure(max_rows=5_000_000, log=log, window=30, sustain=30)
+    # 30k/s read, 9k/s delivered: the backlog grows by 21k rows a second.
+    feed(p, 0, 90, 30_000, 9_000, 0)
+    warnings = [e for e in captured_logs if e["event"].startswith("back-pressure:")]
+    assert len(warnings) == 1
+    w = warnings[0]
+    assert (w["ingest_per_s"], w["uplink_per_s"], w["growth_per_s"]) == (30_000, 9_000, 21_000)
+    assert w["backlog"] == 45 * 21_000  # judged after 15 s, then sustained 30 s
+    assert w["full_in_s"] == round((5_000_000 - w["backlog"]) / 21_000)
+    assert w["summary"].startswith("ingest 30k/s, uplink 9.0k/s: outbox full in ~")
+    snap = p.snapshot()
+    assert snap["imbalanced"] is True and snap["episodes"] == 1
+    # The uplink catches up: the backlog shrinks; the end is logged once.
+    feed(p, 91, 60, 5_000, 9_000, 90 * 21_000)
+    ends = [e for e in captured_logs if e["event"].startswith("back-pressure over")]
+    assert len(ends) == 1
+    assert p.snapshot()["imbalanced"] is False
+    assert len([e for e in captured_logs if e["event"].startswith("back-pressure:")]) == 1
+
+
+def test_an_outage_is_not_back_pressure(captured_logs, log):
+    p = Pressure(max_rows=5_000_000, log=log, window=30, sustain=30)
+    for s in range(120):  # the link is down: nothing delivered, the backlog grows
+        p.sample(s, ingested=1000 * s, delivered=0, backlog=1000 * s, connected=False)
+    assert p.episodes == 0 and p.rates() is None
+    assert not [e for e in captured_logs if e["event"].startswith("back-pressure")]
+
+
+def test_a_short_burst_is_not_an_episode(captured_logs, log):
+    p = Pressure(max_rows=5_000_000, log=log, window=30, sustain=30)
+    feed(p, 0, 20, 30_000, 9_000, 0)  # 20 s only
+    feed(p, 21, 60, 9_000, 9_000, 20 * 21_000)  # balanced again
+    assert not [e for e in captured_logs if e["event"].startswith("back-pressure")]
+    assert p.episodes == 0
+
+
+def test_status_shows_the_imbalance_in_text_and_json(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg_path = tmp_path / "gw.toml"
+    cfg_path.write_text(
+        f'[gateway]\nid = "gw1"\n[store]\npath = "{tmp_path}/o.db"\nruntime_dir = "{run}"\n'
+    )
+    p = Pressure(max_rows=5_000_000, log=None, window=30, sustain=30)
+    p.log = _Quiet()
+    feed(p, 0, 60, 30_000, 9_000, 0)
+    (run / "status.json").write_text(
+        json.dumps(
+            {
+                "time": time.time(),
+                "stopped": None,
+                "pid": os.getpid(),
+                "clock_synced": True,
+                "outbox": {"disk_full": False, "memory_rows": 0},
+                "uplink": {"connected": True},
+                "devices_down": {},
+                "readings_emitted": 1,
+                "pressure": p.snapshot(),
+            }
+        )
+    )
+    cfg = config.load(cfg_path)
+    rep = status_cli.report(cfg, str(cfg_path))
+    assert rep["daemon"]["pressure"]["imbalanced"] is True
+    assert rep["daemon"]["pressure"]["ingest_per_s"] == 30_000
+    lines = [x for x in status_cli.render(rep) if "BACK-PRESSURE" in x]
+    assert len(lines) == 1
+    assert "ingest 30k/s, uplink 9.0k/s: outbox full in ~" in lines[0]
+
+
+class _Quiet:
+    def warning(self, *a: object, **k: object) -> None: ...
+
+    def info(self, *a: object, **k: object) -> None: ...
+
+
+# -- a slow uplink under a flood ------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_a_flood_neither_starves_a_slow_uplink_nor_goes_unreported(
+    tmp_path, broker, log, captured_logs
+):
+    """An uplink slower than the source (a real mosquitto, a byte rate limit): whatever is
+    offered, the uplink's rounds go first (intake gave way), the uplink keeps delivering, and
+    the imbalance is reported once in the log and in the status snapshot."""
+    cfg = replace(BASE, port=broker.port, rate_limit=40_000, batch_max_readings=500)
+    delivered: dict[int, int] = {}
+    async with Outbox.open(tmp_path / "o.db", sync="normal") as ob:
+        async with Pipeline(ob, log=log) as pipe, running(make_uplink(cfg, ob, log)) as up:
+            pressure = Pressure(max_rows=5_000_000, log=log, window=2.0, sustain=1.0)
+            for sources in (1, 4):  # offered load: one flooding bus, then four
+                before, yields = up.stats.acked_readings, ob.priority.yields
+                floods = [
+                    asyncio.create_task(_flood(pipe, f"s{sources}-{k}")) for k in range(sources)
+                ]
+                try:
+                    loop = asyncio.get_running_loop()
+                    while up.stats.acked_readings - before < 5_000 or not pressure.reported:
+                        pressure.sample(
+                            loop.time(),
+                            ingested=pipe.emitted,
+                            delivered=up.stats.acked_readings,
+                            backlog=ob.rows + ob.memory_rows,
+                        )
+                        await asyncio.sleep(0.1)
+                finally:
+                    for f in floods:
+                        f.cancel()
+                    for f in floods:
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await f
+                delivered[sources] = up.stats.acked_readings - before
+                assert ob.priority.yields > yields  # intake gave way to the uplink's rounds
+            await wait_until(lambda: up.stats.connected, 5)
+    assert min(delivered.values()) >= 5_000
+    assert pipe.emitted > up.stats.acked_readings  # more was offered than delivered
+    reported = [e for e in captured_logs if e["event"].startswith("back-pressure:")]
+    assert len(reported) == 1  # one episode, however long and whatever the load
+    assert reported[0]["ingest_per_s"] > reported[0]["uplink_per_s"]
+    snap = pressure.snapshot()
+    assert snap["imbalanced"] is True and snap["full_in_s"] is not None
+
+
+async def _flood(pipe: Pipeline, device: str) -> None:
+    obs = [Observation(f"q{i}", float(i), "u") for i in range(10)]
+    while True:
+        await pipe.emit(device, obs)
+
+
+# -- the averaging policy -------------------------------------------------------------------
+
+
+def _reading(seq: int, device: str, value: object, lane: Lane = Lane.TELEMETRY, **kw) -> Reading:
+    return Reading(seq, device, "t", value, "C", 1000.0 + seq, True, lane, **kw)  # type: ignore[arg-type]
+
+
+def test_averaging_starts_over_the_threshold_and_sends_one_mean_per_sensor_and_period(log):
+    backlog, counter = [0], [5000]
+
+    def allocate(n: int) -> range:
+        counter[0] += n
+        return range(counter[0] - n, counter[0])
+
+    avg = Averaging(100, 60.0, backlog=lambda: backlog[0], allocate=allocate, log=log)
+    # Under the threshold: every reading passes.
+    assert [r.seq for r in avg.take([_reading(1, "a", 1.0)], 0.0)] == [1]
+    backlog[0] = 101
+    assert avg.take([_reading(2, "a", 2.0)], 1.0) == []  # averaging from now on
+    assert avg.active
+    alert = _reading(3, "a", "{}", Lane.ALERT)
+    assert avg.take([_reading(4, "a", 4.0), alert, _reading(5, "b", True)], 2.0) == [alert]
+    out = avg.take([_reading(6, "b", False)], 62.5)  # both periods ended
+    by_device = {r.device: r for r in out}
+    assert by_device["a"].value == 3.0  # the mean of 2.0 and 4.0
+    assert by_device["b"].value is True  # on/off is not averaged: the last one
+    assert [r.seq for r in out] == [5000, 5001]  # fresh seqs, in order
+    assert by_device["a"].ts == 1004.0  # the last reading's time
+    # Back under half the threshold: averaging ends, what was held goes out at once.
+    backlog[0] = 40
+    out = avg.take([_reading(7, "a", 7.0)], 64.0)
+    assert [(r.device, r.value) for r in out] == [("a", 7.0), ("b", False)]
+    assert [r.seq for r in out] == [7, 5002]
+    assert not avg.active and avg.drain() == []
+
+
+async def test_the_pipeline_averages_only_what_goes_to_the_outbox_and_loses_nothing_at_stop(
+    tmp_path, log
+):
+    seen: list[Reading] = []
+    async with Outbox.open(tmp_path / "o.db", sync="normal") as ob:
+        avg = Averaging(100, 3600.0, backlog=lambda: ob.rows, allocate=ob.allocate, log=log)
+        async with Pipeline(ob, observers=[seen.extend], averaging=avg, log=log) as pipe:
+            for i in range(150):  # fills the outbox past the threshold
+                await pipe.emit("a", [Observation("t", float(i), "C")])
+            await pipe.flush()
+            avg._checked = float("-inf")  # look at the backlog at the next reading
+            for i in range(10):
+                await pipe.emit("a", [Observation("t", 10.0 + i, "C")])
+            assert avg.active
+        rows = await ob.peek(limit=1000)
+    assert len(seen) == 160  # alert rules see every reading
+    assert len(rows) == 151  # 150, then one average of the 10 (sent at the stop)
+    assert rows[-1].value == pytest.approx(14.5)
+    assert [r.seq for r in rows] == sorted(r.seq for r in rows)
+
+
+def test_averaging_is_off_by_default_and_its_keys_are_checked():
+    base = '[gateway]\nid = "gw1"\n'
+    assert config.parse(base).store.average_above == 0
+    cfg = config.parse(base + "[store]\naverage_above = 1000000\naverage_seconds = 300\n")
+    assert (cfg.store.average_above, cfg.store.average_seconds) == (1_000_000, 300.0)
+    for bad, words in (
+        ("average_above = 50", "at least 100"),
+        ("average_above = 6000000", "below max_rows (5000000)"),
+        ("average_above = -1", "store.average_above"),
+        ("average_seconds = 0", "store.average_seconds"),
+        ('average_seconds = "a minute"', "store.average_seconds"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            config.parse(base + f"[store]\n{bad}\n")
+        assert words in str(err.value), (bad, str(err.value))
+
+
+@pytest.mark.slow  # a process
+def test_gateway_check_names_a_bad_average_key_and_exits_78(tmp_path):
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        '[gateway]\nid = "gw1"\n[store]\nmax_rows = 1000\naverage_above = 1000\n'
+        "average_seconds = 0\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "gateway", "check", "-c", str(cfg)],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 78
+    assert "store.average_above: must be below max_rows (1000), got 1000" in res.stderr
+    assert "store.average_seconds" in res.stderr
