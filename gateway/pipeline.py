@@ -3,10 +3,14 @@
 The pipeline is the `Sink` every bus emits into. `emit` stamps time (unless the bus gives
 one), allocates sequence numbers, hands the readings to observers (the alert engine) at once,
 and queues them; one flusher task appends the queue to the outbox in batches (one transaction
-each), so no reading costs its own commit. `emit` awaits only for back-pressure when the
-outbox writer falls behind. Device availability changes are logged once per transition, and
-so are values turning implausible (flagged and forwarded: gateway.model.Reading.plausible)
-or non-finite (refused) and back.
+each), so no reading costs its own commit: a batch gathers for `flush_interval` (0.05 s), and
+rows that trickle in (an idle gateway) wait until `commit_delay` (1 s) after the last append,
+so a quiet site commits (and fsyncs) about once a second, not once per reading. A staged
+reading is durable once its batch is appended: a telemetry reading spends at most about
+`commit_delay` in memory before that; alerts, a full batch and closing cut the wait short.
+`emit` awaits only for back-pressure when the outbox writer falls behind. Device
+availability changes are logged once per transition, and so are values turning implausible
+(flagged and forwarded: gateway.model.Reading.plausible) or non-finite (refused) and back.
 It knows nothing about drivers' bytes, MQTT or payload formats.
 """
 
@@ -29,6 +33,9 @@ from gateway.outbox.store import Outbox
 Observer = Callable[[Sequence[Reading]], None]
 _IMPLAUSIBLE, _REFUSED = "implausible", "non-finite"
 _MAX_SUSPECT = 10_000  # (device, quantity) pairs remembered as suspect
+# A batch of fewer rows than this is a trickle (under ~300 readings/s): the next one gathers
+# until `commit_delay` after it, not just `flush_interval`. Busier, batches go as before.
+TRICKLE_ROWS = 16
 StateObserver = Callable[[str, bool, str], None]
 
 
@@ -48,6 +55,7 @@ class Pipeline:
         observers: Sequence[Observer] = (),
         state_observers: Sequence[StateObserver] = (),
         flush_interval: float = 0.05,
+        commit_delay: float = 2.0,
         max_batch: int = 5000,
         high_water: int = 50_000,
         log: Any = None,
@@ -57,6 +65,9 @@ class Pipeline:
         self.observers = list(observers)
         self.state_observers = list(state_observers)
         self.flush_interval = flush_interval
+        self.commit_delay = commit_delay
+        self._last_append = -math.inf  # loop time the last flush ended
+        self._last_rows = 0  # rows it appended
         self.max_batch = max_batch
         self.high_water = high_water
         self.log = log or structlog.get_logger().bind(component="pipeline")
@@ -245,6 +256,7 @@ class Pipeline:
             while self._fixups:
                 delta, since = self._fixups.pop(0)
                 self.clock_corrections += await self.outbox.correct_times(delta, since)
+            rows = len(self._pending)
             while self._pending:
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
@@ -254,25 +266,37 @@ class Pipeline:
                 if len(self._pending) < self.high_water:
                     self._room.set()
             self._room.set()
+            self._last_append, self._last_rows = asyncio.get_running_loop().time(), rows
 
     async def _flusher(self) -> None:
-        """Sleep until something is staged, give it `flush_interval` to gather company (cut
-        short by a full batch or an alert), append. While the disk is full, retry every 5 s."""
+        """Sleep until something is staged, give it `flush_interval` to gather company, and a
+        trickle until `commit_delay` after the last append (both cut short by a full batch,
+        an alert or closing), append. While the disk is full, retry every 5 s."""
+        loop = asyncio.get_running_loop()
         while not self._closing:
             retry = 5.0 if (self.outbox.stats().disk_full or self.outbox.memory_rows) else None
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(retry):
-                    await self._wake.wait()
-            self._wake.clear()
+            await self._doze(retry)
             if self._pending:
                 if len(self._pending) < self.max_batch and not (self._urgent or self._closing):
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self.flush_interval):
-                            await self._wake.wait()
-                    self._wake.clear()
+                    await self._doze(self._gather_time(loop.time()))
                 self._urgent = False
                 await self.flush()
             else:
                 # Retries rows buffered in memory while the disk was full.
                 await self.outbox.append([])
+
+    def _gather_time(self, now: float) -> float:
+        """`flush_interval`; after a small batch (a trickle), until `commit_delay` after it."""
+        until = self._last_append + self.commit_delay
+        if self._last_rows < TRICKLE_ROWS and now < until:
+            return max(self.flush_interval, until - now)
+        return self.flush_interval
+
+    async def _doze(self, seconds: float | None) -> None:
+        """Wait until woken (a stage that matters) or `seconds` pass (None: no limit)."""
+        if seconds is None or seconds > 0:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._wake.wait()
+        self._wake.clear()
