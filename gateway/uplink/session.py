@@ -6,6 +6,9 @@ Contract:
   transaction). On any disconnect all leases are released and the unacknowledged rows are
   sent again on the next session: at most the batches in flight are duplicated.
 - Alerts are leased first and at once; telemetry waits for the batch window (or a full batch).
+  The window counts from the oldest waiting row, across outages: rows that waited a window
+  while the link was down, or were in flight when it went, go as soon as a session (and its
+  resume hold) allows, not a window after the reconnect.
   An alert appended while the link is down cuts the reconnect backoff short.
 - Capped jittered reconnect backoff (gateway.supervise), the in-flight window (`window`), a
   token-bucket byte rate limit for LPWA links (`ratelimit`), a retained status topic with birth
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -102,6 +106,8 @@ class Uplink:
 
     # -- notifications ---------------------------------------------------------------------
     def _on_append(self, lanes: set[Lane]) -> None:
+        if Lane.TELEMETRY in lanes:
+            self._window_opens(asyncio.get_running_loop().time())
         self.kick.set()
         if Lane.ALERT in lanes:
             self.wake.set()
@@ -174,8 +180,9 @@ class Uplink:
             await self._ack_done()
             self.window.clear()
             self.order.clear()
+            waiting = self.outbox.unleased(Lane.TELEMETRY)
             self.outbox.release_all()
-            self._window_started = None
+            self._window_after_session(waiting)
             await conn.aclose()
             self._conn = None
 
@@ -243,12 +250,26 @@ class Uplink:
                 async with asyncio.timeout(self._until_due(loop.time())):
                     await self.kick.wait()
 
+    def _window_opens(self, now: float) -> None:
+        """Telemetry is waiting from `now` on, unless older rows already wait (connected or
+        not: appends open the window, so an outage counts as waiting)."""
+        if self._window_started is None:
+            self._window_started = now
+
+    def _window_after_session(self, waiting_before: int) -> None:
+        """A session ended and its leases were released: telemetry it leased and did not
+        deliver is back in the queue (more waits than `waiting_before`). It was leased because
+        it was due, so it is due at once in the next session; rows that waited all along keep
+        the time their window opened."""
+        if self.outbox.unleased(Lane.TELEMETRY) > waiting_before:
+            self._window_started = -math.inf
+
     def _telemetry_due(self, now: float) -> bool:
         waiting = self.outbox.unleased(Lane.TELEMETRY)
         if not waiting:
             self._window_started = None
             return False
-        if self._window_started is None:
+        if self._window_started is None:  # rows found at start (a restart): from the first look
             self._window_started = now
         return (
             waiting >= self.cfg.batch_max_readings
