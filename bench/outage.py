@@ -1,9 +1,9 @@
 """Time back after a broker outage, the daemon as a process with the defaults a user gets.
 
-The daemon runs (`python -m gateway run`, 10 synthetic devices, a reading a second each, every
-[uplink] key at its default), mosquitto is stopped for 60 s (15 s quick, 5 s smoke) and
-started again (without persistence: our session is gone, as after a broker reboot). From the
-moment the broker listens again:
+The daemon runs (`python -m gateway run`, 100 synthetic devices, a reading a minute each as in
+the idle figure, every [uplink] key at its default), mosquitto is stopped for 60 s (15 s
+quick, 5 s smoke) and started again (without persistence: our session is gone, as after a
+broker reboot). From the moment the broker listens again:
 - `outage_to_reconnect_s`: to the uplink's "uplink recovered" line. The reconnect backoff
   decides it: 5 s doubling to 300 s, +-20 % jitter (gateway.supervise), so after a 60 s outage
   the next attempt comes anywhere from a few seconds to ~40 s after the broker is back.
@@ -37,7 +37,7 @@ from gateway.demo.broker import LocalBroker
 
 REPEATS = 1  # each repeat is an outage of a minute and the way back
 OUTAGE_S: dict[Mode, float] = {"smoke": 5.0, "quick": 15.0, "full": 60.0}
-DEVICES, EVERY_S = 10, 1.0
+DEVICES, EVERY_S = 100, 60.0  # the idle figure's site: 1.7 readings/s, batches never fill
 STATUS_TOPIC = "gateway/startup/status"  # the fixture's gateway id is "startup"
 DOCS = {
     "outage_to_first_publish_s": Doc(

@@ -8,8 +8,9 @@
   the demo's config (`gateway demo`'s synthetic field with alert rules, SMTP and the digest).
   `python_bare_s` is the floor: the interpreter alone (`python -c pass`).
 - `idle_*`: 100 synthetic devices at one reading a minute each, defaults otherwise, a local
-  broker; CPU share of one core and RSS of the daemon, and its wake-ups per second: the
-  voluntary context switches of all its threads (/proc/PID/task/*/status), each one a thread
+  broker; CPU share of one core, RSS and USS (its private pages: RSS less pages it shares with
+  other processes, such as libpython's and libcrypto's code while another Python process runs)
+  of the daemon, and its wake-ups per second: the voluntary context switches of all its threads (/proc/PID/task/*/status), each one a thread
   that blocked (the event loop in epoll, aiosqlite's worker on its queue) and was woken again;
   `idle_loop_wakeups_per_s` counts the event loop's thread alone.
 (The time back after a broker outage is bench/outage.py's.)
@@ -256,11 +257,13 @@ def idle(seconds: float, cache: Path, devices: int = 100) -> dict[str, float]:
             cpu, (all1, loop1) = daemon.cpu() - cpu0, daemon.wakeups()
             elapsed = time.monotonic() - t0
             rss = daemon.ps.memory_info().rss
+            uss = daemon.ps.memory_full_info().uss
         finally:
             daemon.stop()
     return {
         "idle_cpu_pct": round(100 * cpu / elapsed, 3),
         "idle_rss_mb": round(rss / 2**20, 1),
+        "idle_uss_mb": round(uss / 2**20, 1),
         "idle_wakeups_per_s": round((all1 - all0) / elapsed, 2),
         "idle_loop_wakeups_per_s": round((loop1 - loop0) / elapsed, 2),
         "idle_seconds": round(elapsed, 1),
@@ -272,6 +275,9 @@ DOCS = {
     "start_to_running_s_small": Doc("start to `gateway running`, one synthetic device", "<= 0.5"),
     "idle_cpu_pct": Doc("idle: 100 devices, one reading a minute, % of a core", "<= 0.2"),
     "idle_rss_mb": Doc("idle RSS (MB)", "<= 30"),
+    "idle_uss_mb": Doc("idle USS (MB): the daemon's private pages, not those it shares"),
+    "idle_wakeups_per_s": Doc("idle: wake-ups per second, all threads (voluntary switches)"),
+    "idle_loop_wakeups_per_s": Doc("idle: wake-ups per second of the event loop's thread"),
 }
 
 
