@@ -10,9 +10,10 @@
 - `idle_*`: 100 synthetic devices at one reading a minute each, defaults otherwise, a local
   broker; CPU share of one core, RSS and USS (its private pages: RSS less pages it shares with
   other processes, such as libpython's and libcrypto's code while another Python process runs)
-  of the daemon, and its wake-ups per second: the voluntary context switches of all its threads (/proc/PID/task/*/status), each one a thread
-  that blocked (the event loop in epoll, aiosqlite's worker on its queue) and was woken again;
-  `idle_loop_wakeups_per_s` counts the event loop's thread alone.
+  of the daemon, and its wake-ups per second: the voluntary context switches of all its
+  threads (/proc/PID/task/*/status), each one a thread that blocked (the event loop in epoll,
+  aiosqlite's worker on its queue) and was woken again; `idle_loop_wakeups_per_s` counts the
+  event loop's thread alone.
 (The time back after a broker outage is bench/outage.py's.)
 
 Each figure says its settings in its name or in `startup_settings`; medians come with their
