@@ -106,9 +106,11 @@ class Uplink:
 
     # -- notifications ---------------------------------------------------------------------
     def _on_append(self, lanes: set[Lane]) -> None:
-        if Lane.TELEMETRY in lanes:
-            self._window_opens(asyncio.get_running_loop().time())
-        self.kick.set()
+        if lanes != {Lane.TELEMETRY} or self._window_opens(asyncio.get_running_loop().time()):
+            self.kick.set()
+        elif self.outbox.unleased(Lane.TELEMETRY) >= self.cfg.batch_max_readings:
+            self.kick.set()  # a full batch goes before its window closes
+        # else: the pump sleeps until the open window closes; nothing to look at before.
         if Lane.ALERT in lanes:
             self.wake.set()
 
@@ -250,11 +252,14 @@ class Uplink:
                 async with asyncio.timeout(self._until_due(loop.time())):
                     await self.kick.wait()
 
-    def _window_opens(self, now: float) -> None:
+    def _window_opens(self, now: float) -> bool:
         """Telemetry is waiting from `now` on, unless older rows already wait (connected or
-        not: appends open the window, so an outage counts as waiting)."""
+        not: appends open the window, so an outage counts as waiting). True when it opened
+        now (the pump must learn when it closes)."""
         if self._window_started is None:
             self._window_started = now
+            return True
+        return False
 
     def _window_after_session(self, waiting_before: int) -> None:
         """A session ended and its leases were released: telemetry it leased and did not
