@@ -16,6 +16,7 @@ import structlog
 
 from gateway.demo.broker import LocalBroker
 from gateway.outbox.store import Outbox
+from tests.relay import Relay
 from tests.test_uplink import BASE, make_uplink, readings, running, wait_until
 
 WINDOW = 600.0  # the default is 60 s; longer than any test could wait for by accident
@@ -60,3 +61,37 @@ def test_rows_that_waited_a_window_in_an_outage_go_right_after_the_reconnect(tmp
         loop = runner.get_loop()
         assert isinstance(loop, SkewedLoop)
         runner.run(outage_of_a_window(tmp_path, loop))
+
+
+async def lost_in_flight(tmp_path: Path, loop: SkewedLoop) -> None:
+    log = structlog.get_logger().bind(test=True)
+    with LocalBroker(tmp_path / "b") as broker:
+        relay = await Relay(broker.port).__aenter__()
+        cfg = replace(BASE, port=relay.port, batch_window=WINDOW, resume_delay=0.3)
+        try:
+            async with (
+                Outbox.open(tmp_path / "o.db") as ob,
+                running(make_uplink(cfg, ob, log)) as up,
+            ):
+                await wait_until(lambda: up.stats.connected)
+                relay.hold.clear()  # the broker's PUBACKs stop on the way
+                await ob.append(readings(ob, 3))
+                loop.skew += WINDOW  # their window closes: leased and published...
+                await wait_until(lambda: up.stats.published_readings == 3)
+                await relay.close()  # ...and the link goes before their PUBACK comes
+                await wait_until(lambda: not up.stats.connected)
+                assert ob.rows == 3 and up.stats.acked_readings == 0
+                async with Relay(broker.port, port=relay.port):
+                    # Due before the link went, due after it: no new window for them.
+                    await wait_until(lambda: up.stats.acked_readings == 3)
+                    assert ob.rows == 0 and up.stats.connects == 2
+        finally:
+            await relay.close()
+
+
+@pytest.mark.slow  # a lost connection and a reconnect
+def test_rows_in_flight_when_the_link_goes_are_due_at_once_in_the_next_session(tmp_path):
+    with asyncio.Runner(loop_factory=SkewedLoop) as runner:
+        loop = runner.get_loop()
+        assert isinstance(loop, SkewedLoop)
+        runner.run(lost_in_flight(tmp_path, loop))
