@@ -1,5 +1,5 @@
-"""Core figures: end-to-end and drain throughput, daemon CPU per reading, and wire bytes per
-reading for each payload format (idle cost and start-up: bench/startup.py).
+"""Core figures: end-to-end and drain throughput, daemon CPU per reading (idle cost and
+start-up: bench/startup.py; bytes per reading of each payload format: bench/wire.py).
 
 The daemon, mosquitto and the counting subscriber run as separate processes on loopback, so
 the CPU figure is the daemon's own. The headline e2e, drain and CPU figures run with the
@@ -29,7 +29,6 @@ from gateway.demo.broker import LocalBroker
 from gateway.model import Reading
 from gateway.outbox.store import Outbox
 from gateway.uplink.order import AGENT_RATE, FINAL_PAUSE, MAX_PAUSE
-from gateway.uplink.payload import ENCODERS, Target, wire_bytes
 from tests.configs import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,12 +75,6 @@ DOCS = {
     "drain_tuned_all_readings_per_s": Doc("the same, until the last reading"),
     "drain_tuned_final_hold_s": Doc(f"the same: {HOLD}"),
     "drain_tuned_held_readings": Doc("the readings those held messages carried"),
-    "bytes_per_reading_fiware_json": Doc(
-        "a paddy day: level, temperature, battery every 10 min; MQTT PUBLISH + PUBACK framing"
-    ),
-    "bytes_per_reading_fiware_ul": Doc("the same day, fiware-ul", "≤ 15"),
-    "bytes_per_reading_json": Doc("the same day, json"),
-    "bytes_per_reading_msgpack": Doc("the same day, msgpack", "≤ 8"),
 }
 
 
@@ -272,43 +265,6 @@ def drain(
     return seen.figures(f"drain_{label}".rstrip("_"), since=start)
 
 
-def wire_figures() -> dict[str, float]:
-    """One day of 10-minute paddy readings (level, temperature, battery), sent as one backlog
-    under the default 64 KiB payload limit; MQTT PUBLISH + PUBACK framing included."""
-    target = Target(
-        "k3y",
-        "gw1",
-        attributes={
-            ("paddy-01", "water_level"): "wl",
-            ("paddy-01", "water_temperature"): "wt",
-            ("paddy-01", "battery"): "bat",
-        },
-    )
-    t0 = 1748736000.0
-    rs: list[Reading] = []
-    seq = 1
-    for k in range(144):
-        hour = (k / 6) % 24
-        # A plausible day: level drifting by millimetres, water warming in the afternoon.
-        level = round(4.5 - 0.004 * k + 0.1 * ((k * 7919) % 5 - 2) / 2, 1)
-        temp = round(19.0 + 6.0 * max(0.0, 1 - abs(hour - 14) / 8) + 0.1 * ((k * 31) % 3), 1)
-        bat = round(3.65 - 0.0001 * k, 2)
-        for q, v, u in (
-            ("water_level", level, "cm"),
-            ("water_temperature", temp, "degC"),
-            ("battery", bat, "V"),
-        ):
-            rs.append(Reading(seq, "paddy-01", q, v, u, t0 + 600 * k))
-            seq += 1
-    out = {}
-    for name, encode in ENCODERS.items():
-        messages = encode(rs, target, 65536)
-        out[f"bytes_per_reading_{name.replace('-', '_')}"] = round(
-            sum(wire_bytes(m) for m in messages) / len(rs), 2
-        )
-    return out
-
-
 def run(mode: Mode, repeats: int) -> dict[str, Figure]:
     size = SIZES[mode]
     figures: dict[str, Figure] = {}
@@ -332,6 +288,4 @@ def run(mode: Mode, repeats: int) -> dict[str, Figure]:
             runs = repeat(repeats, partial(drain, backlog, n, extra, label))
             more = {"readings": n, "devices": 100, "drain_hold": DRAIN_HOLD}
             figures |= collect(runs, settings(extra, **more), DOCS)
-    # Byte counts of a fixed day: the same every run, so measured once.
-    figures |= collect([wire_figures()], {"readings": 432, "max_payload_bytes": 65536}, DOCS)
     return figures

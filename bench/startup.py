@@ -8,14 +8,13 @@
   the demo's config (`gateway demo`'s synthetic field with alert rules, SMTP and the digest).
   `python_bare_s` is the floor: the interpreter alone (`python -c pass`).
 - `idle_*`: 100 synthetic devices at one reading a minute each, defaults otherwise, a local
-  broker; CPU share of one core and RSS of the daemon, and its wake-ups per second: the
-  voluntary context switches of all its threads (/proc/PID/task/*/status), each one a thread
-  that blocked (the event loop in epoll, aiosqlite's worker on its queue) and was woken again;
-  `idle_loop_wakeups_per_s` counts the event loop's thread alone.
-- `outage_*`: the broker stopped for 60 s (15 s quick) and started again; the seconds from the
-  broker listening again to the uplink's "recovered" line and to the first telemetry PUBLISH
-  a subscriber sees. Defaults: reconnect backoff 5 s doubling to 300 s (+-20 %), the resume
-  hold (10 s after a broker that lost our session) and the 60 s telemetry batch window.
+  broker; CPU share of one core, RSS and USS (its private pages: RSS less pages it shares with
+  other processes, such as libpython's and libcrypto's code while another Python process runs)
+  of the daemon, and its wake-ups per second: the voluntary context switches of all its
+  threads (/proc/PID/task/*/status), each one a thread that blocked (the event loop in epoll,
+  aiosqlite's worker on its queue) and was woken again; `idle_loop_wakeups_per_s` counts the
+  event loop's thread alone.
+(The time back after a broker outage is bench/outage.py's.)
 
 Each figure says its settings in its name or in `startup_settings`; medians come with their
 spread (min and max). Nothing here asserts; it measures. Self-contained: it needs only the
@@ -38,12 +37,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import psutil
-from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.figures import Doc, Figure, Mode, collect
 from gateway.demo.broker import LocalBroker, free_port
@@ -262,71 +258,16 @@ def idle(seconds: float, cache: Path, devices: int = 100) -> dict[str, float]:
             cpu, (all1, loop1) = daemon.cpu() - cpu0, daemon.wakeups()
             elapsed = time.monotonic() - t0
             rss = daemon.ps.memory_info().rss
+            uss = daemon.ps.memory_full_info().uss
         finally:
             daemon.stop()
     return {
         "idle_cpu_pct": round(100 * cpu / elapsed, 3),
         "idle_rss_mb": round(rss / 2**20, 1),
+        "idle_uss_mb": round(uss / 2**20, 1),
         "idle_wakeups_per_s": round((all1 - all0) / elapsed, 2),
         "idle_loop_wakeups_per_s": round((loop1 - loop0) / elapsed, 2),
         "idle_seconds": round(elapsed, 1),
-    }
-
-
-@contextlib.contextmanager
-def _first_telemetry(port: int, status_topic: str) -> Iterator[list[float]]:
-    """A subscriber on everything; the list gets the wall time of the first PUBLISH that is
-    not the gateway's retained status."""
-    seen: list[float] = []
-    subscribed = threading.Event()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-outage")
-
-    def on_message(c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic != status_topic and not seen:
-            seen.append(time.time())
-
-    client.on_message = on_message
-    client.on_connect = lambda c, u, f, rc, p: c.subscribe("#", qos=1)
-    client.on_subscribe = lambda *args: subscribed.set()
-    client.connect("127.0.0.1", port, 60)
-    client.loop_start()
-    try:
-        if not subscribed.wait(10):
-            raise TimeoutError("bench subscriber did not subscribe")
-        yield seen
-    finally:
-        client.disconnect()
-        client.loop_stop()
-
-
-def outage(seconds: float, cache: Path) -> dict[str, float]:
-    """Broker down for `seconds`; from its return to the uplink's recovery and first publish."""
-    with tempfile.TemporaryDirectory() as tmp, LocalBroker(Path(tmp) / "b") as broker:
-        work = Path(tmp)
-        env = bytecode_env(cache, compiled=True)
-        cfg = _small(work, broker.port, 10, 1.0)
-        warm(cfg, work, env)
-        daemon = Daemon(cfg, work, env)
-        try:
-            daemon.ready()
-            daemon.connected()
-            daemon.offset = daemon.log_path.stat().st_size
-            broker.stop()
-            time.sleep(seconds)
-            broker.start()
-            back = time.time()
-            with _first_telemetry(broker.port, "gateway/startup/status") as seen:
-                recovered = _timestamp(daemon.line("uplink recovered", timeout=seconds * 6))
-                deadline = time.monotonic() + 300
-                while not seen and time.monotonic() < deadline:
-                    time.sleep(0.05)
-            first = seen[0] if seen else float("nan")
-        finally:
-            daemon.stop()
-    return {
-        "outage_s": seconds,
-        "outage_to_reconnect_s": round(recovered - back, 2),
-        "outage_to_first_publish_s": round(first - back, 2),
     }
 
 
@@ -335,12 +276,14 @@ DOCS = {
     "start_to_running_s_small": Doc("start to `gateway running`, one synthetic device", "<= 0.5"),
     "idle_cpu_pct": Doc("idle: 100 devices, one reading a minute, % of a core", "<= 0.2"),
     "idle_rss_mb": Doc("idle RSS (MB)", "<= 30"),
+    "idle_uss_mb": Doc("idle USS (MB): the daemon's private pages, not those it shares"),
+    "idle_wakeups_per_s": Doc("idle: wake-ups per second, all threads (voluntary switches)"),
+    "idle_loop_wakeups_per_s": Doc("idle: wake-ups per second of the event loop's thread"),
 }
 
 
 def run(mode: Mode, repeats: int) -> dict[str, Figure]:
-    """The bench harness's entry: start-up times (each restart one value), idle and, except
-    in smoke mode, the time back after a broker outage."""
+    """The bench harness's entry: start-up times (each restart one value) and idle."""
     restarts = 2 if mode == "smoke" else repeats
     settings = {
         "config": "defaults + one synthetic device (small) or the demo field (demo)",
@@ -360,10 +303,6 @@ def run(mode: Mode, repeats: int) -> dict[str, Figure]:
         idle_settings = {"devices": 100, "reading_every_s": 60, "seconds": seconds}
         once = [idle(seconds, cache) for _ in range(1 if mode == "smoke" else repeats)]
         figures.update(collect(once, idle_settings, DOCS))
-        if mode != "smoke":  # waits for the first publish: over a minute with defaults
-            outage_s = 15.0 if mode == "quick" else 60.0
-            backs = [outage(outage_s, cache)]
-            figures.update(collect(backs, {"devices": 10, "reading_every_s": 1}))
     return figures
 
 
@@ -380,12 +319,11 @@ def run_alone(quick: bool) -> dict[str, object]:
         for name, values in samples.items():
             figures.update(_spread(values, name))
         figures.update(idle(20 if quick else 60, cache))
-        figures.update(outage(15 if quick else 60, cache))
     return figures
 
 
 if __name__ == "__main__":
-    # `python -m bench.startup [--quick] [start|idle|outage ...]`: all, or the parts named.
+    # `python -m bench.startup [--quick] [start|idle ...]`: all, or the parts named.
     which = [a for a in sys.argv[1:] if not a.startswith("--")]
     quick = "--quick" in sys.argv
     if not which:
@@ -399,6 +337,4 @@ if __name__ == "__main__":
                     print(json.dumps(start_up(kind, 5, cache, compiled=False)), flush=True)
             elif name == "idle":
                 print(json.dumps(idle(20 if quick else 60, cache)), flush=True)
-            elif name == "outage":
-                print(json.dumps(outage(15 if quick else 60, cache)), flush=True)
     os._exit(0)

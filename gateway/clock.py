@@ -10,7 +10,6 @@ systemd-timesyncd's flag file; a box with a real RTC sets `trust_clock = true`.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import time
 from pathlib import Path
 from typing import Protocol
@@ -42,7 +41,10 @@ class _Timex(ctypes.Structure):
 
 def _kernel_synced() -> bool | None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # The C library this process already runs on (dlopen(NULL)). ctypes.util.find_library
+        # would run `ldconfig -p` in a child process at every check, every 10 s on a box
+        # without timesyncd's flag, and load shutil, tempfile, bz2 and lzma for good.
+        libc = ctypes.CDLL(None, use_errno=True)
         state = int(libc.adjtimex(ctypes.byref(_Timex())))
     except (OSError, AttributeError):
         return None

@@ -3,10 +3,14 @@
 The pipeline is the `Sink` every bus emits into. `emit` stamps time (unless the bus gives
 one), allocates sequence numbers, hands the readings to observers (the alert engine) at once,
 and queues them; one flusher task appends the queue to the outbox in batches (one transaction
-each), so no reading costs its own commit. `emit` awaits only for back-pressure when the
-outbox writer falls behind. Device availability changes are logged once per transition, and
-so are values turning implausible (flagged and forwarded: gateway.model.Reading.plausible)
-or non-finite (refused) and back.
+each), so no reading costs its own commit: a batch gathers for `flush_interval` (0.05 s), and
+rows that trickle in (an idle gateway) wait until `commit_delay` (2 s) after the last append,
+so a quiet site commits (and fsyncs) every 2 s, not once per reading. A staged
+reading is durable once its batch is appended: a telemetry reading spends at most about
+`commit_delay` in memory before that; alerts, a full batch and closing cut the wait short.
+`emit` awaits only for back-pressure when the outbox writer falls behind. Device
+availability changes are logged once per transition, and so are values turning implausible
+(flagged and forwarded: gateway.model.Reading.plausible) or non-finite (refused) and back.
 It knows nothing about drivers' bytes, MQTT or payload formats.
 """
 
@@ -30,6 +34,11 @@ from gateway.outbox.store import Outbox
 Observer = Callable[[Sequence[Reading]], None]
 _IMPLAUSIBLE, _REFUSED = "implausible", "non-finite"
 _MAX_SUSPECT = 10_000  # (device, quantity) pairs remembered as suspect
+# A batch of fewer rows than this is a trickle (under ~300 readings/s): the next one gathers
+# until `commit_delay` after it, not just `flush_interval`. Busier, batches go as before.
+TRICKLE_ROWS = 16
+# Seconds a trickle of telemetry may wait in memory for company before its commit (and fsync).
+COMMIT_DELAY = 2.0
 StateObserver = Callable[[str, bool, str], None]
 
 
@@ -49,6 +58,7 @@ class Pipeline:
         observers: Sequence[Observer] = (),
         state_observers: Sequence[StateObserver] = (),
         flush_interval: float = 0.05,
+        commit_delay: float = COMMIT_DELAY,
         max_batch: int = 5000,
         high_water: int = 50_000,
         averaging: Averaging | None = None,
@@ -59,6 +69,10 @@ class Pipeline:
         self.observers = list(observers)
         self.state_observers = list(state_observers)
         self.flush_interval = flush_interval
+        self.commit_delay = commit_delay
+        self._last_append = -math.inf  # loop time the last flush ended
+        self._last_rows = 0  # rows it appended
+        self._trickling = False  # the flusher sleeps until a trickle's commit is due
         self.max_batch = max_batch
         self.high_water = high_water
         self.averaging = averaging  # the opt-in thinning policy (gateway.outbox.averaging)
@@ -174,8 +188,13 @@ class Pipeline:
         if lane != Lane.TELEMETRY:
             self._urgent = True
             self._wake.set()
-        elif queued and (len(self._pending) == len(queued) or len(self._pending) >= self.max_batch):
-            self._wake.set()  # the first of a batch starts the clock; a full batch ends it
+        elif queued and (
+            len(self._pending) >= self.max_batch
+            or (len(self._pending) == len(queued) and not self._trickling)
+        ):
+            # The first of a batch starts the clock (a trickle's clock runs already: the
+            # flusher looks when its commit is due); a full batch ends it.
+            self._wake.set()
         return readings
 
     # -- implausible and refused values ----------------------------------------------------
@@ -254,6 +273,7 @@ class Pipeline:
             while self._fixups:
                 delta, since = self._fixups.pop(0)
                 self.clock_corrections += await self.outbox.correct_times(delta, since)
+            rows = len(self._pending)
             while self._pending:
                 # An append started now would hold the outbox's writer while the uplink's
                 # round waits to acknowledge and lease (gateway.outbox.priority).
@@ -266,25 +286,42 @@ class Pipeline:
                 if len(self._pending) < self.high_water:
                     self._room.set()
             self._room.set()
+            self._last_append, self._last_rows = asyncio.get_running_loop().time(), rows
 
     async def _flusher(self) -> None:
         """Sleep until something is staged, give it `flush_interval` to gather company (cut
-        short by a full batch or an alert), append. While the disk is full, retry every 5 s."""
+        short by a full batch, an alert or closing), append. After a small batch (a trickle)
+        sleep until `commit_delay` after it instead and append what came meanwhile: a quiet
+        site wakes once per commit, not per reading. While the disk is full, retry every 5 s."""
+        loop = asyncio.get_running_loop()
         while not self._closing:
-            retry = 5.0 if (self.outbox.stats().disk_full or self.outbox.memory_rows) else None
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(retry):
-                    await self._wake.wait()
-            self._wake.clear()
+            due = self._trickle_due(loop.time())
+            if due is not None:
+                self._trickling = True  # stages do not wake us; alerts and full batches do
+                await self._doze(due - loop.time())
+                self._trickling = False
+            else:
+                retry = 5.0 if (self.outbox.stats().disk_full or self.outbox.memory_rows) else None
+                await self._doze(retry)
+                if 0 < len(self._pending) < self.max_batch and not (self._urgent or self._closing):
+                    await self._doze(self.flush_interval)
             if self._pending:
-                if len(self._pending) < self.max_batch and not (self._urgent or self._closing):
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self.flush_interval):
-                            await self._wake.wait()
-                    self._wake.clear()
                 self._urgent = False
                 await self.flush()
-            else:
+            elif due is None:
                 # Retries rows buffered in memory while the disk was full.
                 await self.outbox.append([])
+
+    def _trickle_due(self, now: float) -> float | None:
+        """When the next commit of a trickle is due: `commit_delay` after a small batch."""
+        until = self._last_append + self.commit_delay
+        return until if self._last_rows < TRICKLE_ROWS and now < until else None
+
+    async def _doze(self, seconds: float | None) -> None:
+        """Wait until woken (a stage that matters) or `seconds` pass (None: no limit)."""
+        if seconds is None or seconds > 0:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._wake.wait()
+        self._wake.clear()

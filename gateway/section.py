@@ -9,7 +9,6 @@ so every message names where the bad value is. It never raises on bad input; cal
 
 from __future__ import annotations
 
-import difflib
 import enum
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, TypeVar, overload
@@ -130,6 +129,8 @@ class Section:
             self.problem(key, f"expected a string, got {_show(value)}")
             return default if isinstance(default, str) else ""
         if choices is not None and value not in choices:
+            import difflib  # only for a mistake: not loaded by a sound config
+
             hint = difflib.get_close_matches(value, choices, n=1)
             extra = f" (did you mean {_show(hint[0])}?)" if hint else ""
             self.problem(key, f"expected one of {', '.join(choices)}; got {_show(value)}{extra}")
@@ -308,6 +309,8 @@ class Section:
         valid = sorted(self._used | set(known))
         for key in self.raw:
             if key not in self._used:
+                import difflib  # only for a mistake: not loaded by a sound config
+
                 hint = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
                 extra = f" (did you mean {_show(hint[0])}?)" if hint else ""
                 self.problem(key, f"unknown key{extra}")

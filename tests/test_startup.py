@@ -104,6 +104,12 @@ def test_a_synthetic_config_without_alerts_loads_no_transport_mail_or_alert_side
     assert not loaded(modules, "gateway.alerts.digest")
     for driver in ("modbus", "serial", "ble"):
         assert f"drivers.{driver}.bus" not in modules
+    # `run` builds its own command line only: the other subcommands' modules and the driver
+    # packages `sim` and `scan` would list stay out, and so does difflib (hints for mistakes).
+    for module in ("gateway.cli.tail", "gateway.cli.outbox", "gateway.outbox.export", "difflib"):
+        assert module not in modules, f"{module} loaded by `run`"
+    for driver in ("modbus", "serial", "ble"):
+        assert not loaded(modules, f"drivers.{driver}"), f"drivers.{driver} loaded by `run`"
 
 
 def test_the_demo_config_loads_the_alert_side_it_configures_and_still_no_transport(

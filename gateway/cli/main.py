@@ -18,18 +18,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from gateway import __version__
-from gateway.cli import config as config_cli
-from gateway.cli import decode as decode_cli
-from gateway.cli import outbox as outbox_cli
-from gateway.cli import profiles as profiles_cli
-from gateway.cli import tail as tail_cli
 from gateway.config import loader as config_mod
-from gateway.config import reach, tls
 from gateway.errors import ConfigError
-from gateway.registry import driver_modules
 
 
 def _plugins(attr: str) -> dict[str, str]:
+    from gateway.registry import driver_modules  # every driver package: not for `run`
+
     found: dict[str, str] = {}
     for module in driver_modules():
         found.update(getattr(module, attr, {}))
@@ -62,6 +57,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if cfg is None:
         return EX_CONFIG
     if not args.skip_files:
+        from gateway.config import reach, tls
+
         # The daemon runs without these (only the uplink stays down), but they are wrong.
         problems = tls.problems(cfg.uplink)
         for problem in problems:
@@ -157,7 +154,10 @@ def _plugin_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], kin
     p.set_defaults(func=lambda a: cmd_plugin(kind, a))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only_run: bool = False) -> argparse.ArgumentParser:
+    """The whole command line; `only_run`: just `run`, for the daemon's own start, which then
+    imports none of the other subcommands' modules (nor every driver package for `sim` and
+    `scan`): less to load, less resident for as long as the daemon runs."""
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,6 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"least severe event logged: {', '.join(LOG_LEVELS)} (default: info)",
     )
     p.set_defaults(func=cmd_run)
+    if only_run:
+        return parser
+    from gateway.cli import config as config_cli
+    from gateway.cli import decode as decode_cli
+    from gateway.cli import outbox as outbox_cli
+    from gateway.cli import profiles as profiles_cli
+    from gateway.cli import tail as tail_cli
+
     p = with_config(sub.add_parser("check", help="validate a config and its device profiles"))
     p.add_argument(
         "--skip-files",
@@ -218,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(only_run=argv[:1] == ["run"]).parse_args(argv)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -17,7 +17,6 @@ and by the test suite for every shipped profile. This module does no device I/O.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import tomllib
@@ -252,6 +251,8 @@ class ProfileLibrary:
         return [path.stem for path in all_profile_files(self.dirs)]
 
     def _unknown(self, name: str) -> str:
+        import difflib  # only for a mistake: not loaded by a sound config
+
         close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.6)
         quoted = " or ".join(f'"{c}"' for c in close)
         hint = f"; did you mean {quoted}?" if close else ""

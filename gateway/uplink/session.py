@@ -6,6 +6,9 @@ Contract:
   transaction). On any disconnect all leases are released and the unacknowledged rows are
   sent again on the next session: at most the batches in flight are duplicated.
 - Alerts are leased first and at once; telemetry waits for the batch window (or a full batch).
+  The window counts from the oldest waiting row, across outages: rows that waited a window
+  while the link was down, or were in flight when it went, go as soon as a session (and its
+  resume hold) allows, not a window after the reconnect.
   An alert appended while the link is down cuts the reconnect backoff short.
 - Capped jittered reconnect backoff (gateway.supervise), the in-flight window (`window`), a
   token-bucket byte rate limit for LPWA links (`ratelimit`), a retained status topic with birth
@@ -38,6 +41,7 @@ from gateway.logs import debugging
 from gateway.model import Lane, Reading
 from gateway.outbox.store import Outbox
 from gateway.supervise import Backoff, Health, supervise
+from gateway.uplink.cadence import Cadence
 from gateway.uplink.client import Connection
 from gateway.uplink.commands import CommandRouter
 from gateway.uplink.http import HttpConnection, HttpLink
@@ -93,7 +97,7 @@ class Uplink:
         self._conn: Link | None = None  # the current session's, while there is one
         self.http = HttpLink(cfg, log) if cfg.transport == "http" else None
         self._refused: list[tuple[list[Reading], str]] = []  # platform-refused, to dead-letter
-        self._window_started: float | None = None
+        self.cadence = Cadence(cfg, lambda: outbox.unleased(Lane.TELEMETRY))
         outbox.listeners.append(self._on_append)
 
     def detach(self) -> None:
@@ -103,14 +107,18 @@ class Uplink:
 
     # -- notifications ---------------------------------------------------------------------
     def _on_append(self, lanes: set[Lane]) -> None:
-        self.kick.set()
+        if lanes != {Lane.TELEMETRY} or self.cadence.opens(asyncio.get_running_loop().time()):
+            self.kick.set()
+        elif self.cadence.full():
+            self.kick.set()  # a full batch goes before its window closes
+        # else: the pump sleeps until the open window closes; nothing to look at before.
         if Lane.ALERT in lanes:
             self.wake.set()
 
     def _on_puback(self, mid: int) -> None:
         self._settled.set()
         if self.window.puback(mid):
-            if self._behind():  # rows to acknowledge: intake gives way from now
+            if self.cadence.behind():  # rows to acknowledge: intake gives way from now
                 self.outbox.priority.claim()
             self.kick.set()
 
@@ -178,8 +186,9 @@ class Uplink:
             await self._ack_done()
             self.window.clear()
             self.order.clear()
+            waiting = self.outbox.unleased(Lane.TELEMETRY)
             self.outbox.release_all()
-            self._window_started = None
+            self.cadence.after_session(waiting)
             await conn.aclose()
             self._conn = None
 
@@ -230,7 +239,7 @@ class Uplink:
             # Cleared before looking, not before sleeping: a PUBACK or an append that lands
             # while we lease and publish must still wake the next wait.
             self.kick.clear()
-            if self._behind():  # intake gives way until we wait (gateway.outbox.priority)
+            if self.cadence.behind():  # intake gives way until we wait (gateway.outbox.priority)
                 self.outbox.priority.claim()
             await self._ack_done()
             if self._stopping:
@@ -240,54 +249,23 @@ class Uplink:
             published = False
             if len(self.window) < self.cfg.inflight:
                 published = await self._publish_lane(conn, Lane.ALERT, self.cfg.inflight)
-                if not published and self._telemetry_due(loop.time()):
-                    published = await self._publish_lane(conn, Lane.TELEMETRY, self._lease_size())
-                    if not self.outbox.unleased(Lane.TELEMETRY):
-                        self._window_started = None
+                if not published and self.cadence.due(loop.time()):
+                    size = self.cadence.lease_size()
+                    published = await self._publish_lane(conn, Lane.TELEMETRY, size)
+                    self.cadence.drained()
             if published:
                 continue
-            if not (self.window and self._behind()):
+            if not (self.window and self.cadence.behind()):
                 self.outbox.priority.release()  # no PUBACK of a backlog awaited: intake goes
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._until_due(loop.time())):
                     await self.kick.wait()
 
-    def _behind(self) -> bool:
-        """More telemetry waits than a full window carries: the uplink has the right of way
-        over intake (gateway.outbox.priority) while it works and while it awaits PUBACKs,
-        so that intake delays neither their reading nor the acknowledgement after them."""
-        waiting = self.outbox.unleased(Lane.TELEMETRY)
-        return waiting > self.cfg.batch_max_readings * self.cfg.inflight
-
-    def _telemetry_due(self, now: float) -> bool:
-        waiting = self.outbox.unleased(Lane.TELEMETRY)
-        if not waiting:
-            self._window_started = None
-            return False
-        if self._window_started is None:
-            self._window_started = now
-        return (
-            waiting >= self.cfg.batch_max_readings
-            or now - self._window_started >= self.cfg.batch_window
-        )
-
-    def _lease_size(self) -> int:
-        """Rows per telemetry lease: `batch_max_readings`, or while a backlog drains (more
-        waits than one batch) up to `inflight` batches at once, so each device's rows go in
-        as few messages as `max_payload_bytes` allows instead of a sliver per batch."""
-        batch = self.cfg.batch_max_readings
-        waiting = self.outbox.unleased(Lane.TELEMETRY)
-        if waiting <= batch:
-            return batch
-        return min(waiting, batch * self.cfg.inflight)
-
     def _until_due(self, now: float) -> float | None:
         """How long the pump may sleep: until the telemetry window closes or a held message
         is due, or until kicked."""
-        due = [self.order.next_due()]
-        if self._window_started is not None:
-            due.append(self._window_started + self.cfg.batch_window)
-        return max(0.001, min(d for d in due if d is not None) - now) if due != [None] else None
+        due = [d for d in (self.order.next_due(), self.cadence.closes()) if d is not None]
+        return max(0.001, min(due) - now) if due else None
 
     async def _publish_lane(self, conn: Link, lane: Lane, limit: int) -> bool:
         rows = await self.outbox.lease(lane, limit)
