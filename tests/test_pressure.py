@@ -161,7 +161,7 @@ async def test_a_flood_neither_starves_a_slow_uplink_nor_goes_unreported(
     """An uplink slower than the source (a real mosquitto, a byte rate limit): whatever is
     offered, the uplink's rounds go first (intake gave way), the uplink keeps delivering, and
     the imbalance is reported once in the log and in the status snapshot."""
-    cfg = replace(BASE, port=broker.port, rate_limit=40_000, batch_max_readings=500)
+    cfg = replace(BASE, port=broker.port, rate_limit=120_000, batch_max_readings=500)
     delivered: dict[int, int] = {}
     async with Outbox.open(tmp_path / "o.db", sync="normal") as ob:
         async with Pipeline(ob, log=log) as pipe, running(make_uplink(cfg, ob, log)) as up:
