@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import sys
 import time
@@ -277,6 +278,9 @@ def main(config_path: str, *, as_json: bool = False, watch: float | None = None)
     if watch is None:
         return _show(cfg, config_path, as_json=as_json, watch=None)
     code = 3
+    # Ctrl-C must end a watch even when whoever started us ignored SIGINT (a background job
+    # of a non-interactive shell does): Python then leaves it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while True:  # Ctrl-C is the normal end of a watch: exit with the last report's code
             code = _show(cfg, config_path, as_json=as_json, watch=watch)
