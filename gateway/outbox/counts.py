@@ -54,14 +54,15 @@ class Counts:
         self.dropped[lane] += 1
 
     async def recount(self, db: aiosqlite.Connection) -> None:
-        """Rows and bytes per lane as the file holds them now."""
-        self.rows = dict.fromkeys(Lane, 0)
-        self.bytes = 0
-        for lane, count, size in await fetch(
-            db, "SELECT lane, count(*), total(size) FROM outbox GROUP BY lane"
-        ):
-            self.rows[LANES[lane]] = count
-            self.bytes += int(size)
+        """Rows and bytes per lane as the file holds them now. The counts change only when
+        the answer is in: readers during the query (the uplink, `gateway status`) must never
+        see the zeros of a half-done recount."""
+        found = await fetch(db, "SELECT lane, count(*), total(size) FROM outbox GROUP BY lane")
+        rows = dict.fromkeys(Lane, 0)
+        for lane, count, _ in found:
+            rows[LANES[lane]] = count
+        self.rows = rows
+        self.bytes = sum(int(size) for _, _, size in found)
 
     async def load(self, db: aiosqlite.Connection, counters: dict[str, int]) -> None:
         """Recount the file and take the drop counters from `meta`'s `counters`."""
