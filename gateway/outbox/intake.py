@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -144,7 +144,7 @@ async def _take_chunk(
     seqs = allocate(len(todo))
     async with transaction(db) as tx:
         pairs = list(zip(todo, seqs, strict=True))
-        await insert(tx, [to_row(replace(o.reading, seq=s)) for o, s in pairs])
+        await insert(tx, [to_row(o.reading._replace(seq=s)) for o, s in pairs])
         await tx.executemany(
             "INSERT INTO imported VALUES (?, ?, ?)",
             [(o.gateway, o.seq, s) for o, s in pairs],
@@ -199,4 +199,4 @@ async def with_origins(db: aiosqlite.Connection, rows: list[Reading]) -> list[Re
     )
     if not found:
         return rows
-    return [replace(r, origin=found[r.seq]) if r.seq in found else r for r in rows]
+    return [r._replace(origin=found[r.seq]) if r.seq in found else r for r in rows]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,7 @@ async def requeue(
     if not todo:
         return Salvaged(0, len(readings), bad, 0, 0)
     seqs = allocate(len(todo))
-    renumbered = [replace(r, seq=s) for r, s in zip(todo, seqs, strict=True)]
+    renumbered = [r._replace(seq=s) for r, s in zip(todo, seqs, strict=True)]
     async with transaction(db) as tx:
         await insert(tx, [to_row(r) for r in renumbered])
         await meta.raise_to(tx, meta.SEQ_HWM, seqs[-1])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from typing import Any
 
 from gateway.model import Lane, Reading
@@ -79,6 +78,6 @@ class Spill:
     def shift_times(self, delta: float, since_seq: int) -> None:
         """Shift unsynchronised stamps from `since_seq` on by `delta` s, marking them synced."""
         self._rows = deque(
-            replace(r, ts=r.ts + delta, synced=True) if r.seq >= since_seq and not r.synced else r
+            r._replace(ts=r.ts + delta, synced=True) if r.seq >= since_seq and not r.synced else r
             for r in self._rows
         )
