@@ -20,13 +20,13 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from gateway import hotplug, logs
+from gateway import collector, hotplug, logs
 from gateway.clock import Clock, SystemClock
 from gateway.config import loader as config_mod
 from gateway.config.loader import Config
@@ -63,7 +63,9 @@ class Daemon:
     """One run of one config: build the runtime, run its parts, stop them in order.
 
     Configured entirely through the constructor: `switch_listeners` see every relay write
-    the alert actions got confirmed (the demo prints them). Nothing is patched in later."""
+    the alert actions got confirmed (the demo prints them); `settle` is called once the
+    running parts are built, after start-up and after each reload that rebuilt some (the
+    process entry `serve` passes gateway.collector.settle). Nothing is patched in later."""
 
     def __init__(
         self,
@@ -74,8 +76,10 @@ class Daemon:
         notifier: Notifier | None = None,
         stop_deadline: float = 10.0,
         switch_listeners: Sequence[SwitchListener] = (),
+        settle: Callable[[], None] = lambda: None,
     ) -> None:
         self.cfg = cfg
+        self.settle = settle
         self.control = control
         self.clock = clock or SystemClock(trust=cfg.site.trust_clock)
         self.notifier = notifier or Notifier()
@@ -177,6 +181,7 @@ class Daemon:
                 uplink=f"{cfg.uplink.host}:{cfg.uplink.port}" if cfg.uplink.enabled else "off",
             )
             self.notifier.ready(report.line())
+            self.settle()
             while True:
                 await self.control.stop.wait()
                 self.control.stop.clear()
@@ -236,6 +241,7 @@ class Daemon:
             stopped=[n for n in changes.stop_buses if n not in changes.start_buses],
         )
         self.notifier.ready(f"reloaded; {len(rt.buses)} bus(es)")
+        self.settle()
         return rt
 
     async def _ping(self, args: Any) -> str:
@@ -262,7 +268,7 @@ async def serve(path: str, *, control: Control | None = None) -> int:
             log.error("config problem", problem=str(problem))
         return EX_CONFIG
     try:
-        await Daemon(cfg, control).run()
+        await Daemon(cfg, control, settle=collector.settle).run()
     except StartupError as exc:
         # Store start-up errors (the directory, the file) map to exit codes here.
         log.error("cannot start", problem=str(exc))

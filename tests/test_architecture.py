@@ -41,6 +41,7 @@ LAYERS: dict[str, Layer] = {
             "gateway.errors",
             "gateway.section",
             "gateway.clock",
+            "gateway.collector",
             "gateway.supervise",
             "gateway.contract",
             "gateway.schema",

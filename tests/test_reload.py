@@ -91,9 +91,16 @@ class Field:
 
 
 @contextlib.asynccontextmanager
-async def running(field: Field) -> AsyncIterator[tuple[Daemon, Control]]:
+async def running(
+    field: Field, settled: list[int] | None = None
+) -> AsyncIterator[tuple[Daemon, Control]]:
     control = Control()
-    daemon = Daemon(config_mod.load(field.path), control, stop_deadline=1.0)
+    daemon = Daemon(
+        config_mod.load(field.path),
+        control,
+        stop_deadline=1.0,
+        settle=lambda: settled.append(daemon.reloads) if settled is not None else None,
+    )
     task = asyncio.create_task(daemon.run())
     try:
         await asyncio.wait_for(daemon.running(), 10)
@@ -121,8 +128,10 @@ async def test_reload_restarts_only_what_changed_and_a_refused_file_changes_noth
     try:
         async with Simulator({2: _unit()}, "tcp:127.0.0.1:0") as sim:
             field = Field(tmp_path, broker.port, sim.tcp_port)
-            async with running(field) as (daemon, control):
+            settled: list[int] = []  # daemon.reloads at each settle (gateway.collector)
+            async with running(field, settled) as (daemon, control):
                 await platform.wait(lambda ms: _payloads(platform) == [b"online"])
+                assert settled == [0]  # once the parts run
                 rt = await daemon.running()
                 tasks = daemon.bus_tasks()
                 uplink, alerting, outbox = rt.uplink, rt.alerting, rt.outbox
@@ -140,6 +149,7 @@ async def test_reload_restarts_only_what_changed_and_a_refused_file_changes_noth
                 assert daemon.bus_tasks() == tasks
                 assert not (tmp_path / "elsewhere").exists()
                 field.write(tmp=tmp_path)
+                assert settled == [0]  # nothing rebuilt, nothing to settle
 
                 # Only the Modbus bus changed: it alone restarts; the uplink stays connected.
                 field.write(mb_interval=0.7)
@@ -150,6 +160,7 @@ async def test_reload_restarts_only_what_changed_and_a_refused_file_changes_noth
                 rt = await daemon.running()
                 assert rt.uplink is uplink and rt.alerting is alerting and rt.outbox is outbox
                 assert rt.cfg.buses[1].devices[0].interval == 0.7
+                assert settled == [0, 2]  # after the reload that rebuilt a bus
                 sent = len(platform.messages)
                 await platform.wait(lambda ms: len(ms) > sent + 3)  # still publishing
                 assert _payloads(platform) == [b"online"]  # no offline/online for a bus change
@@ -164,6 +175,7 @@ async def test_reload_restarts_only_what_changed_and_a_refused_file_changes_noth
                     lambda ms: _payloads(platform) == [b"online", b"offline", b"online"]
                 )
                 assert rt.outbox is outbox
+                assert settled == [0, 2, 3]
     finally:
         platform.close()
 
