@@ -39,6 +39,7 @@ tx_power            dBm     transmit power the advertiser declares
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterable
 from enum import IntEnum
@@ -114,6 +115,11 @@ class Reading(NamedTuple):
     def sub(self) -> str | None:
         """The sub-device's own id (`12` of `traps-12`), None for a configured device."""
         return None if self.parent is None else self.device[len(self.parent) + 1 :]
+
+
+# A Reading's seq and lane as C-level getters, for passes over whole batches
+# (`map(SEQ_OF, readings)` iterates without a Python frame per reading).
+SEQ_OF, LANE_OF = operator.itemgetter(0), operator.itemgetter(7)
 
 
 # What may stand in a device key: it becomes an MQTT topic level and a FIWARE entity id, so

@@ -9,11 +9,12 @@ file). No decisions here, and no writes: only the two reading queries.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import aiosqlite
 
-from gateway.model import Lane, Reading
+from gateway.model import LANE_OF, Lane, Reading
 from gateway.outbox import meta
 from gateway.outbox.database import LANES, fetch, row_size
 
@@ -32,16 +33,16 @@ class Counts:
     def added(self, readings: Iterable[Reading], nbytes: int) -> None:
         """`readings` (of `nbytes` in all, as `row_size` counts them) were committed."""
         rows = self.rows
-        for r in readings:
-            rows[r.lane] += 1
+        for lane, n in Counter(map(LANE_OF, readings)).items():  # counted in C
+            rows[lane] += n
         self.bytes += nbytes
 
     def removed(self, readings: Iterable[Reading]) -> None:
         """`readings` left the file (acknowledged)."""
         rows = self.rows
-        for r in readings:
-            rows[r.lane] -= 1
-            self.bytes -= row_size(r)
+        for lane, n in Counter(map(LANE_OF, readings)).items():
+            rows[lane] -= n
+        self.bytes -= sum(map(row_size, readings))
 
     def lost(self, lane: Lane, gone: Sequence[tuple[int, int]]) -> None:
         """Rows of `lane`, as (seq, size), were dropped from the file over its bounds."""

@@ -13,14 +13,21 @@ delivered or dropped. It must not decide what is durable.
 from __future__ import annotations
 
 import bisect
+import operator
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from gateway.model import Lane, Reading
+from gateway.model import LANE_OF, SEQ_OF, Lane, Reading
 from gateway.outbox.database import from_row, seq_of
 
 TAIL_LIMIT = 50_000
+
+
+def _ascending(readings: Sequence[Reading]) -> bool:
+    """Seqs strictly rising through the batch (compared in C, pair by pair)."""
+    seqs = list(map(SEQ_OF, readings))
+    return all(map(operator.lt, seqs, seqs[1:]))
 
 
 class Leases:
@@ -97,8 +104,9 @@ class Leases:
     def grant(self, lane: Lane, readings: Sequence[Reading]) -> None:
         """Mark `readings` (all of `lane`) leased."""
         if readings:
-            self._cursor[lane] = max(self._cursor[lane], max(r.seq for r in readings))
-            self._leased[lane].update(r.seq for r in readings)
+            seqs = list(map(SEQ_OF, readings))
+            self._cursor[lane] = max(self._cursor[lane], max(seqs))
+            self._leased[lane].update(seqs)
             if self._beyond[lane]:
                 self._recount(lane)
 
@@ -137,13 +145,20 @@ class Leases:
             self._recount(lane)
 
     # -- the tail -----------------------------------------------------------------------------
-    def remember(self, readings: Iterable[Reading]) -> None:
+    def remember(self, readings: Sequence[Reading]) -> None:
         """Rows just committed, in seq order within each lane."""
-        for r in readings:
-            tail = self._tail[r.lane]
-            if tail and r.seq <= tail[-1].seq:
+        lanes = set(map(LANE_OF, readings))
+        if len(lanes) == 1 and _ascending(readings):  # a batch of one lane (nearly all)
+            tail = self._tail[lanes.pop()]
+            if tail and readings[0].seq <= tail[-1].seq:
                 tail.clear()  # out of order (rows back from memory): leases use SQL again
-            tail.append(r)
+            tail.extend(readings)
+        else:
+            for r in readings:
+                tail = self._tail[r.lane]
+                if tail and r.seq <= tail[-1].seq:
+                    tail.clear()
+                tail.append(r)
         for tail in self._tail.values():
             while len(tail) > self.tail_limit:
                 tail.popleft()

@@ -15,6 +15,7 @@ cancellation: the store's facade does.
 from __future__ import annotations
 
 import asyncio
+import operator
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import aiosqlite
 
 from gateway.errors import StoreFull
-from gateway.model import Lane, Reading
+from gateway.model import LANE_OF, SEQ_OF, Lane, Reading
 from gateway.outbox import deadletter, meta
 from gateway.outbox.bounds import Bounds, Dropped
 from gateway.outbox.counts import Counts
@@ -32,6 +33,8 @@ from gateway.outbox.losses import Losses
 from gateway.outbox.reserve import Reserve
 from gateway.outbox.spill import Spill
 from gateway.outbox.transaction import transaction
+
+_SIZE = operator.itemgetter(-1)  # a to_row row's size
 
 
 class Writer:
@@ -98,7 +101,7 @@ class Writer:
         """Insert a batch, dropping over the bounds, in one transaction; StoreFull when the
         disk is full (the spill then holds until a write succeeds)."""
         rows = [to_row(r) for r in readings]
-        added = sum(row[-1] for row in rows)  # to_row puts the row's size last
+        added = sum(map(_SIZE, rows))  # to_row puts the row's size last
         try:
             async with transaction(self.db) as db:
                 await insert(db, rows)
@@ -109,7 +112,7 @@ class Writer:
                     adding=len(rows),
                     adding_bytes=added,
                 )
-                await meta.raise_to(db, meta.SEQ_HWM, max(r.seq for r in readings))
+                await meta.raise_to(db, meta.SEQ_HWM, max(map(SEQ_OF, readings)))
         except sqlite3.Error as exc:
             if is_full(exc):
                 if not self.spill.full:
@@ -155,7 +158,7 @@ class Writer:
         """Delete delivered rows in one transaction; rows dropped meanwhile are fine. On a
         full disk the space reserve is released for the delete; without one the rows stay
         (deleting needs WAL space too) and are re-sent later."""
-        seqs = sorted(r.seq for r in readings)
+        seqs = sorted(map(SEQ_OF, readings))
         acked = set(seqs)
         async with self._lock:
             self.leases.end(acked)
@@ -174,7 +177,7 @@ class Writer:
                     if is_full(again):
                         return
                     raise
-            for lane in {r.lane for r in readings}:
+            for lane in set(map(LANE_OF, readings)):
                 self.leases.forget(lane, acked)
             if deleted == len(readings):
                 self.counts.removed(readings)
@@ -254,7 +257,7 @@ class Writer:
                     return 0
                 raise
             self.spill.discard(gone)
-            for lane in {r.lane for r in readings}:
+            for lane in set(map(LANE_OF, readings)):
                 self.leases.forget(lane, gone)
             await self.counts.recount(self.db)  # dead letters are rare: recount, exactly
             return len(readings)
