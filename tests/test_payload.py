@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.model import Lane, Reading
-from gateway.uplink import orion
+from gateway.uplink import orion, wire
 from gateway.uplink.payload import (
     Message as Msg,
 )
@@ -402,3 +402,16 @@ def test_fiware_json_text_is_what_json_dumps_writes_for_the_measure_objects(item
             g["TimeInstant"] = t
         body = groups[0] if len(groups) == 1 else groups
         assert msg.payload == json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@pytest.mark.slow  # over half a second: 100,000 encodes
+def test_the_name_memos_stay_bounded_when_sub_devices_keep_coming() -> None:
+    # Sub-device keys come off the air (trap ids, advertisers' MACs): a field of passing
+    # advertisers must not grow a Target's memos for ever, and names stay right after a clear.
+    target = wire.Target("key", "gw", attributes={("traps", "trap_state"): "ts"})
+    for i in range(wire.MEMO_LIMIT + 10):
+        device = f"traps-{i}"
+        r = Reading(i + 1, device, "trap_state", "set", "", 1.0, parent="traps")
+        [m] = encode_fiware_json([r], target, 4096)
+        assert m.payload.startswith(b'{"ts":"set"')
+    assert len(target._formed) <= wire.MEMO_LIMIT and len(target._resolved) <= wire.MEMO_LIMIT

@@ -29,15 +29,23 @@ live in gateway.uplink.wire and are re-exported here for callers.
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gateway.clock import iso
-from gateway.model import Lane, Reading, Value
+from gateway.model import SEQ_OF, Lane, Reading, Value
 from gateway.uplink import orion
 from gateway.uplink.compact import decode_msgpack, encode_msgpack
 from gateway.uplink.wire import Encoder, Message, Target, by_device, split, wire_bytes
+
+# A Reading's fields as C-level getters, for passes over whole groups.
+_QUANTITY, _TS, _PLAUSIBLE = operator.itemgetter(2), operator.itemgetter(5), operator.itemgetter(9)
+_QUANTITY_VALUE = operator.itemgetter(2, 3)
+# What json.dumps writes for a finite float and an int (bool is neither: its own class).
+_NUMBER_TEXT: dict[type, Callable[[Any], str]] = {float: float.__repr__, int: int.__repr__}
 
 __all__ = [
     "ENCODERS",
@@ -57,32 +65,44 @@ __all__ = [
 def _time_groups(readings: Sequence[Reading], target: Target) -> list[list[Reading]]:
     """Consecutive readings with one timestamp and distinct quantities form one group
     (quantities are unique per device, so their attribute names are too)."""
+    if len(set(map(_TS, readings))) == len(readings):  # every time its own (a drain)
+        return [[r] for r in readings]
     groups: list[list[Reading]] = []
-    seen: set[str] = set()
-    current: list[Reading] = []
-    ts = None
-    for r in readings:
-        if r.ts != ts or r.quantity in seen:
-            current = []
-            groups.append(current)
-            seen = set()
-            ts = r.ts
-        current.append(r)
-        seen.add(r.quantity)
+    # Runs of one time found in C; a run is split only where a quantity repeats in it.
+    for _, run in itertools.groupby(readings, key=_TS):
+        g = list(run)
+        if len(g) == 1 or len(set(map(_QUANTITY, g))) == len(g):
+            groups.append(g)
+            continue
+        current: list[Reading] = []
+        seen: set[str] = set()
+        for r in g:
+            if r.quantity in seen:
+                groups.append(current)
+                current, seen = [], set()
+            current.append(r)
+            seen.add(r.quantity)
+        groups.append(current)
     return groups
 
 
-def _names(device: str, readings: Sequence[Reading], target: Target) -> dict[str, str]:
-    """quantity -> FIWARE attribute name for one device's readings (looked up once per
-    quantity); a name Orion would refuse (one the config never saw) is made safe."""
+def _names(
+    device: str, readings: Sequence[Reading], target: Target, form: Callable[[str], str]
+) -> dict[str, str]:
+    """quantity -> `form` of its FIWARE attribute name for one device's readings (made once
+    per device and quantity, Target.formed); a name Orion would refuse (one the config never
+    saw) is made safe first."""
     parent = readings[0].parent if readings else None  # one device key, one parent
-    return {
-        q: orion.safe_name(target.attr(device, q, parent)) for q in {r.quantity for r in readings}
-    }
+    return {q: target.formed(form, device, q, parent) for q in set(map(_QUANTITY, readings))}
+
+
+def _json_key(name: str) -> str:
+    """`"<name>":`, the name Orion-safe."""
+    return json.dumps(orion.safe_name(name), ensure_ascii=False) + ":"
 
 
 def _seqs(groups: Sequence[Sequence[Reading]]) -> tuple[int, ...]:
-    return tuple(r.seq for g in groups for r in g)
+    return tuple(map(SEQ_OF, itertools.chain.from_iterable(groups)))
 
 
 def _structured(r: Reading) -> Any:
@@ -125,10 +145,7 @@ def encode_fiware_json(
         topic = f"/json/{target.apikey}/{device}/attrs"
         # Each attribute's `"name":` once per message: a measure group is written as text
         # (one per reading in a drain of unique times), not built as a dict to encode.
-        keys = {
-            q: json.dumps(n, ensure_ascii=False) + ":"
-            for q, n in _names(device, rs, target).items()
-        }
+        keys = _names(device, rs, target, _json_key)
         structured = rs[0].lane == Lane.ALERT
 
         def render(
@@ -138,13 +155,24 @@ def encode_fiware_json(
         ) -> bytes:
             objs = []
             for g in groups:
-                fields = [
-                    keys[r.quantity] + _json_text(_structured(r) if structured else r.value)
-                    for r in g
-                ]
-                for r in g:
-                    if not r.plausible:
-                        fields.append(f'{keys[r.quantity][:-2]}{FLAG_SUFFIX}":true')
+                if len(g) == 1 and not structured:  # a drain of unique times: one per group
+                    _, _, q, v, _, ts, _, _, _, plausible, _ = g[0]
+                    text = keys[q] + _NUMBER_TEXT.get(v.__class__, _json_text)(v)
+                    if not plausible:
+                        text += f',{keys[q][:-2]}{FLAG_SUFFIX}":true'
+                    objs.append(f'{{{text},"TimeInstant":"{iso(ts)}"}}')
+                    continue
+                if structured:
+                    fields = [keys[r.quantity] + _json_text(_structured(r)) for r in g]
+                else:  # a number's text without a Python call: nearly every value is one
+                    fields = [
+                        keys[q] + _NUMBER_TEXT.get(v.__class__, _json_text)(v)
+                        for q, v in map(_QUANTITY_VALUE, g)
+                    ]
+                if not all(map(_PLAUSIBLE, g)):
+                    fields += [
+                        f'{keys[r.quantity][:-2]}{FLAG_SUFFIX}":true' for r in g if not r.plausible
+                    ]
                 objs.append(f'{{{",".join(fields)},"TimeInstant":"{iso(g[0].ts)}"}}')
             body = objs[0] if len(objs) == 1 else f"[{','.join(objs)}]"
             return body.encode()
@@ -200,7 +228,7 @@ def encode_fiware_ul(readings: Sequence[Reading], target: Target, max_bytes: int
     out = []
     for device, rs in by_device(readings).items():
         topic = f"/ul/{target.apikey}/{device}/attrs"
-        names = _names(device, rs, target)
+        names = _names(device, rs, target, orion.safe_name)
 
         def render(groups: Sequence[Sequence[Reading]], names: dict[str, str] = names) -> bytes:
             return "#".join(

@@ -11,6 +11,10 @@ from typing import Any
 
 from gateway.model import Lane, Reading
 
+# Entries a Target remembers per cache: configured devices have a few dozen names, but
+# sub-device keys come off the air (trap ids, advertisers' MACs) and must not grow it for ever.
+MEMO_LIMIT = 100_000
+
 
 @dataclass(frozen=True)
 class Message:
@@ -34,6 +38,9 @@ class Target:
     _resolved: dict[tuple[str, str], str] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _formed: dict[tuple[Callable[[str], str], str, str], str] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def attr(self, device: str, quantity: str, parent: str | None = None) -> str:
         """The configured name; a sub-device (`traps-17` behind receiver `traps`, given as
@@ -46,8 +53,24 @@ class Target:
                 name = self.attributes.get((parent, quantity))
             if name is None:
                 name = quantity
+            if len(self._resolved) >= MEMO_LIMIT:
+                self._resolved.clear()
             self._resolved[key] = name  # misses too: resolved once per (device, quantity)
         return name
+
+    def formed(
+        self, form: Callable[[str], str], device: str, quantity: str, parent: str | None = None
+    ) -> str:
+        """`form(attr(...))`, made once per (form, device, quantity): an encoder's text for
+        the name (the JSON key with its colon, the UltraLight name) costs more than the rest
+        of a reading's encoding, and a device's names never change."""
+        key = (form, device, quantity)
+        text = self._formed.get(key)
+        if text is None:
+            if len(self._formed) >= MEMO_LIMIT:
+                self._formed.clear()  # sub-devices come off the air: never grow for ever
+            text = self._formed[key] = form(self.attr(device, quantity, parent))
+        return text
 
 
 Encoder = Callable[[Sequence[Reading], Target, int], list[Message]]
