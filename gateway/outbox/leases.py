@@ -13,6 +13,7 @@ delivered or dropped. It must not decide what is durable.
 from __future__ import annotations
 
 import bisect
+import itertools
 import operator
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -71,8 +72,9 @@ class Leases:
         # Every row of the lane older than the tail is leased or gone: serve the tail.
         out: list[Reading] = []
         leased = self._leased[lane]
-        for i in range(bisect.bisect_right(tail, cursor, key=seq_of), len(tail)):
-            r = tail[i]
+        start = bisect.bisect_right(tail, cursor, key=seq_of)
+        # islice walks the deque from its start in C; tail[i] would walk its blocks per row.
+        for r in itertools.islice(tail, start, None):
             if r.seq not in leased:
                 out.append(r)
                 if len(out) == limit:
