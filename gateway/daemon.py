@@ -173,6 +173,7 @@ class Daemon:
                 tg.create_task(report.run(), name="status"),
                 tg.create_task(monitor.run(), name="monitor"),
             ]
+            self.settle()  # start-up work: before the daemon says it runs
             self.log.info(
                 "gateway running",
                 buses=len(rt.buses),
@@ -181,7 +182,6 @@ class Daemon:
                 uplink=f"{cfg.uplink.host}:{cfg.uplink.port}" if cfg.uplink.enabled else "off",
             )
             self.notifier.ready(report.line())
-            self.settle()
             while True:
                 await self.control.stop.wait()
                 self.control.stop.clear()
