@@ -31,7 +31,7 @@ from gateway import logs
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_LEVEL = "info"
-ORDER = ("core", "modbus", "serial", "ble", "alerts", "wire")
+ORDER = ("core", "modbus", "serial", "ble", "alerts", "wire", "formats")
 
 
 def machine() -> str:

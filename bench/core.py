@@ -1,5 +1,5 @@
 """Core figures: end-to-end and drain throughput, daemon CPU per reading (idle cost and
-start-up: bench/startup.py; bytes per reading of each payload format: bench/wire.py).
+start-up: bench/startup.py; bytes per reading of each payload format: bench/formats.py).
 
 The daemon, mosquitto and the counting subscriber run as separate processes on loopback, so
 the CPU figure is the daemon's own. The headline e2e, drain and CPU figures run with the

@@ -1,4 +1,4 @@
-"""The bench's realistic day (bench/wire.py): values on each sensor's resolution grid, noisy,
+"""The bench's realistic day (bench/formats.py): values on each sensor's resolution grid, noisy,
 and carried exactly by the compact format, so its bytes-per-reading figure is of real data."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from itertools import pairwise
 
-from bench.wire import DAY_DEVICES, DAY_STEPS, noisy_day, regular_day
+from bench.formats import DAY_DEVICES, DAY_STEPS, noisy_day, regular_day
 from gateway.uplink.payload import Target, decode_msgpack, encode_msgpack
 
 
