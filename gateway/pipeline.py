@@ -156,38 +156,13 @@ class Pipeline:
         if synced != self._was_synced:
             self._clock_changed(synced)
         seqs = self.outbox.allocate(len(kept))
-        # Every field in Reading's order, each tuple built in one call (gateway.model: why).
+        # Every field in Reading's order, each tuple built in one call (gateway.model: why);
+        # an Observation unpacked once rather than read field by field.
         readings = [
-            _new_tuple(
-                Reading,
-                (
-                    seq,
-                    device,
-                    o.quantity,
-                    o.value,
-                    o.unit,
-                    when,
-                    synced,
-                    lane,
-                    None,
-                    o.plausible,
-                    None,
-                ),
-            )
-            if o.source is None
-            else Reading(
-                seq,
-                sub_device_key(device, o.source),
-                o.quantity,
-                o.value,
-                o.unit,
-                when,
-                synced,
-                lane,
-                device,
-                o.plausible,
-            )
-            for seq, o in zip(seqs, kept, strict=True)
+            _new_tuple(Reading, (seq, device, q, v, u, when, synced, lane, None, p, None))
+            if s is None
+            else Reading(seq, sub_device_key(device, s), q, v, u, when, synced, lane, device, p)
+            for seq, (q, v, u, s, p) in zip(seqs, kept, strict=True)
         ]
         if self._suspect or not all(map(_PLAUSIBLE, kept)):
             self._check(readings)
