@@ -1,4 +1,4 @@
-"""The prepared decoder (drivers.modbus.recipe) against the plain one: the same Observations,
+"""The compiled decoder (drivers.modbus.recipe) against the plain one: the same Observations,
 or the same error, over every shipped profile and its examples, random profiles and hostile
 register values. No I/O."""
 
@@ -59,12 +59,12 @@ def _lists(
     ]
 
 
-def test_every_shipped_sensor_profile_takes_the_prepared_path() -> None:
+def test_every_shipped_sensor_profile_takes_the_compiled_path() -> None:
     # Otherwise the comparisons below would compare the plain decoder with itself.
     names = {
         p.name
         for p in PROFILES
-        if p is not None and Recipe(p.decoder, plan(p.decoder.spans())).prepared
+        if p is not None and Recipe(p.decoder, plan(p.decoder.spans())).compiled
     }
     assert names == {p.stem for p in SHIPPED}
 
@@ -94,7 +94,7 @@ def test_shipped_examples_decode_the_same(path: Path, gap: int) -> None:
     assert "ok" in outcomes
 
 
-def test_example_readings_come_out_of_the_prepared_path() -> None:
+def test_example_readings_come_out_of_the_compiled_path() -> None:
     decoder = next(d for p, d in zip(SHIPPED, DECODERS, strict=True) if p.stem == "pressure-level")
     recipe = Recipe(decoder, plan(decoder.spans()))
     [water] = recipe.decode([[2, 5230]], {})
@@ -112,7 +112,7 @@ def test_overlapping_blocks_take_the_later_blocks_value() -> None:
     from drivers.modbus.plan import Block
 
     recipe = Recipe(ModbusDecoder((point,)), [Block("holding", 0, 6), Block("holding", 5, 2)])
-    assert recipe.prepared
+    assert recipe.compiled
     [a] = recipe.decode([[0, 0, 0, 0, 0, 111], [222, 0]], {})
     assert a.value == 222
     assert _same(recipe, [[0, 0, 0, 0, 0, 111], [222, 0]], {}) == "ok"
@@ -150,7 +150,7 @@ def _profiles(draw: st.DrawFn) -> ModbusDecoder:
                 width=draw(st.integers(1, 8)) if typ == "bits" else 1,
                 byte_order=draw(st.sampled_from(["big", "little"])),
                 scale=draw(st.sampled_from([1.0, 1.0, 0.1, 0.01, 2.5, -0.1, 0.001, 3])),
-                offset=draw(st.sampled_from([0.0, 0.0, -40.0, 0.5, -0.05])),
+                offset=draw(st.sampled_from([0.0, 0.0, -40.0, 0.5, -0.05, 0, 2])),  # ints too
                 decimals=draw(st.none() | st.integers(0, 4)),
                 decimals_from=draw(st.sampled_from(["", "", f"p{max(0, i - 1)}", f"p{n - 1}"])),
                 lo=lo,
@@ -227,3 +227,24 @@ def test_shipped_profiles_decode_hostile_reads_the_same(
         lists,
         data.draw(st.sampled_from([{}, {"mount_height": 1000.0}, {"mount_height": "x"}])),
     )
+
+
+def test_profile_text_never_becomes_source() -> None:
+    # Names, units and quantities reach the compiled function as constants: text that would
+    # be code if pasted into the source decodes as text.
+    odd = "q\"'); raise SystemExit #\n"
+    points = (
+        Point(odd, odd, "holding", 0, "u16", scale=0.5, unit=odd, lo=0.0),
+        Point("d" + odd, "", "holding", 1, "u16", emit=False),
+        Point("x", "x", "holding", 2, "i16", decimals_from="d" + odd),
+    )
+    decoder = ModbusDecoder(points, (Derived("y", "sum", odd, "h"),))
+    recipe = Recipe(decoder, plan(decoder.spans()))
+    assert recipe.compiled and "SystemExit" not in recipe.source
+    got = recipe.decode([[7, 1, 0xFFFF]], {"h": 1})
+    assert [(o.quantity, o.value, o.unit) for o in got] == [
+        (odd, 3.5, odd),
+        ("x", -0.1, ""),
+        ("y", 4.5, ""),
+    ]
+    assert _same(recipe, [[7, 1, 0xFFFF]], {"h": 1}) == "ok"

@@ -45,7 +45,7 @@ class _Device:
     decoder: ModbusDecoder
     unit: int
     blocks: list[Block]
-    recipe: Recipe  # the decoder prepared for these blocks
+    recipe: Recipe  # the decoder compiled for these blocks
     due: float = 0.0
     available: bool | None = None  # None until the first poll
 
