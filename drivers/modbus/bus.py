@@ -254,7 +254,7 @@ class ModbusBus:
                 registers=sum(b.count for b in dev.blocks),
                 ms=round((time.time() - ts) * 1000, 1),
             )
-        bad = sum(1 for o in observations if not o.plausible)
+        bad = [o.plausible for o in observations].count(False)  # a generator costs more
         if bad:
             self.counters["implausible"] += bad
         self.counters["readings"] += len(observations)
