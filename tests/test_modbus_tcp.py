@@ -169,6 +169,9 @@ async def test_dead_garbage_and_refusing_units_do_not_stall_the_others() -> None
         )
         bus = create_bus(cfg, context(sink))
         assert isinstance(bus, ModbusBus)
+        # Devices of one profile and plan share one compiled decoder (memory, not speed).
+        assert bus.devices["good"].recipe is bus.devices["noisy"].recipe
+        assert bus.devices["good"].recipe is not bus.devices["refusing"].recipe
         async with running(bus):
             await sink.wait_for(lambda s: len(s.values("good", "wind_speed")) >= 8, timeout=20)
             assert units[2].requests >= 3 and units[3].requests >= 3  # still tried each cycle

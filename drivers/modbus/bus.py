@@ -101,13 +101,17 @@ class ModbusBus:
         self._kick: asyncio.Event | None = None
         self._last_end = 0.0
         self.devices: dict[str, _Device] = {}
+        recipes: dict[tuple[int, tuple[Block, ...]], Recipe] = {}  # one per profile and plan
         for d in bus.devices:
             # Config parsing guarantees a Modbus profile (PROTOCOLS) and the options' ranges.
             decoder = decoder_as(d, ModbusDecoder)
             opts = options_as(d.options, DeviceOptions)
             gap = opts.max_gap if opts.max_gap is not None else self.options.max_gap
             blocks = plan(decoder.spans(), gap)
-            self.devices[d.id] = _Device(d, decoder, opts.unit, blocks, Recipe(decoder, blocks))
+            # Keyed by id: every decoder stays alive in its device's config meanwhile.
+            if (recipe := recipes.get(key := (id(decoder), tuple(blocks)))) is None:
+                recipe = recipes[key] = Recipe(decoder, blocks)
+            self.devices[d.id] = _Device(d, decoder, opts.unit, blocks, recipe)
         self.relays = OffTimers(self, self._rng)
         register(self, self.relays, ctx, {i: d.decoder.channels for i, d in self.devices.items()})
 
