@@ -18,8 +18,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pymodbus.exceptions import ModbusException
+from pymodbus.pdu import ModbusPDU
+from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
 from drivers.modbus import rtu
+from drivers.modbus.channel import decode_registers
 from drivers.modbus.errors import NoResponse, UnitException
 from drivers.modbus.options import BusOptions
 from drivers.modbus.transport import Link
@@ -234,3 +240,29 @@ async def test_noise_in_any_chunks_never_breaks_the_protocol_and_a_clean_answer_
         channel.data_received(sent[:4] + struct.pack(">H", len(body) + 1) + bytes([1]) + body)
     answer = await asking
     assert isinstance(answer, ReadHoldingRegistersResponse) and answer.registers == [7, 8]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from([ReadHoldingRegistersResponse, ReadInputRegistersResponse]),
+    st.binary(max_size=260) | st.integers(0, 127).map(lambda n: bytes([2 * n]) + bytes(2 * n)),
+    st.randoms(use_true_random=False),
+)
+def test_register_answers_decode_as_pymodbus_decodes_them(
+    reply: type[ModbusPDU], body: bytes, rng: random.Random
+) -> None:
+    # Any bytes after the function code: the same registers as pymodbus's own decode, or an
+    # error where it raises one.
+    body = bytes(rng.randrange(256) for _ in body) if rng.random() < 0.5 else body
+    pdu = bytes([reply.function_code]) + body
+
+    def outcome(decode: Callable[[ModbusPDU], None]) -> object:
+        response = reply()
+        try:
+            decode(response)
+        except (ModbusException, IndexError):
+            return "error"
+        return list(response.registers)
+
+    theirs = outcome(lambda r: r.decode(pdu[1:]))
+    assert outcome(lambda r: decode_registers(r, pdu)) == theirs

@@ -18,7 +18,7 @@ from drivers.modbus.sim import Simulator, SimUnit, Write
 from gateway.config import loader as config
 from gateway.config.profiles import ProfileLibrary
 from gateway.contract import BusConfig, BusContext
-from gateway.errors import Problem
+from gateway.errors import DecodeError, Problem
 from gateway.model import Observation
 from gateway.schema import ArgumentError
 from tests.fakes import RecordingSink
@@ -169,6 +169,9 @@ async def test_dead_garbage_and_refusing_units_do_not_stall_the_others() -> None
         )
         bus = create_bus(cfg, context(sink))
         assert isinstance(bus, ModbusBus)
+        # Devices of one profile and plan share one compiled decoder (memory, not speed).
+        assert bus.devices["good"].recipe is bus.devices["noisy"].recipe
+        assert bus.devices["good"].recipe is not bus.devices["refusing"].recipe
         async with running(bus):
             await sink.wait_for(lambda s: len(s.values("good", "wind_speed")) >= 8, timeout=20)
             assert units[2].requests >= 3 and units[3].requests >= 3  # still tried each cycle
@@ -398,3 +401,45 @@ async def test_a_wake_event_cuts_the_reconnect_backoff_short() -> None:
             wake.set()  # e.g. udev saw the adapter come back
             await sink.wait_for(lambda s: len(s.emitted) >= 1, 5)
     assert bus.counters["connects"] == 2
+
+
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
+async def test_shipped_error_examples_take_their_device_down_with_the_decoders_words() -> None:
+    """An answer the compiled decoder does not take (drivers.modbus.recipe) reaches the plain
+    decoder, so the reason is word for word what `gateway decode` says for those registers."""
+    from drivers.modbus.plan import plan
+
+    cases = []
+    for profile in LIBRARY.all([]):
+        if profile.protocol != "modbus":
+            continue
+        for example in profile.examples:
+            if example.error is None:
+                continue
+            dec: ModbusDecoder = profile.decoder  # type: ignore[assignment]
+            try:
+                table = dec.parse_input(example.input)
+            except DecodeError:
+                continue  # input a device cannot send (a coil holding 2)
+            blocks = plan(dec.spans())
+            if all(a in table.get(b.kind, {}) for b in blocks for a in range(b.address, b.end)):
+                try:
+                    dec.decode(table, example.params)
+                except DecodeError as exc:
+                    cases.append((profile.name, table, example.params, f"cannot decode: {exc}"))
+    assert {name for name, *_ in cases} >= {"pressure-level", "urm14"}
+    units = {
+        i + 1: SimUnit(decoder(name), registers=table) for i, (name, table, *_) in enumerate(cases)
+    }  # type: ignore[arg-type]
+    async with Simulator(units) as sim:
+        devices = []
+        for i, (name, _, params, _) in enumerate(cases):
+            keys = ", ".join(f"{k} = {v!r}" for k, v in params.items())
+            devices.append(device(f"d{i + 1}", name, i + 1, 0.5, f"params = {{ {keys} }}"))
+        sink = RecordingSink()
+        async with running(create_bus(bus_config(tcp_keys(sim), devices), context(sink))):
+            await until(lambda: len(sink.states) >= len(cases))
+    assert sorted(sink.states) == sorted(
+        (f"d{i + 1}", False, reason) for i, (*_, reason) in enumerate(cases)
+    )
+    assert sink.emitted == []

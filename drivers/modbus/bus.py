@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import operator
 import random
 import time
 from collections import Counter
@@ -28,6 +29,7 @@ from drivers.modbus.errors import NoResponse
 from drivers.modbus.link import Link
 from drivers.modbus.options import BusOptions, DeviceOptions
 from drivers.modbus.plan import Block, plan
+from drivers.modbus.recipe import Recipe
 from drivers.modbus.relay import OffTimers, register
 from drivers.modbus.schedule import first_dues, next_due
 from gateway.contract import BusConfig, BusContext, DeviceConfig, decoder_as, options_as
@@ -43,6 +45,7 @@ class _Device:
     decoder: ModbusDecoder
     unit: int
     blocks: list[Block]
+    recipe: Recipe  # the decoder compiled for these blocks
     due: float = 0.0
     available: bool | None = None  # None until the first poll
 
@@ -56,6 +59,9 @@ class _Write:
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+
+_DUE = operator.attrgetter("due")  # the next device to poll: min() by this, ties in config order
 
 
 def _default_link(options: BusOptions) -> Link:
@@ -95,12 +101,17 @@ class ModbusBus:
         self._kick: asyncio.Event | None = None
         self._last_end = 0.0
         self.devices: dict[str, _Device] = {}
+        recipes: dict[tuple[int, tuple[Block, ...]], Recipe] = {}  # one per profile and plan
         for d in bus.devices:
             # Config parsing guarantees a Modbus profile (PROTOCOLS) and the options' ranges.
             decoder = decoder_as(d, ModbusDecoder)
             opts = options_as(d.options, DeviceOptions)
             gap = opts.max_gap if opts.max_gap is not None else self.options.max_gap
-            self.devices[d.id] = _Device(d, decoder, opts.unit, plan(decoder.spans(), gap))
+            blocks = plan(decoder.spans(), gap)
+            # Keyed by id: every decoder stays alive in its device's config meanwhile.
+            if (recipe := recipes.get(key := (id(decoder), tuple(blocks)))) is None:
+                recipe = recipes[key] = Recipe(decoder, blocks)
+            self.devices[d.id] = _Device(d, decoder, opts.unit, blocks, recipe)
         self.relays = OffTimers(self, self._rng)
         register(self, self.relays, ctx, {i: d.decoder.channels for i, d in self.devices.items()})
 
@@ -159,8 +170,9 @@ class ModbusBus:
         task = asyncio.current_task()
         while True:
             if task is not None and task.cancelling():
-                # A cancel swallowed below us (3.11's wait_for drops one that races its inner
-                # call finishing, gh-86296; pymodbus opens ports through it) ends the loop.
+                # A cancel swallowed below us ends the loop: 3.11's asyncio.wait_for drops one
+                # that races its inner call finishing (gh-86296). Our link does not use it, but
+                # a Link another module provides may, and this check costs next to nothing.
                 raise asyncio.CancelledError
             if self._queue:
                 await self._do_write(link, self._queue.pop(0))
@@ -168,7 +180,7 @@ class ModbusBus:
             if not self.devices:
                 await self._idle(3600.0)
                 continue
-            dev = min(self.devices.values(), key=lambda d: d.due)
+            dev = min(self.devices.values(), key=_DUE)
             now = loop.time()
             if dev.due > now:
                 await self._idle(dev.due - now)
@@ -200,6 +212,7 @@ class ModbusBus:
     # -- polling --------------------------------------------------------------------------
     async def _poll(self, link: Link, dev: _Device) -> None:
         self.counters["polls"] += 1
+        loop = asyncio.get_running_loop()
         ts = time.time()
         try:
             for t in dev.decoder.triggers:
@@ -213,24 +226,22 @@ class ModbusBus:
                     self._ended()
                 await asyncio.sleep(t.wait)
                 ts = time.time()
-            data: dict[str, dict[int, int]] = {}
+            reads: list[list[int]] = []
             for b in dev.blocks:
-                await self._quiet()
+                if self.options.gap:  # a coroutine less per request when there is no gap
+                    await self._quiet()
                 try:
-                    values = await link.read(dev.unit, b.kind, b.address, b.count)
+                    reads.append(await link.read(dev.unit, b.kind, b.address, b.count))
                 finally:
-                    self._ended()
-                data.setdefault(b.kind, {}).update(
-                    zip(range(b.address, b.end), values, strict=True)
-                )
-            observations = dev.decoder.decode(data, dev.config.params)
+                    self._last_end = loop.time()
+            observations = dev.recipe.decode(reads, dev.config.params)
         except DeviceUnavailable as exc:
             if self._debug:
                 self.log.debug("poll failed", device=dev.config.id, unit=dev.unit, error=str(exc))
             self.counters["poll_failures"] += 1
             self.counters[type(exc).__name__] += 1
             if isinstance(exc, NoResponse) and self.options.settle:
-                self._last_end = asyncio.get_running_loop().time() + self.options.settle
+                self._last_end = loop.time() + self.options.settle
             self._down(dev, str(exc))
             return
         except DecodeError as exc:
@@ -247,7 +258,7 @@ class ModbusBus:
                 registers=sum(b.count for b in dev.blocks),
                 ms=round((time.time() - ts) * 1000, 1),
             )
-        bad = sum(1 for o in observations if not o.plausible)
+        bad = [o.plausible for o in observations].count(False)  # a generator costs more
         if bad:
             self.counters["implausible"] += bad
         self.counters["readings"] += len(observations)

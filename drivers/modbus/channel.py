@@ -4,16 +4,17 @@ drivers.modbus.transport's Link builds each request PDU with pymodbus's request 
 hands it here; `Channel.ask` frames it with pymodbus's framer (FramerSocket over TCP, FramerRTU
 on a serial line), writes it and waits for the answer: the first whole frame from the asked
 unit (over TCP also carrying the request's transaction id) with the request's function code or
-its exception form, decoded by pymodbus's response PDU class. Frames from another unit are
-counted in `strays` and skipped; a frame whose CRC fails or that does not decode is dropped,
-so it ends as no answer (None). The serial port is driven by pymodbus's SerialTransport; a TCP
-connection is a plain asyncio socket transport.
+its exception form, decoded into pymodbus's response PDU class (a register read's values
+in one unpack, `decode_registers`, which tests hold equal to pymodbus's own decode). Frames
+from another unit are counted in `strays` and skipped; a frame whose CRC fails or that does
+not decode is dropped, so it ends as no answer (None). The serial port is driven by
+pymodbus's SerialTransport; a TCP connection is a plain asyncio socket transport.
 
 Why not pymodbus's own client: its transaction manager formats every decoded PDU with str()
 and appends every packet to a frame ring buffer even with its logging off, which cost more CPU
 per request than everything else on our side of the wire. This module keeps one request in
 flight (the Link serialises), does not retry, log or map errors (the Link does), and keeps
-pymodbus's framers and PDU classes as the only definition of the wire format.
+pymodbus's framers and PDU classes as the definition of the wire format.
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ from typing import cast
 from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerBase, FramerRTU, FramerSocket
 from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
+from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
 # pymodbus's table of every response class it knows (a client's side of the table): used to
 # find where another unit's RTU frame ends, so that the frame after it is still seen.
 _RESPONSES = DecodePDU(is_server=False)
 _RTU_MIN = 4  # address, function code, CRC
 _MAX_BUFFER = 2 * FramerBase.MAX_SIZE  # more than this without a frame: noise, dropped
+_REGISTER_REPLIES = (ReadHoldingRegistersResponse, ReadInputRegistersResponse)
+_WORDS = [struct.Struct(f">{n}H") for n in range(128)]  # 0..127 big-endian registers
 
 
 class Channel(asyncio.Protocol):
@@ -167,7 +171,10 @@ class Channel(asyncio.Protocol):
             if function != self._function:
                 return None
             response = self._reply()
-            response.decode(pdu[1:])
+            if self._reply in _REGISTER_REPLIES:
+                decode_registers(response, pdu)
+            else:
+                response.decode(pdu[1:])
         except (ModbusException, ValueError, IndexError, struct.error):
             return None
         return response
@@ -183,6 +190,18 @@ class Channel(asyncio.Protocol):
             self._waiting.set_exception(ConnectionError(f"connection lost: {why}"))
         if transport is not None:
             transport.close()
+
+
+def decode_registers(response: ModbusPDU, pdu: bytes) -> None:
+    """`response.decode(pdu[1:])` for a register read's answer (function 3 or 4) in one unpack.
+
+    The same registers, or an error where pymodbus's `decode` raises one (its byte count not
+    below the data's length, or no byte count), as tests hold over any bytes: pymodbus unpacks
+    register by register, ~43 us for a 125-register answer here against ~5 us."""
+    count = pdu[1]  # IndexError without a byte count, as pymodbus's data[0]
+    if count >= len(pdu) - 1:
+        raise ModbusException(f"byte_count {count} > length of packet {len(pdu) - 1}")
+    response.registers = list(_WORDS[count // 2].unpack_from(pdu, 2))
 
 
 def _expire(waiting: asyncio.Future[ModbusPDU | None]) -> None:

@@ -243,6 +243,16 @@ class ModbusDecoder:
             plausible[p.name] = _within(values[p.name], p.lo, p.hi)
             if p.emit:
                 out.append(Observation(p.quantity, values[p.name], p.unit, None, plausible[p.name]))
+        return out + self.derive(values, plausible, params) if self.derived else out
+
+    def derive(
+        self,
+        values: Mapping[str, Value],
+        plausible: Mapping[str, bool],
+        params: Mapping[str, Value],
+    ) -> list[Observation]:
+        """The derived quantities, from the points' values and flags by name."""
+        out = []
         for d in self.derived:
             base = values[d.point]
             param = params.get(d.param)
