@@ -121,6 +121,7 @@ class _Source:
         self.lines = ["def decode(values, params):"]
         self.consts: dict[str, object] = {
             "Observation": Observation,
+            "new": tuple.__new__,  # an Observation in one call (gateway.model says why)
             "DecodeError": DecodeError,
             "derive": decoder.derive,
         }
@@ -173,7 +174,8 @@ class _Source:
         self.line(f"ok{j} = not ({' or '.join(checks)})" if checks else f"ok{j} = True")
 
     def observation(self, j: int, p: Point) -> str:
-        return f"Observation({self.const(p.quantity)}, n{j}, {self.const(p.unit)}, None, ok{j})"
+        fields = f"({self.const(p.quantity)}, n{j}, {self.const(p.unit)}, None, ok{j})"
+        return f"new(Observation, {fields})"
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
