@@ -8,12 +8,13 @@
   the demo's config (`gateway demo`'s synthetic field with alert rules, SMTP and the digest).
   `python_bare_s` is the floor: the interpreter alone (`python -c pass`).
 - `idle_*`: 100 synthetic devices at one reading a minute each, defaults otherwise, a local
-  broker; CPU share of one core, RSS and USS (its private pages: RSS less pages it shares with
-  other processes, such as libpython's and libcrypto's code while another Python process runs)
-  of the daemon, and its wake-ups per second: the voluntary context switches of all its
-  threads (/proc/PID/task/*/status), each one a thread that blocked (the event loop in epoll,
-  aiosqlite's worker on its queue) and was woken again; `idle_loop_wakeups_per_s` counts the
-  event loop's thread alone.
+  broker, the daemon's environment as the unit gives it (its watchdog: WATCHDOG_USEC from
+  systemd/gateway.service's WatchdogSec); CPU share of one core, RSS and USS (its private
+  pages: RSS less pages it shares with other processes, such as libpython's and libcrypto's
+  code while another Python process runs) of the daemon, and its wake-ups per second: the
+  voluntary context switches of all its threads (/proc/PID/task/*/status), each one a thread
+  that blocked (the event loop in epoll, aiosqlite's worker on its queue) and was woken again;
+  `idle_loop_wakeups_per_s` counts the event loop's thread alone.
 (The time back after a broker outage is bench/outage.py's.)
 
 Each figure says its settings in its name or in `startup_settings`; medians come with their
@@ -50,6 +51,17 @@ ROOT = Path(__file__).resolve().parent.parent
 # Linux's SO_TIMESTAMP (asm-generic/socket.h; Python does not export it): the kernel stamps
 # each datagram with its arrival time (a struct timeval), so polling adds nothing to a figure.
 SO_TIMESTAMP = getattr(socket, "SO_TIMESTAMP", 29)
+UNIT = ROOT / "systemd" / "gateway.service"
+
+
+def unit_watchdog_usec(unit: Path = UNIT) -> str:
+    """WATCHDOG_USEC as systemd sets it for the shipped unit (its `WatchdogSec=`, in seconds):
+    the daemon then pings every half of it, as it does on a box."""
+    for line in unit.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "WatchdogSec":
+            return str(int(value.strip()) * 1_000_000)
+    raise ValueError(f"{unit}: no WatchdogSec=")
 
 
 def _small(work: Path, port: int, devices: int = 1, interval: float = 60.0) -> Path:
@@ -85,7 +97,8 @@ def bytecode_env(cache: Path, *, compiled: bool) -> dict[str, str]:
 
 
 class Daemon:
-    """`python -m gateway run` as systemd starts it, with a NOTIFY_SOCKET of our own."""
+    """`python -m gateway run` as systemd starts it: a NOTIFY_SOCKET of our own and the
+    unit's watchdog (WATCHDOG_USEC; no WATCHDOG_PID, which the daemon reads as its own)."""
 
     def __init__(self, cfg: Path, work: Path, env: dict[str, str]) -> None:
         self.work = work
@@ -96,7 +109,11 @@ class Daemon:
         self.log_path = work / "daemon.log"
         self.out = open(self.log_path, "ab")  # noqa: SIM115
         self.offset = self.log_path.stat().st_size
-        env = {**env, "NOTIFY_SOCKET": str(self.notify_path)}
+        env = {
+            **env,
+            "NOTIFY_SOCKET": str(self.notify_path),
+            "WATCHDOG_USEC": unit_watchdog_usec(),
+        }
         self.started = time.time()
         self.p = subprocess.Popen(
             [sys.executable, "-m", "gateway", "run", "-c", str(cfg)],
@@ -300,7 +317,12 @@ def run(mode: Mode, repeats: int) -> dict[str, Figure]:
         for name, values in samples.items():
             figures[name] = Figure(values, settings, DOCS.get(name, Doc("")))
         seconds = {"smoke": 5.0, "quick": 20.0, "full": 60.0}[mode]
-        idle_settings = {"devices": 100, "reading_every_s": 60, "seconds": seconds}
+        idle_settings = {
+            "devices": 100,
+            "reading_every_s": 60,
+            "seconds": seconds,
+            "watchdog": f"WATCHDOG_USEC={unit_watchdog_usec()} (the unit's WatchdogSec)",
+        }
         once = [idle(seconds, cache) for _ in range(1 if mode == "smoke" else repeats)]
         figures.update(collect(once, idle_settings, DOCS))
     return figures

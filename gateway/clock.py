@@ -9,8 +9,9 @@ systemd-timesyncd's flag file; a box with a real RTC sets `trust_clock = true`.
 
 from __future__ import annotations
 
-import ctypes
+import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -34,18 +35,27 @@ class Clock(Protocol):
         ...
 
 
-class _Timex(ctypes.Structure):
-    # struct timex is 208 bytes on 64-bit Linux; with modes = 0 adjtimex only reads.
-    _fields_ = [("modes", ctypes.c_uint), ("_rest", ctypes.c_byte * 204)]
+@functools.cache
+def _adjtimex() -> Callable[[], int]:
+    """A reader of adjtimex(2)'s state, built once. ctypes is imported here, not with the
+    module: a box that trusts its clock or has timesyncd's flag never asks the kernel and never
+    loads ctypes and libffi. Raises OSError or AttributeError without a usable C library."""
+    import ctypes
+
+    class Timex(ctypes.Structure):
+        # struct timex is 208 bytes on 64-bit Linux; with modes = 0 adjtimex only reads.
+        _fields_ = [("modes", ctypes.c_uint), ("_rest", ctypes.c_byte * 204)]
+
+    # The C library this process already runs on (dlopen(NULL)). ctypes.util.find_library
+    # would run `ldconfig -p` in a child process at every check, every 10 s on a box without
+    # timesyncd's flag, and load shutil, tempfile, bz2 and lzma for good.
+    call = ctypes.CDLL(None, use_errno=True).adjtimex
+    return lambda: int(call(ctypes.byref(Timex())))
 
 
 def _kernel_synced() -> bool | None:
     try:
-        # The C library this process already runs on (dlopen(NULL)). ctypes.util.find_library
-        # would run `ldconfig -p` in a child process at every check, every 10 s on a box
-        # without timesyncd's flag, and load shutil, tempfile, bz2 and lzma for good.
-        libc = ctypes.CDLL(None, use_errno=True)
-        state = int(libc.adjtimex(ctypes.byref(_Timex())))
+        state = _adjtimex()()
     except (OSError, AttributeError):
         return None
     if state < 0:

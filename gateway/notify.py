@@ -3,7 +3,8 @@
 Datagrams go to $NOTIFY_SOCKET (a path, or an abstract socket when it starts with '@').
 Without NOTIFY_SOCKET every call is a no-op, so the daemon runs the same by hand.
 The watchdog interval is half of $WATCHDOG_USEC, pinged from the event loop: a wedged loop
-stops the pings and systemd restarts the service.
+stops the pings and systemd restarts the service. A STATUS= line equal to the last one
+systemd took is not sent again (the report refreshes it every 10 s; each datagram wakes PID 1).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ class Notifier:
     def __init__(self, address: str | None = None) -> None:
         self.address = address if address is not None else os.environ.get("NOTIFY_SOCKET", "")
         self._sock: socket.socket | None = None
+        self._status: str | None = None  # the last STATUS= systemd took
         usec = os.environ.get("WATCHDOG_USEC", "")
         pid = os.environ.get("WATCHDOG_PID", "")
         mine = not pid or pid == str(os.getpid())
@@ -42,10 +44,14 @@ class Notifier:
         return True
 
     def ready(self, status: str = "") -> None:
-        self.send("READY=1", *([f"STATUS={status}"] if status else []))
+        if self.send("READY=1", *([f"STATUS={status}"] if status else [])) and status:
+            self._status = status
 
     def status(self, text: str) -> None:
-        self.send(f"STATUS={text}")
+        """Set the status line; not sent when systemd has it already (sent again after a
+        failed send)."""
+        if text != self._status and self.send(f"STATUS={text}"):
+            self._status = text
 
     def stopping(self) -> None:
         self.send("STOPPING=1")

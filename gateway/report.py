@@ -1,8 +1,12 @@
 """The running daemon's report: `status.json` in the runtime directory and systemd's STATUS=.
 
 `gateway status` reads the file (it is replaced atomically, never half-written); systemd shows
-the line. Refreshed every 10 s and at once when the link, the disk-full flag or a device's
-availability changes, and written a last time at stop with `stopped` set. The file lives in
+the line. Written every 10 s and when the link, the disk-full flag, the back-pressure watch or
+a device's availability changes, and a last time at stop with `stopped` set. How soon a change
+shows: a device's availability at once (the pipeline tells the report; at most one look a
+second); the rest is looked at every second while something is unsettled (the link down or
+holding its backlog, the disk full, a back-pressure episode) and every 5 s while all is steady,
+so an idle gateway is not woken every second to find nothing new. The file lives in
 `[store] runtime_dir` (a tmpfs, /run/gateway), not beside the outbox, so a full data disk
 cannot stop it. Only reads the runtime's counters: it must not change any state. It listens to
 the pipeline's device transitions to remember, for each unavailable device, why (its last
@@ -26,6 +30,8 @@ from gateway.outbox.pressure import Pressure
 from gateway.runtime import Runtime
 
 REFRESH = 10.0  # seconds between reports when nothing changes
+TICK = 1.0  # seconds between looks while something is unsettled (and the least between looks)
+STEADY_TICK = 5.0  # seconds between looks while the link is up and all is well
 
 
 def status_path(runtime_dir: str) -> Path:
@@ -40,6 +46,7 @@ class Report:
         self.notifier = notifier
         self.path = status_path(runtime.cfg.store.runtime_dir)
         self._failing = False
+        self._wake: asyncio.Future[None] | None = None  # the run loop's wait between looks
         # device -> (why it is unavailable, since when: wall time of its first failure)
         self.down: dict[str, tuple[str, float]] = {}
         runtime.pipeline.state_observers.append(self._device_state)
@@ -62,6 +69,8 @@ class Report:
         )
 
     def _device_state(self, device: str, available: bool, reason: str) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)  # look now: a device's availability shows at once
         if available:
             self.down.pop(device, None)
             return
@@ -148,16 +157,48 @@ class Report:
             tuple(sorted(rt.pipeline.available.items())),
         )
 
+    def steady(self) -> bool:
+        """All is well (the link up, nothing held, the disk fine, no back-pressure): the
+        report looks every STEADY_TICK seconds instead of every TICK."""
+        rt = self.runtime
+        up = rt.uplink.stats
+        linked = up.connected or not rt.cfg.uplink.enabled
+        return (
+            linked
+            and up.holding_until is None
+            and not rt.outbox.stats().disk_full
+            and not self.pressure.reported
+        )
+
     async def run(self) -> None:
-        """Report every REFRESH seconds, and within a second of a change, until cancelled."""
+        """Look, report what changed (everything every REFRESH seconds), wait; until cancelled.
+
+        Between looks it waits TICK seconds, STEADY_TICK while `steady()`, or until a device's
+        availability changes (but never less than TICK after the last look)."""
+        loop = asyncio.get_running_loop()
         last: tuple[object, ...] = ()
-        since = 0.0
+        written = looked = -REFRESH
         while True:
+            if loop.time() - looked < TICK:  # woken early: keep to one look a second
+                await asyncio.sleep(TICK - (loop.time() - looked))
+            looked = loop.time()
             self.sample()
             key = self._key()
-            if key != last or since >= REFRESH:
+            if key != last or looked - written >= REFRESH:
                 self.write()
                 self.notifier.status(self.line())
-                last, since = key, 0.0
-            await asyncio.sleep(1.0)
-            since += 1.0
+                last, written = key, looked
+            self._wake = loop.create_future()
+            timer = loop.call_at(
+                looked + (STEADY_TICK if self.steady() else TICK), _wake, self._wake
+            )
+            try:
+                await self._wake
+            finally:
+                timer.cancel()
+                self._wake = None
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

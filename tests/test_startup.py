@@ -110,6 +110,22 @@ def test_a_synthetic_config_without_alerts_loads_no_transport_mail_or_alert_side
         assert module not in modules, f"{module} loaded by `run`"
     for driver in ("modbus", "serial", "ble"):
         assert not loaded(modules, f"drivers.{driver}"), f"drivers.{driver} loaded by `run`"
+    # What an idle daemon of this config would only carry (its memory: bench/startup.py):
+    # the msgpack format's encoder (the config sends fiware-json), the salvage of a damaged
+    # outbox, ctypes for the kernel's clock check (the clock is trusted), and what paho imports
+    # but uses only with PySocks or WebSockets (urllib.request's email, http.client and
+    # tempfile; hashlib's OpenSSL digests: gateway.uplink.standin).
+    for module in (
+        "msgpack",
+        "gateway.uplink.compact",
+        "gateway.outbox.salvage",
+        "ctypes",
+        "email",
+        "http.client",
+        "tempfile",
+        "_hashlib",
+    ):
+        assert module not in modules, f"{module} loaded by an idle daemon that does not use it"
 
 
 def test_the_demo_config_loads_the_alert_side_it_configures_and_still_no_transport(

@@ -55,7 +55,6 @@ from gateway.outbox.leases import TAIL_LIMIT, Leases
 from gateway.outbox.priority import Priority
 from gateway.outbox.quarantine import open_checked
 from gateway.outbox.reserve import Reserve
-from gateway.outbox.salvage import last_seq
 from gateway.outbox.spill import Spill
 from gateway.outbox.writer import Writer
 
@@ -198,7 +197,11 @@ class Outbox:
         ((top,),) = await fetch(self.db, "SELECT max(seq) FROM outbox")
         mark = max(top or 0, counters.get(meta.SEQ_HWM, 0))
         if not sound:
-            old = last_seq(Path(self.quarantined)) if self.quarantined else 0
+            old = 0
+            if self.quarantined:
+                from gateway.outbox.salvage import last_seq  # loaded only after a quarantine
+
+                old = last_seq(Path(self.quarantined))
             mark = max(mark, self.claim.ceiling, old)
         self._next_seq = mark + 1
         self.claim.cover(mark)

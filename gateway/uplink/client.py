@@ -21,14 +21,17 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
-
 from gateway.config import tls
 from gateway.config.loader import UplinkConfig
 from gateway.errors import ConfigError, LinkDown, LinkRefused
+from gateway.uplink.standin import defer_paho_imports
 from gateway.uplink.wire import Message, wire_bytes
+
+defer_paho_imports()  # before paho: what it imports and seldom uses then loads on first use
+
+import paho.mqtt.client as mqtt  # noqa: E402  (after the stand-ins)
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+from paho.mqtt.reasoncodes import ReasonCode  # noqa: E402
 
 if TYPE_CHECKING:
     from paho.mqtt.client import SocketLike  # a typing-only Protocol in paho

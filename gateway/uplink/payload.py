@@ -38,7 +38,6 @@ from typing import Any
 from gateway.clock import iso
 from gateway.model import SEQ_OF, Lane, Reading, Value
 from gateway.uplink import orion
-from gateway.uplink.compact import decode_msgpack, encode_msgpack
 from gateway.uplink.wire import Encoder, Message, Target, by_device, split, wire_bytes
 
 # A Reading's fields as C-level getters, for passes over whole groups.
@@ -270,6 +269,21 @@ def encode_json(readings: Sequence[Reading], target: Target, max_bytes: int) -> 
         for chunk, payload in split(rs, render, max_bytes):
             out.append(Message(topic, payload, tuple(r.seq for r in chunk), rs[0].lane))
     return out
+
+
+# -- msgpack (gateway.uplink.compact) ------------------------------------------------------
+# Imported at its first use: only a config with `format = "msgpack"` loads msgpack and the
+# columnar encoder (an idle daemon of another format keeps their memory).
+def encode_msgpack(readings: Sequence[Reading], target: Target, max_bytes: int) -> list[Message]:
+    from gateway.uplink import compact
+
+    return compact.encode_msgpack(readings, target, max_bytes)
+
+
+def decode_msgpack(payload: bytes) -> list[dict[str, Any]]:
+    from gateway.uplink import compact
+
+    return compact.decode_msgpack(payload)
 
 
 ENCODERS: dict[str, Encoder] = {
