@@ -73,6 +73,8 @@ class Leases:
         out: list[Reading] = []
         leased = self._leased[lane]
         start = bisect.bisect_right(tail, cursor, key=seq_of)
+        if not self._beyond[lane]:  # nothing past the cursor is leased: take the rows as they are
+            return list(itertools.islice(tail, start, start + limit))
         # islice walks the deque from its start in C; tail[i] would walk its blocks per row.
         for r in itertools.islice(tail, start, None):
             if r.seq not in leased:
