@@ -9,6 +9,7 @@ statements the store runs beyond those. No queue logic here: that is gateway.out
 
 from __future__ import annotations
 
+import operator
 import os
 import sqlite3
 import time
@@ -192,6 +193,10 @@ def seq_of(r: Reading) -> int:
 
 def runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
     """Sorted seqs as (first, last) runs of consecutive numbers."""
+    first, last = seqs[0], seqs[-1]
+    # An in-order ack is one run: strictly rising (checked in C) and as long as its span.
+    if last - first + 1 == len(seqs) and all(map(operator.lt, seqs, seqs[1:])):
+        return [(first, last)]
     runs: list[tuple[int, int]] = []
     start = prev = seqs[0]
     for s in seqs[1:]:
