@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -167,3 +168,22 @@ def test_runs_cover_exactly_the_seqs_given(values: list[int]) -> None:
     assert covered == set(values) and all(first <= last for first, last in found)
     if len(set(values)) == len(values):  # distinct seqs (an ack): separate runs, in order
         assert all(a[1] + 1 < b[0] for a, b in itertools.pairwise(found))
+
+
+@pytest.mark.parametrize("n", [1, 99, 100, 101, 250])
+async def test_insert_in_groups_stores_every_row_once_as_given(tmp_path, n: int) -> None:
+    # database.insert writes whole groups of rows as one multi-row INSERT and the rest one by
+    # one; sub-device rows (a parent column) go by their own statement.
+    given = [
+        Reading(s, "d1", "level", float(s), "cm", float(s), s % 2 == 0, T)
+        if s % 7
+        else Reading(s, f"traps-{s}", "trap_state", "set", "", float(s), True, T, "traps")
+        for s in range(1, n + 1)
+    ]
+    db = await connect(tmp_path / "o.db", "full")
+    try:
+        await database.insert(db, [to_row(r) for r in given])
+        back = [database.from_row(tuple(r)) for r in await fetch(db, f"{SELECT} ORDER BY seq")]
+        assert back == given
+    finally:
+        await db.close()

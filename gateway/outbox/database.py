@@ -9,6 +9,7 @@ statements the store runs beyond those. No queue logic here: that is gateway.out
 
 from __future__ import annotations
 
+import itertools
 import operator
 import os
 import sqlite3
@@ -86,6 +87,13 @@ INSERT_SUB = (
     "INSERT INTO outbox(seq, lane, device, quantity, value, unit, ts, flags, parent, size) "
     "VALUES (?,?,?,?,?,?,?,?,?,?)"
 )
+# Rows per multi-row INSERT: 9 values each, 900 in all, under the 999 variables older SQLite
+# builds allow in one statement.
+_GROUP = 100
+_INSERT_GROUP = INSERT.replace(
+    "VALUES (?,?,?,?,?,?,?,?,?)", "VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?)"] * _GROUP)
+)
+_chain = itertools.chain.from_iterable
 SELECT = "SELECT seq, lane, device, quantity, value, unit, ts, flags, parent FROM outbox"
 # Files written before sub-devices carried their parent get the column on open; their old
 # rows keep NULL (a sub-device row among them is published without its receiver's names).
@@ -159,10 +167,24 @@ def to_row(r: Reading) -> tuple[Any, ...]:
 async def insert(db: aiosqlite.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     """Insert `to_row` tuples: a sub-device's (with its parent) by the longer statement."""
     if all(len(row) == 9 for row in rows):
-        await db.executemany(INSERT, rows)
+        await _insert_plain(db, rows)
         return
-    await db.executemany(INSERT, [row for row in rows if len(row) == 9])
+    await _insert_plain(db, [row for row in rows if len(row) == 9])
     await db.executemany(INSERT_SUB, [row for row in rows if len(row) == 10])
+
+
+async def _insert_plain(db: aiosqlite.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    # Whole groups of `_GROUP` rows as one multi-row INSERT each: the sqlite3 module steps,
+    # resets and hands the GIL back and forth once per statement, which per row was the
+    # larger part of an insert (measured: ~1.55 -> ~0.95 us of the SQLite thread per row).
+    whole = len(rows) - len(rows) % _GROUP
+    if whole:
+        await db.executemany(
+            _INSERT_GROUP,
+            [tuple(_chain(rows[i : i + _GROUP])) for i in range(0, whole, _GROUP)],
+        )
+    if whole < len(rows):
+        await db.executemany(INSERT, rows[whole:])
 
 
 def from_row(row: tuple[Any, ...]) -> Reading:
