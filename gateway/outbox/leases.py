@@ -170,11 +170,17 @@ class Leases:
     def forget(self, lane: Lane, seqs: set[int]) -> None:
         """Rows of `lane` left the file (acknowledged): drop them from the tail."""
         tail = self._tail[lane]
-        while tail and tail[0].seq in seqs:
-            tail.popleft()
-        # In order acks leave nothing behind; scan the tail only when some could be in it.
-        if tail and max(seqs) >= tail[0].seq and any(r.seq in seqs for r in tail):
-            self._tail[lane] = deque(r for r in tail if r.seq not in seqs)
+        if not tail or not seqs:
+            return
+        # The tail is in seq order, so every row of it an ack names lies in its prefix up to
+        # the highest seq acknowledged: only that prefix is walked, however long the tail and
+        # whatever it still holds before them (rows a drain's order holds back).
+        end = bisect.bisect_right(tail, max(seqs), key=seq_of)
+        popleft = tail.popleft
+        prefix = [popleft() for _ in range(end)]
+        kept = [r for r in prefix if r.seq not in seqs]
+        if kept:
+            tail.extendleft(reversed(kept))
 
     def drop(self, lane: Lane, seqs: set[int]) -> None:
         """Rows of `lane` were dropped from the file over its bounds: no lease, no tail copy."""
