@@ -260,9 +260,10 @@ class Uplink:
                     size = self.cadence.lease_size()
                     published = await self._publish_lane(conn, Lane.TELEMETRY, size)
                     self.cadence.drained()
-            if not published and self.window and self._next is None and self.cadence.behind():
-                # The window is full: while its PUBACKs travel, lease and encode the next
-                # batch, so it goes the moment they are in (no SELECT, no encoding between).
+            full = len(self.window) >= self.cfg.inflight
+            if full and self._next is None and self.cadence.behind():
+                # While the window's PUBACKs travel, lease and encode the next batch, so it
+                # goes the moment they are in (no SELECT, no encoding between).
                 self._next = await self._prepare(Lane.TELEMETRY, self.cadence.lease_size())
             # Then delete what was delivered: after publishing and preparing, so a latency-
             # bound link waits for no transaction between a PUBACK and the next publish.
