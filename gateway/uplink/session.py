@@ -260,14 +260,15 @@ class Uplink:
                     size = self.cadence.lease_size()
                     published = await self._publish_lane(conn, Lane.TELEMETRY, size)
                     self.cadence.drained()
+            # Delete what was delivered after publishing, not between a PUBACK and the next
+            # publish; and before leasing more (one lease per delete: a full disk's reserve
+            # holds the WAL of one, gateway.outbox.writer).
+            await self._ack_done()
             full = len(self.window) >= self.cfg.inflight
             if full and self._next is None and self.cadence.behind():
                 # While the window's PUBACKs travel, lease and encode the next batch, so it
                 # goes the moment they are in (no SELECT, no encoding between).
                 self._next = await self._prepare(Lane.TELEMETRY, self.cadence.lease_size())
-            # Then delete what was delivered: after publishing and preparing, so a latency-
-            # bound link waits for no transaction between a PUBACK and the next publish.
-            await self._ack_done()
             if published:
                 continue
             if not (self.window and self.cadence.behind()):
