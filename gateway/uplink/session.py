@@ -260,14 +260,18 @@ class Uplink:
                     size = self.cadence.lease_size()
                     published = await self._publish_lane(conn, Lane.TELEMETRY, size)
                     self.cadence.drained()
-            # Delete what was delivered after publishing, not between a PUBACK and the next
-            # publish; and before leasing more (one lease per delete: a full disk's reserve
-            # holds the WAL of one, gateway.outbox.writer).
-            await self._ack_done()
-            full = len(self.window) >= self.cfg.inflight
-            if full and self._next is None and self.cadence.behind():
-                # While the window's PUBACKs travel, lease and encode the next batch, so it
-                # goes the moment they are in (no SELECT, no encoding between).
+            # The window is full and a backlog waits: while the PUBACKs travel, lease and
+            # encode the next batch, so it goes the moment they are in (no SELECT, no encoding
+            # between). One batch is prepared before the delete of what was delivered (it is
+            # quick, and the next PUBACKs may be in soon); a larger lease after it, so that one
+            # delete never covers two of those (a full disk's reserve holds the WAL of one).
+            size = self.cadence.lease_size()
+            ahead = len(self.window) >= self.cfg.inflight and self.cadence.behind()
+            first = ahead and self._next is None and size <= self.cfg.batch_max_readings
+            if first:
+                self._next = await self._prepare(Lane.TELEMETRY, size)
+            await self._ack_done()  # after publishing: never between a PUBACK and the publish
+            if ahead and not first and self._next is None:
                 self._next = await self._prepare(Lane.TELEMETRY, self.cadence.lease_size())
             if published:
                 continue
