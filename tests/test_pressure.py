@@ -26,7 +26,9 @@ from gateway.outbox.pressure import Pressure
 from gateway.outbox.priority import Priority
 from gateway.outbox.store import Outbox
 from gateway.pipeline import Pipeline
-from tests.test_uplink import BASE, make_uplink, running, wait_until
+from gateway.uplink.order import DrainOrder
+from tests.relay import Relay
+from tests.test_uplink import BASE, make_uplink, readings, running, seqs_from_json, wait_until
 
 # -- the right of way -----------------------------------------------------------------------
 
@@ -154,14 +156,22 @@ class _Quiet:
 # -- a slow uplink under a flood ------------------------------------------------------------
 
 
+SLOW_UPLINKS = {
+    "rate-limited": {"rate_limit": 120_000, "batch_max_readings": 500},
+    "latency-bound": {"inflight": 1, "batch_max_readings": 200},  # bench/pressure.py's
+}
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("slow", sorted(SLOW_UPLINKS))
 async def test_a_flood_neither_starves_a_slow_uplink_nor_goes_unreported(
-    tmp_path, broker, log, captured_logs
+    slow, tmp_path, broker, log, captured_logs
 ):
-    """An uplink slower than the source (a real mosquitto, a byte rate limit): whatever is
-    offered, the uplink's rounds go first (intake gave way), the uplink keeps delivering, and
-    the imbalance is reported once in the log and in the status snapshot."""
-    cfg = replace(BASE, port=broker.port, rate_limit=120_000, batch_max_readings=500)
+    """An uplink slower than the source (a real mosquitto; a byte rate limit, or one batch
+    in flight): whatever is offered, the uplink's rounds go first (intake gave way), the
+    uplink keeps delivering, and the imbalance is reported once in the log and in the
+    status snapshot."""
+    cfg = replace(BASE, port=broker.port, **SLOW_UPLINKS[slow])
     delivered: dict[int, int] = {}
     async with Outbox.open(tmp_path / "o.db", sync="normal") as ob:
         async with Pipeline(ob, log=log) as pipe, running(make_uplink(cfg, ob, log)) as up:
@@ -205,11 +215,45 @@ async def _flood(pipe: Pipeline, device: str) -> None:
         await pipe.emit(device, obs)
 
 
+# -- a latency-bound uplink -----------------------------------------------------------------
+
+LATENCY_BOUND = replace(BASE, **SLOW_UPLINKS["latency-bound"])
+
+
+async def test_a_latency_bound_uplink_has_its_next_batch_ready_while_one_is_in_flight(
+    tmp_path, broker, platform, log
+):
+    """One batch in flight and a backlog behind it: while its PUBACKs travel (held back here),
+    the next batch (one, no more) is leased and encoded already, and waits for the window;
+    when the PUBACKs come it goes at once, with no outbox query or encoding between. Every
+    row arrives, once. (Before, the next lease began only after the PUBACKs and the delete:
+    with a busy outbox that put the appends' transactions into every round.)"""
+    async with Relay(broker.port) as relay, Outbox.open(tmp_path / "o.db", sync="normal") as ob:
+        await ob.append(readings(ob, 5000))
+        cfg = replace(LATENCY_BOUND, port=relay.port)
+        up = make_uplink(cfg, ob, log)
+        up.order = DrainOrder(pause=0)  # no pause at the drain's end: not what this is about
+        async with running(up):
+            await wait_until(lambda: up.stats.acked_readings >= 200)
+            relay.hold.clear()  # the broker's PUBACKs stay in the relay
+            await wait_until(lambda: ob.leased() == 400, 5.0)  # in flight, and the next one
+            published = up.stats.published_readings
+            for _ in range(10):
+                await asyncio.sleep(0.01)
+            assert ob.leased() == 400  # one batch prepared, no more
+            assert up.stats.published_readings == published  # and it waits for the window
+            relay.hold.set()
+            await wait_until(lambda: ob.rows == 0 and up.stats.acked_readings == 5000)
+        await platform.wait(lambda ms: len(seqs_from_json(platform)) >= 5000)
+    seqs = seqs_from_json(platform)
+    assert sorted(seqs) == list(range(1, 5001))  # none lost, none twice
+
+
 # -- the averaging policy -------------------------------------------------------------------
 
 
 def _reading(seq: int, device: str, value: object, lane: Lane = Lane.TELEMETRY, **kw) -> Reading:
-    return Reading(seq, device, "t", value, "C", 1000.0 + seq, True, lane, **kw)  # type: ignore[arg-type]
+    return Reading(seq, device, "t", value, "C", 1000.0 + seq, True, lane, **kw)
 
 
 def test_averaging_starts_over_the_threshold_and_sends_one_mean_per_sensor_and_period(log):

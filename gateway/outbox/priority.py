@@ -7,10 +7,21 @@ queued meanwhile, so the more was offered, the longer each turn and the less del
 (measured before this module, bench/pressure.py's `latency` setting: 12.3k/s delivered at
 1x offered, 6.0k/s at 2x, 1.3k/s at 4x; PUBACKs were read 55 ms after their publish).
 
+That was not all: with the right of way, delivery still fell 19 % from 1x to 4x offered
+(11.3k/s to 9.2k/s), because each round still ran outbox work between a PUBACK and the next
+publish: the acknowledgement's DELETE, and (the backlog past the lease tail) the next lease's
+SELECT, both on the outbox's one SQLite thread behind the pipeline's appends (2,000+ rows a
+transaction at 4x, 20 ms each), then the encoding. Measured at 4x: 6.2 ms from the last
+PUBACK to the next publish (3.8 ms at 1x) beside a 9-10 ms round trip. The session now
+prepares the next batch (lease and encode) while the PUBACKs travel and deletes after it
+published (gateway.uplink.session): 0.1-0.2 ms from PUBACK to publish at any load.
+
 While the uplink is behind (more telemetry waits than a full window carries,
 gateway.uplink.session) it `claim`s the right of way as it works (acknowledging, leasing,
 publishing) and while it awaits that backlog's PUBACKs, and `release`s it when it only
 waits (for the token bucket, for rows, for a link). A link that keeps up claims nothing.
+(Releasing while the PUBACKs travel, intake running in slices meanwhile, measured worse at
+4x: PUBACKs read 27 ms after the publish, 6.1k/s delivered, intake 55k/s.)
 Intake `give_way`s: the pipeline's `emit` (every bus, every poll) and its appends, which the
 uplink's acknowledgements would otherwise queue behind. A bus that never waits of itself
 lets the loop read its sockets every `SLICE`.
