@@ -303,7 +303,11 @@ async def test_relay_command_errors_are_specific_and_routed_per_bus() -> None:
             "error: bus rs485 is down"
         )
         async with running(bus_a), running(bus_b):
-            await asyncio.sleep(0.2)
+            # Both modules answered a poll (a fixed sleep was too short on a loaded machine: a
+            # connect that timed out left bus b down for its first backoff).
+            sink = ctx.sink
+            assert isinstance(sink, RecordingSink)
+            await until(lambda: {e.device for e in sink.emitted} >= {"r-a", "r-b"})
             cases = [
                 ('{"device": "r-b", "channel": 4, "state": true}', "OK"),
                 ("not json", 'expected an object with device, channel, state, seconds, got "not'),
