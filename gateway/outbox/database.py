@@ -209,15 +209,16 @@ def from_row(row: tuple[Any, ...]) -> Reading:
     )
 
 
-def seq_of(r: Reading) -> int:
-    return r.seq
+def rising(seqs: Sequence[int]) -> bool:
+    """Each seq above the one before (compared in C, pair by pair)."""
+    return all(map(operator.lt, seqs, seqs[1:]))
 
 
 def runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
     """Sorted seqs as (first, last) runs of consecutive numbers."""
     first, last = seqs[0], seqs[-1]
-    # An in-order ack is one run: strictly rising (checked in C) and as long as its span.
-    if last - first + 1 == len(seqs) and all(map(operator.lt, seqs, seqs[1:])):
+    # An in-order ack is one run: strictly rising and as long as its span.
+    if last - first + 1 == len(seqs) and rising(seqs):
         return [(first, last)]
     runs: list[tuple[int, int]] = []
     start = prev = seqs[0]

@@ -14,21 +14,14 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import operator
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from gateway.model import LANE_OF, SEQ_OF, Lane, Reading
-from gateway.outbox.database import from_row, seq_of
+from gateway.outbox.database import from_row, rising
 
 TAIL_LIMIT = 50_000
-
-
-def _ascending(readings: Sequence[Reading]) -> bool:
-    """Seqs strictly rising through the batch (compared in C, pair by pair)."""
-    seqs = list(map(SEQ_OF, readings))
-    return all(map(operator.lt, seqs, seqs[1:]))
 
 
 class Leases:
@@ -72,7 +65,7 @@ class Leases:
         # Every row of the lane older than the tail is leased or gone: serve the tail.
         out: list[Reading] = []
         leased = self._leased[lane]
-        start = bisect.bisect_right(tail, cursor, key=seq_of)
+        start = bisect.bisect_right(tail, cursor, key=SEQ_OF)
         if not self._beyond[lane]:  # nothing past the cursor is leased: take the rows as they are
             return list(itertools.islice(tail, start, start + limit))
         # islice walks the deque from its start in C; tail[i] would walk its blocks per row.
@@ -152,7 +145,8 @@ class Leases:
     def remember(self, readings: Sequence[Reading]) -> None:
         """Rows just committed, in seq order within each lane."""
         lanes = set(map(LANE_OF, readings))
-        if len(lanes) == 1 and _ascending(readings):  # a batch of one lane (nearly all)
+        # A batch of one lane in seq order (nearly all): joins the tail in one extend.
+        if len(lanes) == 1 and rising(list(map(SEQ_OF, readings))):
             tail = self._tail[lanes.pop()]
             if tail and readings[0].seq <= tail[-1].seq:
                 tail.clear()  # out of order (rows back from memory): leases use SQL again
@@ -175,7 +169,7 @@ class Leases:
         # The tail is in seq order, so every row of it an ack names lies in its prefix up to
         # the highest seq acknowledged: only that prefix is walked, however long the tail and
         # whatever it still holds before them (rows a drain's order holds back).
-        end = bisect.bisect_right(tail, max(seqs), key=seq_of)
+        end = bisect.bisect_right(tail, max(seqs), key=SEQ_OF)
         popleft = tail.popleft
         prefix = [popleft() for _ in range(end)]
         kept = [r for r in prefix if r.seq not in seqs]
