@@ -117,9 +117,20 @@ class Reading(NamedTuple):
         return None if self.parent is None else self.device[len(self.parent) + 1 :]
 
 
-# A Reading's seq and lane as C-level getters, for passes over whole batches
-# (`map(SEQ_OF, readings)` iterates without a Python frame per reading).
-SEQ_OF, LANE_OF = operator.itemgetter(0), operator.itemgetter(7)
+def _getter(fields: tuple[str, ...], name: str) -> operator.itemgetter[object]:
+    """Field `name` of a NamedTuple with `fields` as a C-level getter, by its position."""
+    return operator.itemgetter(fields.index(name))
+
+
+# Fields as C-level getters, for passes over whole batches (`map(SEQ_OF, readings)` iterates
+# without a Python frame per reading); one place knows where each field sits.
+SEQ_OF, LANE_OF = _getter(Reading._fields, "seq"), _getter(Reading._fields, "lane")
+QUANTITY_OF, TS_OF = _getter(Reading._fields, "quantity"), _getter(Reading._fields, "ts")
+PLAUSIBLE_OF = _getter(Reading._fields, "plausible")
+OBSERVED_VALUE_OF, OBSERVED_PLAUSIBLE_OF = (
+    _getter(Observation._fields, "value"),
+    _getter(Observation._fields, "plausible"),
+)
 
 
 # What may stand in a device key: it becomes an MQTT topic level and a FIWARE entity id, so

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,7 +26,14 @@ import structlog
 
 from gateway.clock import Clock, SystemClock
 from gateway.logs import debugging
-from gateway.model import Lane, Observation, Reading, sub_device_key
+from gateway.model import (
+    OBSERVED_PLAUSIBLE_OF,
+    OBSERVED_VALUE_OF,
+    Lane,
+    Observation,
+    Reading,
+    sub_device_key,
+)
 from gateway.outbox.averaging import Averaging
 from gateway.outbox.store import Outbox
 
@@ -35,7 +41,6 @@ Observer = Callable[[Sequence[Reading]], None]
 _IMPLAUSIBLE, _REFUSED = "implausible", "non-finite"
 _MAX_SUSPECT = 10_000  # (device, quantity) pairs remembered as suspect
 _new_tuple = tuple.__new__
-_VALUE, _PLAUSIBLE = operator.itemgetter(1), operator.itemgetter(4)  # Observation's fields
 _isfinite = math.isfinite
 # A batch of fewer rows than this is a trickle (under ~300 readings/s): the next one gathers
 # until `commit_delay` after it, not just `flush_interval`. Busier, batches go as before.
@@ -144,7 +149,7 @@ class Pipeline:
         form, no meaning), counted in `refused`. Both logged once per transition of a
         device's quantity, not per value."""
         kept = observations
-        for v in map(_VALUE, observations):  # in C but for the one comparison per value
+        for v in map(OBSERVED_VALUE_OF, observations):  # in C but for the one comparison per value
             if v.__class__ is float and not _isfinite(v):
                 kept = [o for o in observations if _finite(o.value)]
                 self._refuse(device, observations)
@@ -164,7 +169,7 @@ class Pipeline:
             else Reading(seq, sub_device_key(device, s), q, v, u, when, synced, lane, device, p)
             for seq, (q, v, u, s, p) in zip(seqs, kept, strict=True)
         ]
-        if self._suspect or not all(map(_PLAUSIBLE, kept)):
+        if self._suspect or not all(map(OBSERVED_PLAUSIBLE_OF, kept)):
             self._check(readings)
         queued = readings
         if self.averaging is not None:

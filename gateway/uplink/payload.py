@@ -36,13 +36,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gateway.clock import iso
-from gateway.model import SEQ_OF, Lane, Reading, Value
+from gateway.model import PLAUSIBLE_OF, QUANTITY_OF, SEQ_OF, TS_OF, Lane, Reading, Value
 from gateway.uplink import orion
 from gateway.uplink.wire import Encoder, Message, Target, by_device, split, wire_bytes
 
 # A Reading's fields as C-level getters, for passes over whole groups.
-_QUANTITY, _TS, _PLAUSIBLE = operator.itemgetter(2), operator.itemgetter(5), operator.itemgetter(9)
-_QUANTITY_VALUE = operator.itemgetter(2, 3)
+QUANTITY_OF, TS_OF, PLAUSIBLE_OF = QUANTITY_OF, TS_OF, PLAUSIBLE_OF
+_QUANTITY_VALUE = operator.itemgetter(
+    Reading._fields.index("quantity"), Reading._fields.index("value")
+)
 # What json.dumps writes for a finite float and an int (bool is neither: its own class).
 _NUMBER_TEXT: dict[type, Callable[[Any], str]] = {float: float.__repr__, int: int.__repr__}
 
@@ -64,13 +66,13 @@ __all__ = [
 def _time_groups(readings: Sequence[Reading], target: Target) -> list[list[Reading]]:
     """Consecutive readings with one timestamp and distinct quantities form one group
     (quantities are unique per device, so their attribute names are too)."""
-    if len(set(map(_TS, readings))) == len(readings):  # every time its own (a drain)
+    if len(set(map(TS_OF, readings))) == len(readings):  # every time its own (a drain)
         return [[r] for r in readings]
     groups: list[list[Reading]] = []
     # Runs of one time found in C; a run is split only where a quantity repeats in it.
-    for _, run in itertools.groupby(readings, key=_TS):
+    for _, run in itertools.groupby(readings, key=TS_OF):
         g = list(run)
-        if len(g) == 1 or len(set(map(_QUANTITY, g))) == len(g):
+        if len(g) == 1 or len(set(map(QUANTITY_OF, g))) == len(g):
             groups.append(g)
             continue
         current: list[Reading] = []
@@ -92,7 +94,7 @@ def _names(
     per device and quantity, Target.formed); a name Orion would refuse (one the config never
     saw) is made safe first."""
     parent = readings[0].parent if readings else None  # one device key, one parent
-    return {q: target.formed(form, device, q, parent) for q in set(map(_QUANTITY, readings))}
+    return {q: target.formed(form, device, q, parent) for q in set(map(QUANTITY_OF, readings))}
 
 
 def _json_key(name: str) -> str:
@@ -168,7 +170,7 @@ def encode_fiware_json(
                         keys[q] + _NUMBER_TEXT.get(v.__class__, _json_text)(v)
                         for q, v in map(_QUANTITY_VALUE, g)
                     ]
-                if not all(map(_PLAUSIBLE, g)):
+                if not all(map(PLAUSIBLE_OF, g)):
                     fields += [
                         f'{keys[r.quantity][:-2]}{FLAG_SUFFIX}":true' for r in g if not r.plausible
                     ]
