@@ -5,7 +5,8 @@ connections it accepted and the bytes each way on the gateway's side of the sock
 payload: what the gateway wrote and read). With `tls=` a server context it terminates TLS
 (a connection counts once its handshake succeeded; a context with CERT_REQUIRED asks for a
 client certificate) and the counts are of the plaintext. `hold` cleared holds the peer's
-bytes back until it is set again. Also `AnswerStub`: an HTTP/1.1 server answering each
+bytes back until it is set again; `stall` cleared stops reading the gateway's (its socket
+buffers fill and its writes would block). Also `AnswerStub`: an HTTP/1.1 server answering each
 request with the next status of a list (None: never answer), recording what it got.
 """
 
@@ -27,6 +28,8 @@ class Relay:
         self.received = 0  # bytes the gateway read
         self.hold = asyncio.Event()
         self.hold.set()
+        self.stall = asyncio.Event()
+        self.stall.set()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -85,6 +88,7 @@ class Relay:
         with contextlib.suppress(OSError, ssl.SSLError):
             while data := await src.read(65536):
                 if upstream:
+                    await self.stall.wait()
                     self.sent += len(data)
                 else:
                     await self.hold.wait()

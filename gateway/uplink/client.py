@@ -213,7 +213,13 @@ class Connection:
             self._on_loop(self._lose, "connection closed")
 
         def on_want_write(c: mqtt.Client, _u: object, sock: SocketLike) -> None:
-            self._on_loop(loop.add_writer, sock, c.loop_write)
+            if threading.get_ident() == self._loop_thread:
+                # Written right after the current callback, not a select() later: with a
+                # full paho window each PUBACK releases the next message, and a writer
+                # registration per message cost two epoll_ctl calls and a loop turn.
+                loop.call_soon(self._flush, sock)
+            else:
+                loop.call_soon_threadsafe(loop.add_writer, sock, c.loop_write)
 
         def on_unwant_write(c: mqtt.Client, _u: object, sock: SocketLike) -> None:
             self._on_loop(self._remove_writer, sock)
@@ -265,6 +271,21 @@ class Connection:
         rc = self.client.loop_read()
         if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
             self._lose(f"read failed: {mqtt.error_string(rc)}")
+        elif self.client.want_write():
+            # What the packets read released (the next message of a full paho window, a
+            # PUBACK to a command) goes now: a round trip per message on a slow link.
+            self._flush(self.client.socket())
+
+    def _flush(self, sock: SocketLike | None) -> None:
+        """Write what paho queued; only a socket that would block waits for a writer."""
+        client = self.client
+        if sock is None or sock is not client.socket() or not client.want_write():
+            return  # written already, or the session it was queued on is gone
+        rc = client.loop_write()
+        if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
+            self._lose(f"write failed: {mqtt.error_string(rc)}")
+        elif client.want_write():
+            self.loop.add_writer(sock, client.loop_write)
 
     def _remove_fd(self, sock: SocketLike) -> None:
         with contextlib.suppress(ValueError, OSError):
