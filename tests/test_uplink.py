@@ -402,6 +402,25 @@ def test_window_acks_a_batch_only_when_sealed_and_every_message_acknowledged():
     assert window.take_done() == rows[:1]
 
 
+def test_window_hands_finished_batches_out_whole_and_at_most_limit_rows_at_a_time():
+    """A delete covers at most one lease (a full disk's reserve holds the WAL of one): the
+    window hands out whole finished batches up to `limit` rows, at least one, in order."""
+    window = InflightWindow()
+    batches = [
+        Batch([Reading(s, "d1", "q", 1.0, "u", 1.8e9, True) for s in range(start, start + n)])
+        for start, n in ((1, 3), (4, 3), (7, 5), (12, 1))
+    ]
+    for b in batches:
+        window.seal(b)
+    seqs = [[r.seq for r in window.take_done(4)] for _ in range(4)]
+    assert seqs == [[1, 2, 3], [4, 5, 6], [7, 8, 9, 10, 11], [12]]  # 5 > 4 still goes: alone
+    assert window.take_done(4) == []
+    for b in batches:
+        window.seal(b)
+    assert [r.seq for r in window.take_done(6)] == [1, 2, 3, 4, 5, 6]
+    assert [r.seq for r in window.take_done()] == list(range(7, 13))  # no limit: the rest
+
+
 # -- resume hold (gateway.uplink.resume): a plain mosquitto restart ----------------------------
 # The broker we reconnect to lost our session (CONNACK session-present 0): the backlog, alerts
 # too, waits resume_delay for the platform's agent to re-subscribe. These check the trigger and

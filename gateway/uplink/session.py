@@ -375,13 +375,13 @@ class Uplink:
             refused, reason = self._refused.pop(0)
             if refused:
                 await self._dead_letter(refused, reason)
-        rows = self.window.take_done()
-        if not rows:
-            return
-        await self.outbox.ack(rows)
-        self.stats.acked_readings += len(rows)
-        if self._debug:
-            self.log.debug("acknowledged", rows=len(rows), queued=self.outbox.rows)
+        # One delete covers at most one lease's rows, however many finished meanwhile: a
+        # full disk's space reserve holds the WAL of one (a larger delete would fail there).
+        while rows := self.window.take_done(self.cfg.batch_max_readings * self.cfg.inflight):
+            await self.outbox.ack(rows)
+            self.stats.acked_readings += len(rows)
+            if self._debug:
+                self.log.debug("acknowledged", rows=len(rows), queued=self.outbox.rows)
 
 
 __all__ = ["Uplink", "UplinkStats"]

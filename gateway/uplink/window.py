@@ -70,9 +70,16 @@ class InflightWindow:
         self.puback(mid)
         return refused
 
-    def take_done(self) -> list[Reading]:
-        """The rows of every finished batch, once each."""
-        done, self._done = self._done, []
+    def take_done(self, limit: int | None = None) -> list[Reading]:
+        """The rows of finished batches, once each, oldest finished first: every one, or as
+        many whole batches as fit in `limit` rows (at least one); the rest stay for the
+        next call."""
+        n, total = 0, 0
+        for b in self._done:
+            if n and limit is not None and total + len(b.rows) > limit:
+                break
+            n, total = n + 1, total + len(b.rows)
+        done, self._done = self._done[:n], self._done[n:]
         return [r for b in done for r in b.rows]
 
     def clear(self) -> None:
