@@ -5,10 +5,12 @@ points every INTERVAL s), publishes to a local mosquitto, and is asked over its 
 socket (gateway.monitor) for its counters after a warm-up and again after a measured span:
 readings taken in (ingest) and readings the broker acknowledged (delivered). More offered
 must never mean less delivered: `pressure_<setting>_delivered_<k>x_per_s` should not fall
-as k rises. Two uplink settings: the defaults, and a latency-bound uplink (one batch of 200
-in flight, standing in for a distant broker), where every batch needs its turns on the
-event loop the buses share (gateway.outbox.priority). Daemon, mosquitto and this process
-are separate processes. Nothing here asserts; it measures.
+as k rises. Two uplink settings: the defaults, and a latency-bound uplink (`inflight = 1`:
+one QoS 1 message awaiting its PUBACK at a time, batches of 200 readings; standing in for a
+distant broker), where every message is a round trip through the event loop the buses
+share (gateway.outbox.priority) and every batch needs its rows leased between round trips
+(gateway.uplink.readahead). Daemon, mosquitto and this process are separate processes.
+Nothing here asserts; it measures.
 
     python -m bench --only pressure          # the figures
     python -m bench.pressure DEVICES [SECONDS] [latency]   # one run by hand
@@ -41,7 +43,7 @@ SPAN: dict[Mode, float] = {"smoke": 1.0, "quick": 4.0, "full": 10.0}
 # (figure label, extra [uplink] keys, what they stand for)
 SETTINGS = (
     ("defaults", "", "uplink defaults"),
-    ("latency", "inflight = 1\nbatch_max_readings = 200\n", "1 batch of 200 in flight"),
+    ("latency", "inflight = 1\nbatch_max_readings = 200\n", "1 message in flight, batches of 200"),
 )
 DOCS = {
     f"pressure_{label}_{what}_{k}x_per_s": Doc(

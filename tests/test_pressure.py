@@ -27,6 +27,7 @@ from gateway.outbox.priority import Priority
 from gateway.outbox.store import Outbox
 from gateway.pipeline import Pipeline
 from gateway.uplink.order import DrainOrder
+from gateway.uplink.readahead import AHEAD_ROWS
 from tests.relay import Relay
 from tests.test_uplink import BASE, make_uplink, readings, running, seqs_from_json, wait_until
 
@@ -220,28 +221,33 @@ async def _flood(pipe: Pipeline, device: str) -> None:
 LATENCY_BOUND = replace(BASE, **SLOW_UPLINKS["latency-bound"])
 
 
-async def test_a_latency_bound_uplink_has_its_next_batch_ready_while_one_is_in_flight(
+async def test_a_latency_bound_uplink_has_its_next_batches_ready_while_one_is_in_flight(
     tmp_path, broker, platform, log
 ):
     """One batch in flight and a backlog behind it: while its PUBACKs travel (held back here),
-    the next batch (one, no more) is leased and encoded already, and waits for the window;
-    when the PUBACKs come it goes at once, with no outbox query or encoding between. Every
-    row arrives, once. (Before, the next lease began only after the PUBACKs and the delete:
-    with a busy outbox that put the appends' transactions into every round.)"""
+    the next batches are leased in one query and encoded already (AHEAD_ROWS rows, no more),
+    and wait for the window; when the PUBACKs come the next goes at once, with no outbox
+    query or encoding between. Every row arrives, once. (Before, the next lease began only
+    after the PUBACKs and the delete; then one batch was prepared per round trip, and its
+    query waited behind the appends' transactions.)"""
     async with Relay(broker.port) as relay, Outbox.open(tmp_path / "o.db", sync="normal") as ob:
         await ob.append(readings(ob, 5000))
         cfg = replace(LATENCY_BOUND, port=relay.port)
         up = make_uplink(cfg, ob, log)
         up.order = DrainOrder(pause=0)  # no pause at the drain's end: not what this is about
+        batch = cfg.batch_max_readings
         async with running(up):
-            await wait_until(lambda: up.stats.acked_readings >= 200)
+            await wait_until(lambda: up.stats.acked_readings >= batch)
             relay.hold.clear()  # the broker's PUBACKs stay in the relay
-            await wait_until(lambda: ob.leased() == 400, 5.0)  # in flight, and the next one
-            published = up.stats.published_readings
+            await wait_until(lambda: bool(up.ahead) and not up.ahead.refilling, 5.0)
+            leased, published = ob.leased(), up.stats.published_readings
             for _ in range(10):
                 await asyncio.sleep(0.01)
-            assert ob.leased() == 400  # one batch prepared, no more
-            assert up.stats.published_readings == published  # and it waits for the window
+            assert 0 < up.ahead.rows <= AHEAD_ROWS  # read ahead, bounded: one query's worth
+            assert ob.leased() == leased  # and no further lease while the window is full
+            assert up.stats.published_readings == published  # the batches wait for the window
+            in_flight = published - up.stats.acked_readings
+            assert in_flight == batch and leased == in_flight + up.ahead.rows
             relay.hold.set()
             await wait_until(lambda: ob.rows == 0 and up.stats.acked_readings == 5000)
         await platform.wait(lambda ms: len(seqs_from_json(platform)) >= 5000)

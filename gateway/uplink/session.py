@@ -3,11 +3,12 @@
 Contract:
 - Publishes what the outbox leases, QoS 1 by default, and acknowledges rows to the outbox only
   after the broker's PUBACK for every message of a leased batch (ack and delete in one
-  transaction). While the window is full and a backlog waits, the next batch is leased and
-  encoded, so it goes the moment the PUBACKs are in (a latency-bound link's round is the
-  round trip, not the round trip plus a query and the encoding). On any disconnect all leases
-  are released and the unacknowledged rows are sent again on the next session: at most the
-  batches in flight (and the one prepared) are duplicated.
+  transaction). While the window is full and a backlog waits, what goes next is leased and
+  encoded in the background (`readahead`), so it goes the moment the PUBACKs are in (a
+  latency-bound link's round is the round trip, not the round trip plus a query and the
+  encoding). On any disconnect all leases are released and the unacknowledged rows are sent
+  again on the next session: at most the batches in flight are duplicated (those read ahead
+  were never sent).
 - Alerts are leased first and at once; telemetry waits for the batch window (or a full batch).
   The window counts from the oldest waiting row, across outages: rows that waited a window
   while the link was down, or were in flight when it went, go as soon as a session (and its
@@ -51,6 +52,7 @@ from gateway.uplink.http import HttpConnection, HttpLink
 from gateway.uplink.order import DrainOrder, Held, Lease
 from gateway.uplink.payload import ENCODERS, Message, Target
 from gateway.uplink.ratelimit import TokenBucket
+from gateway.uplink.readahead import Prepared, ReadAhead
 from gateway.uplink.responder import Responder
 from gateway.uplink.resume import ResumeHold
 from gateway.uplink.stats import LinkHealth, UplinkStats
@@ -58,7 +60,6 @@ from gateway.uplink.triage import Triage, triage
 from gateway.uplink.window import Batch, InflightWindow
 
 Link = Connection | HttpConnection  # what `_connect` builds: MQTT or the IoT Agent's HTTP port
-Ready = tuple[list[Reading], Triage, Lease]  # a leased batch, encoded (`_prepare`)
 
 
 class Uplink:
@@ -96,8 +97,10 @@ class Uplink:
             cfg, gateway_id, commands, stats=self.stats, bucket=self.bucket, log=log
         )
         self.window = InflightWindow()
-        # The next telemetry batch, leased and encoded while the window is full (`_pump`).
-        self._next: Ready | None = None
+        # Telemetry batches leased and encoded while the window is full (`_pump`).
+        self.ahead = ReadAhead(
+            lambda n: outbox.lease(Lane.TELEMETRY, n), self._encode, on_ready=self.kick.set
+        )
         self._stopping = False
         self._settled = asyncio.Event()  # set on every PUBACK and when a session ends
         self._conn: Link | None = None  # the current session's, while there is one
@@ -191,7 +194,7 @@ class Uplink:
             self._settled.set()
             await self._ack_done()
             self.window.clear()
-            self._next = None  # its leases go back with release_all
+            await self.ahead.clear()  # its leases go back with release_all
             self.order.clear()
             waiting = self.outbox.unleased(Lane.TELEMETRY)
             self.outbox.release_all()
@@ -248,6 +251,7 @@ class Uplink:
             self.kick.clear()
             if self.cadence.behind():  # intake gives way until we wait (gateway.outbox.priority)
                 self.outbox.priority.claim()
+            self.ahead.check()  # a read-ahead's store fault ends the session like ours would
             if self._stopping:
                 await self._ack_done()
                 self.outbox.priority.release()
@@ -256,23 +260,23 @@ class Uplink:
             published = False
             if len(self.window) < self.cfg.inflight:
                 published = await self._publish_lane(conn, Lane.ALERT, self.cfg.inflight)
-                if not published and (self._next is not None or self.cadence.due(loop.time())):
+                if not published and (self.ahead or self.cadence.due(loop.time())):
                     size = self.cadence.lease_size()
                     published = await self._publish_lane(conn, Lane.TELEMETRY, size)
                     self.cadence.drained()
             # The window is full and a backlog waits: while the PUBACKs travel, lease and
-            # encode the next batch, so it goes the moment they are in (no SELECT, no encoding
-            # between). One batch is prepared before the delete of what was delivered (it is
-            # quick, and the next PUBACKs may be in soon); a larger lease after it, so that one
+            # encode what goes next (gateway.uplink.readahead), so it goes the moment they
+            # are in. Batches of one batch's size are leased before the delete of what was
+            # delivered (the next PUBACKs may be in soon); a larger lease after it, so that one
             # delete never covers two of those (a full disk's reserve holds the WAL of one).
             size = self.cadence.lease_size()
             ahead = len(self.window) >= self.cfg.inflight and self.cadence.behind()
-            first = ahead and self._next is None and size <= self.cfg.batch_max_readings
-            if first:
-                self._next = await self._prepare(Lane.TELEMETRY, size)
+            small = size <= self.cfg.batch_max_readings
+            if ahead and small:
+                self.ahead.refill(size)
             await self._ack_done()  # after publishing: never between a PUBACK and the publish
-            if ahead and not first and self._next is None:
-                self._next = await self._prepare(Lane.TELEMETRY, self.cadence.lease_size())
+            if ahead and not small:
+                self.ahead.refill(self.cadence.lease_size())
             if published:
                 continue
             if not (self.window and self.cadence.behind()):
@@ -287,23 +291,28 @@ class Uplink:
         due = [d for d in (self.order.next_due(), self.cadence.closes()) if d is not None]
         return max(0.001, min(due) - now) if due else None
 
-    async def _prepare(self, lane: Lane, limit: int) -> Ready | None:
-        """Lease up to `limit` rows of `lane` and encode them; unsendable rows go to the
-        dead letters at once. None when nothing waits."""
+    async def _prepare(self, lane: Lane, limit: int) -> Prepared | None:
+        """Lease up to `limit` rows of `lane` and encode them. None when nothing waits."""
         rows = await self.outbox.lease(lane, limit)
-        if not rows:
-            return None
+        return (rows, await self._encode(rows), limit) if rows else None
+
+    async def _encode(self, rows: list[Reading]) -> Triage:
+        """The messages for leased `rows`; unsendable rows go to the dead letters at once."""
         sorted_ = triage(rows, self.encode, self.target, self.cfg.max_payload_bytes)
         for bad, reason in sorted_.dead:
             await self._dead_letter(bad, reason)
-        return rows, sorted_, Lease(len(rows), limit, self.outbox.unleased(lane))
+        return sorted_
 
     async def _publish_lane(self, conn: Link, lane: Lane, limit: int) -> bool:
-        ready, self._next = (self._next, None) if lane is Lane.TELEMETRY else (None, self._next)
-        ready = ready or await self._prepare(lane, limit)  # or prepared while one was in flight
+        # Telemetry leased ahead goes first (or what a running read-ahead is leasing).
+        ready = await self.ahead.take() if lane is Lane.TELEMETRY else None
+        ready = ready or await self._prepare(lane, limit)
         if ready is None:
             return False
-        rows, sorted_, lease = ready
+        rows, sorted_, size = ready
+        # What is left counts the rows still leased ahead: they are not the drain's end.
+        left = self.outbox.unleased(lane) + (self.ahead.rows if lane is Lane.TELEMETRY else 0)
+        lease = Lease(len(rows), size, left)
         if sorted_.rows:
             if self._debug:
                 self.log.debug(
