@@ -213,6 +213,24 @@ async def test_a_full_disk_drains_and_the_file_shrinks(tmp_path):
 
 @needs_root
 @pytest.mark.slow  # over half a second: a process, a peer or a wait
+async def test_a_full_disk_takes_the_delete_of_a_lease_larger_than_its_reserve(tmp_path):
+    """One ack of every row on a full disk: its delete needs more WAL than the 256 KiB
+    reserve holds, so it goes in pieces; every row leaves at once (before, none did, and the
+    rows stayed until the session ended)."""
+    with tmpfs(tmp_path / "store") as store:
+        path = store / "outbox.sqlite"
+        async with Outbox.open(path, reserve_bytes=256 * 1024, memory_rows=50_000) as ob:
+            await fill_until_full(ob, buffered=200)
+            assert ob.rows > 5000  # on disk (and 200 more in memory)
+            lease = await ob.lease(Lane.TELEMETRY, await ob.count())
+            await ob.ack(lease)
+            assert await ob.count() == 0 and rows_in(path) == 0
+            await ob.append(make(ob, 10))  # and the disk takes rows again
+            assert not ob.stats().disk_full and ob.rows == 10
+
+
+@needs_root
+@pytest.mark.slow  # over half a second: a process, a peer or a wait
 async def test_a_full_disk_drains_after_a_restart_and_buffered_rows_lost_are_logged(tmp_path):
     with tmpfs(tmp_path / "store") as store, structlog.testing.capture_logs() as events:
         path = store / "outbox.sqlite"

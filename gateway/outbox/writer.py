@@ -35,6 +35,7 @@ from gateway.outbox.spill import Spill
 from gateway.outbox.transaction import transaction
 
 _SIZE = operator.itemgetter(-1)  # a to_row row's size
+PIECE_MIN = 100  # rows: the smallest delete tried on a full disk (a few pages of WAL)
 
 
 class Writer:
@@ -156,8 +157,9 @@ class Writer:
 
     async def ack(self, readings: Sequence[Reading]) -> None:
         """Delete delivered rows in one transaction; rows dropped meanwhile are fine. On a
-        full disk the space reserve is released for the delete; without one the rows stay
-        (deleting needs WAL space too) and are re-sent later."""
+        full disk the space reserve is released for the delete, which goes in pieces when it
+        is too large for it (`_delete_in_pieces`); without a reserve the rows stay (deleting
+        needs WAL space too) and are re-sent later."""
         seqs = sorted(map(SEQ_OF, readings))
         acked = set(seqs)
         async with self._lock:
@@ -171,12 +173,9 @@ class Writer:
                 self.spill.enter(str(exc))
                 if not self.reserve.release():
                     return
-                try:
-                    deleted = await self._delete(seqs)
-                except sqlite3.Error as again:
-                    if is_full(again):
-                        return
-                    raise
+                deleted = await self._delete_in_pieces(seqs)
+                if not deleted:
+                    return
             for lane in set(map(LANE_OF, readings)):
                 self.leases.forget(lane, acked)
             if deleted == len(readings):
@@ -194,6 +193,26 @@ class Writer:
             # Leases are mostly contiguous: delete by runs, not one IN list per row.
             await db.executemany("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", runs(seqs))
             return db.total_changes - before
+
+    async def _delete_in_pieces(self, seqs: list[int]) -> int:
+        """On a full disk: delete `seqs` whole, or in ever smaller pieces down to PIECE_MIN
+        rows, each its own transaction (the WAL of a large lease's delete may not fit in the
+        reserve; small ones do, and each commit lets a checkpoint reuse the WAL). Returns the
+        rows deleted; what no piece could delete stays."""
+        deleted, size, i = 0, len(seqs), 0
+        while i < len(seqs):
+            piece = seqs[i : i + size]
+            try:
+                deleted += await self._delete(piece)
+            except sqlite3.Error as exc:
+                if not is_full(exc):
+                    raise
+                if size <= PIECE_MIN:
+                    return deleted
+                size = max(PIECE_MIN, size // 4)
+                continue
+            i += len(piece)
+        return deleted
 
     async def _consolidate(self) -> None:
         """The disk just filled: move what the WAL holds into the file and cut the WAL to
