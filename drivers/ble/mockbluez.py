@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -106,12 +107,14 @@ class MockBlueZ:
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         for _ in range(200):
-            if self.socket.exists():
+            # The socket file appears at bind(), before listen(): a busy machine showed the
+            # gap (ECONNREFUSED). Ready is when a connection is taken.
+            if self.socket.exists() and _accepts(self.socket):
                 return
             if self._daemon.returncode is not None:
                 break
             await asyncio.sleep(0.02)
-        raise MockUnavailable("dbus-daemon did not create its socket")
+        raise MockUnavailable("dbus-daemon did not listen on its socket")
 
     async def stop_dbus(self) -> None:
         await self._disconnect_control()
@@ -232,3 +235,13 @@ async def _stop(proc: asyncio.subprocess.Process | None) -> None:
     except TimeoutError:
         proc.kill()
         await proc.wait()
+
+
+def _accepts(path: Path) -> bool:
+    """A Unix socket at `path` takes connections (checked with one that closes at once)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
