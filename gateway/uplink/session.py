@@ -53,6 +53,7 @@ from gateway.uplink.order import DrainOrder, Held, Lease
 from gateway.uplink.payload import ENCODERS, Message, Target
 from gateway.uplink.ratelimit import TokenBucket
 from gateway.uplink.readahead import Prepared, ReadAhead
+from gateway.uplink.receipts import Receipts
 from gateway.uplink.responder import Responder
 from gateway.uplink.resume import ResumeHold
 from gateway.uplink.stats import LinkHealth, UplinkStats
@@ -105,7 +106,8 @@ class Uplink:
         self._settled = asyncio.Event()  # set on every PUBACK and when a session ends
         self._conn: Link | None = None  # the current session's, while there is one
         self.http = HttpLink(cfg, log) if cfg.transport == "http" else None
-        self._refused: list[tuple[list[Reading], str]] = []  # platform-refused, to dead-letter
+        limit = cfg.batch_max_readings * cfg.inflight  # rows per delete: one lease at most
+        self.receipts = Receipts(outbox, self.window, self.stats, limit=limit, log=log)
         self.cadence = Cadence(cfg, lambda: outbox.unleased(Lane.TELEMETRY))
         outbox.listeners.append(self._on_append)
 
@@ -132,10 +134,9 @@ class Uplink:
             self.kick.set()
 
     def _on_refused(self, mid: int, seqs: tuple[int, ...], reason: str) -> None:
-        """The platform refused message `mid`'s content (HTTP): its rows go to the dead
-        letters (at the next `_ack_done`), the rest of its batch goes on."""
+        """The platform refused message `mid`'s content (HTTP): `receipts`."""
         self._settled.set()
-        self._refused.append((self.window.refuse(mid, seqs), reason))
+        self.receipts.refuse(mid, seqs, reason)
         self.kick.set()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -150,7 +151,7 @@ class Uplink:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(deadline):
                 await self._settle(lambda: not self.window)
-        await self._ack_done()
+        await self.receipts.settle()
         conn = self._conn
         if isinstance(conn, Connection) and self.stats.connected:
             delivery = conn.publish(self.cfg.status_topic, b"offline", 1, retain=True)
@@ -192,7 +193,7 @@ class Uplink:
             self.resume.end()
             self.stats.connected = False
             self._settled.set()
-            await self._ack_done()
+            await self.receipts.settle()
             self.window.clear()
             await self.ahead.clear()  # its leases go back with release_all
             self.order.clear()
@@ -253,7 +254,7 @@ class Uplink:
                 self.outbox.priority.claim()
             self.ahead.check()  # a read-ahead's store fault ends the session like ours would
             if self._stopping:
-                await self._ack_done()
+                await self.receipts.settle()
                 self.outbox.priority.release()
                 await asyncio.sleep(3600)
             await self._send_held(conn, self.order.release(loop.time()))
@@ -274,7 +275,7 @@ class Uplink:
             small = size <= self.cfg.batch_max_readings
             if ahead and small:
                 self.ahead.refill(size)
-            await self._ack_done()  # after publishing: never between a PUBACK and the publish
+            await self.receipts.settle()  # after publishing: never between a PUBACK and the publish
             if ahead and not small:
                 self.ahead.refill(self.cadence.lease_size())
             if published:
@@ -300,7 +301,7 @@ class Uplink:
         """The messages for leased `rows`; unsendable rows go to the dead letters at once."""
         sorted_ = triage(rows, self.encode, self.target, self.cfg.max_payload_bytes)
         for bad, reason in sorted_.dead:
-            await self._dead_letter(bad, reason)
+            await self.receipts.dead_letter(bad, reason)
         return sorted_
 
     async def _publish_lane(self, conn: Link, lane: Lane, limit: int) -> bool:
@@ -325,20 +326,6 @@ class Uplink:
                 )
             await self._publish(conn, sorted_.messages, sorted_.rows, lease)
         return True
-
-    async def _dead_letter(self, rows: list[Reading], reason: str) -> None:
-        """Rows that can never be published leave the queue for the dead letters, loudly:
-        one bad row must never block the rows behind it."""
-        self.log.error(
-            "unsendable rows moved to dead letters",
-            reason=reason,
-            seqs=[r.seq for r in rows[:10]],
-            device=rows[0].device.encode("utf-8", "backslashreplace").decode()[:64],
-        )
-        if reason.startswith("larger than max_payload_bytes"):
-            self.stats.oversized += len(rows)
-        self.stats.dead_letters += len(rows)
-        await self.outbox.dead_letter(rows, reason)
 
     async def _publish(
         self, conn: Link, messages: Sequence[Message], rows: list[Reading], lease: Lease
@@ -378,19 +365,6 @@ class Uplink:
         self.stats.published_readings += len(batch.rows)
         # QoS 0 has no PUBACK: handing the bytes to the socket is all there is.
         self.window.seal(batch)
-
-    async def _ack_done(self) -> None:
-        while self._refused:
-            refused, reason = self._refused.pop(0)
-            if refused:
-                await self._dead_letter(refused, reason)
-        # One delete covers at most one lease's rows, however many finished meanwhile: a
-        # full disk's space reserve holds the WAL of one (a larger delete would fail there).
-        while rows := self.window.take_done(self.cfg.batch_max_readings * self.cfg.inflight):
-            await self.outbox.ack(rows)
-            self.stats.acked_readings += len(rows)
-            if self._debug:
-                self.log.debug("acknowledged", rows=len(rows), queued=self.outbox.rows)
 
 
 __all__ = ["Uplink", "UplinkStats"]
