@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from gateway.model import Lane, Observation, Reading
-from gateway.outbox.database import from_row, to_row
+from gateway.outbox.rows import from_row, to_row
 
 # gateway.pipeline (stamping) and gateway.outbox.database (reading rows back) build a Reading
 # as `tuple.__new__(Reading, every_field_in_order)`: a field added, removed or moved must

@@ -10,7 +10,8 @@ import pytest
 from gateway.model import Lane, Reading
 from gateway.outbox import meta
 from gateway.outbox.bounds import NEWEST_TELEMETRY, Bounds
-from gateway.outbox.database import INSERT, connect, fetch, row_size, to_row
+from gateway.outbox.database import connect, fetch
+from gateway.outbox.rows import INSERT, row_size, to_row
 from gateway.outbox.transaction import transaction
 
 T, M, A = Lane.TELEMETRY, Lane.MAIL, Lane.ALERT

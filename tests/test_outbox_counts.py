@@ -6,7 +6,8 @@ import asyncio
 
 from gateway.model import Lane, Reading
 from gateway.outbox.counts import Counts
-from gateway.outbox.database import INSERT, connect, to_row
+from gateway.outbox.database import connect
+from gateway.outbox.rows import INSERT, to_row
 
 
 async def test_a_recount_changes_the_counts_only_when_its_answer_is_in(tmp_path):

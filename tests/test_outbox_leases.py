@@ -9,9 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.model import Lane, Reading
-from gateway.outbox import database
-from gateway.outbox.database import INSERT, SELECT, connect, fetch, to_row
+from gateway.outbox import rows as outbox_rows
+from gateway.outbox.database import connect, fetch
 from gateway.outbox.leases import Leases
+from gateway.outbox.rows import INSERT, SELECT, to_row
 from gateway.outbox.store import Outbox
 
 T, A = Lane.TELEMETRY, Lane.ALERT
@@ -184,7 +185,7 @@ async def test_a_lease_after_a_release_skips_rows_still_leased_past_the_cursor(t
 def test_runs_cover_exactly_the_seqs_given(values: list[int]) -> None:
     # An ack deletes by these runs: a run that covered a seq not acknowledged would delete a
     # row nobody delivered (the one-run shortcut must not take duplicates for a span).
-    found = database.runs(sorted(values))
+    found = outbox_rows.runs(sorted(values))
     covered = {s for first, last in found for s in range(first, last + 1)}
     assert covered == set(values) and all(first <= last for first, last in found)
     if len(set(values)) == len(values):  # distinct seqs (an ack): separate runs, in order
@@ -193,7 +194,7 @@ def test_runs_cover_exactly_the_seqs_given(values: list[int]) -> None:
 
 @pytest.mark.parametrize("n", [1, 99, 100, 101, 250])
 async def test_insert_in_groups_stores_every_row_once_as_given(tmp_path, n: int) -> None:
-    # database.insert writes whole groups of rows as one multi-row INSERT and the rest one by
+    # outbox_rows.insert writes whole groups of rows as one multi-row INSERT and the rest one by
     # one; sub-device rows (a parent column) go by their own statement.
     given = [
         Reading(s, "d1", "level", float(s), "cm", float(s), s % 2 == 0, T)
@@ -203,8 +204,8 @@ async def test_insert_in_groups_stores_every_row_once_as_given(tmp_path, n: int)
     ]
     db = await connect(tmp_path / "o.db", "full")
     try:
-        await database.insert(db, [to_row(r) for r in given])
-        back = [database.from_row(tuple(r)) for r in await fetch(db, f"{SELECT} ORDER BY seq")]
+        await outbox_rows.insert(db, [to_row(r) for r in given])
+        back = [outbox_rows.from_row(tuple(r)) for r in await fetch(db, f"{SELECT} ORDER BY seq")]
         assert back == given
     finally:
         await db.close()

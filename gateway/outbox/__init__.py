@@ -1,7 +1,7 @@
 """The outbox: the one durable queue between the pipeline and the uplink (SQLite, WAL).
 
-Owns: the database file and its rows (`database`), the queue with its bounds, leases and
-acknowledgements (`store`, the facade: `Outbox`, built from `writer` and its one
+Owns: the database file (`database`) and its rows (`rows`), the queue with its bounds, leases
+and acknowledgements (`store`, the facade: `Outbox`, built from `writer` and its one
 `transaction`, the drop policy `bounds`, the persisted `meta` counters, the row `counts`, the
 lease bookkeeping and tail cache `leases`, the disk-full memory buffer `spill`, the space
 `reserve` that lets a full disk drain, drop logging `losses`), the one-process lock and seq

@@ -16,7 +16,8 @@ import aiosqlite
 
 from gateway.model import LANE_OF, Lane, Reading
 from gateway.outbox import meta
-from gateway.outbox.database import LANES, fetch, row_size
+from gateway.outbox.database import fetch
+from gateway.outbox.rows import LANES, row_size
 
 
 class Counts:

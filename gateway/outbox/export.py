@@ -19,7 +19,7 @@ from typing import Any
 
 from gateway.clock import iso
 from gateway.model import Lane, Reading
-from gateway.outbox.database import SELECT, from_row
+from gateway.outbox.rows import SELECT, from_row
 
 CHUNK = 5000  # rows per query: a few MB at most, and short read transactions
 FIELDS = (

@@ -24,7 +24,8 @@ import aiosqlite
 
 from gateway.model import Lane, Reading
 from gateway.outbox import meta
-from gateway.outbox.database import fetch, insert, to_row
+from gateway.outbox.database import fetch
+from gateway.outbox.rows import insert, to_row
 from gateway.outbox.transaction import transaction
 
 CHUNK = 5000  # rows per transaction

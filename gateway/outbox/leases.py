@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from gateway.model import LANE_OF, SEQ_OF, Lane, Reading
-from gateway.outbox.database import from_row, rising
+from gateway.outbox.rows import from_row, rising
 
 TAIL_LIMIT = 50_000
 

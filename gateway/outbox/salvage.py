@@ -22,7 +22,8 @@ import aiosqlite
 
 from gateway.model import Reading
 from gateway.outbox import meta
-from gateway.outbox.database import SELECT, fetch, from_row, insert, to_row
+from gateway.outbox.database import fetch
+from gateway.outbox.rows import SELECT, from_row, insert, to_row
 from gateway.outbox.transaction import transaction
 
 _WINDOW = 1000  # seqs per read; a failing window is halved until single rows

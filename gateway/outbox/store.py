@@ -25,8 +25,8 @@ Contract:
 - The file shrinks after a drain (incremental vacuum and a WAL checkpoint).
 
 This module is the facade: it opens the file, hands out sequence numbers and leases, and
-answers counts; the parts live beside it: the file and its rows (`database`), the one writer
-(`writer`) and its transaction (`transaction`), the drop policy (`bounds`), the persisted
+answers counts; the parts live beside it: the file (`database`) and its rows (`rows`), the
+one writer (`writer`) and its transaction (`transaction`), the drop policy (`bounds`), the persisted
 counters (`meta`), the row counts (`counts`), lease bookkeeping and the tail cache
 (`leases`), the disk-full buffer (`spill`). It knows nothing about MQTT, payload formats or
 drivers. Rows that can never be sent leave for the dead letters (`deadletter`).
@@ -50,11 +50,12 @@ from gateway.outbox import deadletter, intake, meta
 from gateway.outbox.bounds import OLDEST_TELEMETRY, Bounds
 from gateway.outbox.claim import Claim
 from gateway.outbox.counts import Counts
-from gateway.outbox.database import SELECT, cap_size, fetch, from_row, limit_wal
+from gateway.outbox.database import cap_size, fetch, limit_wal
 from gateway.outbox.leases import TAIL_LIMIT, Leases
 from gateway.outbox.priority import Priority
 from gateway.outbox.quarantine import open_checked
 from gateway.outbox.reserve import Reserve
+from gateway.outbox.rows import SELECT, from_row
 from gateway.outbox.spill import Spill
 from gateway.outbox.writer import Writer
 

@@ -27,10 +27,11 @@ from gateway.model import LANE_OF, SEQ_OF, Lane, Reading
 from gateway.outbox import deadletter, meta
 from gateway.outbox.bounds import Bounds, Dropped
 from gateway.outbox.counts import Counts
-from gateway.outbox.database import checkpoint, insert, is_full, runs, shrink, to_row
+from gateway.outbox.database import checkpoint, is_full, shrink
 from gateway.outbox.leases import Leases
 from gateway.outbox.losses import Losses
 from gateway.outbox.reserve import Reserve
+from gateway.outbox.rows import insert, runs, to_row
 from gateway.outbox.spill import Spill
 from gateway.outbox.transaction import transaction
 
