@@ -8,7 +8,8 @@ its exception form, decoded into pymodbus's response PDU class (a register read'
 in one unpack, `decode_registers`, which tests hold equal to pymodbus's own decode). Frames
 from another unit are counted in `strays` and skipped; a frame whose CRC fails or that does
 not decode is dropped, so it ends as no answer (None). The serial port is driven by
-pymodbus's SerialTransport; a TCP connection is a plain asyncio socket transport.
+pymodbus's SerialTransport (it calls `data_received`); a TCP connection is a plain asyncio
+socket transport, which reads into the channel's own buffer (`get_buffer`/`buffer_updated`).
 
 Why not pymodbus's own client: its transaction manager formats every decoded PDU with str()
 and appends every packet to a frame ring buffer even with its logging off, which cost more CPU
@@ -35,10 +36,16 @@ _RTU_MIN = 4  # address, function code, CRC
 _MAX_BUFFER = 2 * FramerBase.MAX_SIZE  # more than this without a frame: noise, dropped
 _REGISTER_REPLIES = (ReadHoldingRegistersResponse, ReadInputRegistersResponse)
 _WORDS = [struct.Struct(f">{n}H") for n in range(128)]  # 0..127 big-endian registers
+_INBOX = 4096  # bytes per socket read: many whole TCP frames (260 bytes at most each)
 
 
-class Channel(asyncio.Protocol):
-    """The protocol side of one connection; `asyncio` calls the callbacks, the Link `ask`s."""
+class Channel(asyncio.BufferedProtocol):
+    """The protocol side of one connection; `asyncio` calls the callbacks, the Link `ask`s.
+
+    A BufferedProtocol so that a socket transport reads into `_inbox`: with plain
+    `data_received`, asyncio's socket transport asks recv() for up to 256 KiB every read, and
+    glibc serves an allocation that size with mmap, shrinks it with mremap and frees it with
+    munmap: about 18 us of system time per answer here, more than the rest of the read."""
 
     def __init__(self, rtu: bool) -> None:
         self.rtu = rtu
@@ -48,6 +55,7 @@ class Channel(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._made: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._buffer = b""
+        self._inbox = memoryview(bytearray(_INBOX))
         self._tid = 0
         # The request in flight: who was asked, what answers it, where the answer goes.
         self._unit = 0
@@ -63,6 +71,12 @@ class Channel(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._gone(exc or ConnectionError("closed by the other end"))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._inbox  # the transport reads at most this much; the rest comes next read
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._inbox[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
         waiting = self._waiting
