@@ -53,7 +53,10 @@ class Channel(asyncio.BufferedProtocol):
         self.strays = 0  # frames from a unit we were not asking (a late, slow slave)
         self.lost: BaseException | None = None  # why the connection ended, once it has
         self._transport: asyncio.Transport | None = None
-        self._made: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # The loop it is made in, kept: on 3.11 each asyncio.get_running_loop() is a getpid()
+        # system call (a check for a fork), and this path ran three a request.
+        self._loop = asyncio.get_running_loop()
+        self._made: asyncio.Future[None] = self._loop.create_future()
         self._buffer = b""
         self._inbox = memoryview(bytearray(_INBOX))
         self._tid = 0
@@ -101,7 +104,7 @@ class Channel(asyncio.BufferedProtocol):
                 # Runs after the asker's next step (queued behind its wake-up): by then it has
                 # either asked again, and the armed deadline timer serves that request too,
                 # or it has gone quiet, and the timer is cancelled (no wake-up for nothing).
-                asyncio.get_running_loop().call_soon(self._rest)
+                self._loop.call_soon(self._rest)
                 return
 
     # -- the Link's side ------------------------------------------------------------------
@@ -127,7 +130,7 @@ class Channel(asyncio.BufferedProtocol):
             raise ConnectionError(f"not connected ({self.lost})")
         if not self.rtu:
             self._tid = self._tid % 0xFFFF + 1  # 1..65535: 0 is never a live request's id
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         waiting: asyncio.Future[ModbusPDU | None] = loop.create_future()
         self._unit, self._function, self._reply = unit, request[0], reply
         self._buffer = b""  # a partial frame from before this request answers something else
@@ -212,7 +215,7 @@ class Channel(asyncio.BufferedProtocol):
     def _arm(self, when: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_at(when, self._due)
+        self._timer = self._loop.call_at(when, self._due)
         self._timer_at = when
 
     def _due(self) -> None:
