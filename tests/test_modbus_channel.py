@@ -162,6 +162,27 @@ async def test_tcp_a_late_answer_to_the_timed_out_try_is_not_taken_for_the_retry
     assert first[2:] == second[2:] and first[:2] != second[:2]  # same request, new id
 
 
+async def test_tcp_frames_cut_at_the_read_buffers_edge_are_joined_and_all_counted() -> None:
+    # 400 other units' frames (6 KB, more than the channel's read buffer) and the head of our
+    # answer in one write, its tail later: frames cut at a read's end are joined with the next
+    # read's start, and a short read is only what came (not the buffer's older bytes).
+    strays = 400
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readexactly(12)
+        other = request[:6] + bytes([9]) + request[7:]
+        answer = tcp_answer(request, [7, 8])
+        writer.write(tcp_answer(other, [0] * 3) * strays + answer[:5])
+        await writer.drain()
+        await asyncio.sleep(0.05)  # if the two writes arrive as one read, the test is weaker
+        writer.write(answer[5:])
+        await reader.read()
+
+    async with tcp_server(serve) as options, Link(options) as link:
+        assert await link.read(5, "holding", 0, 2) == [7, 8]
+        assert link.strays == strays
+
+
 async def test_tcp_a_peer_hanging_up_mid_request_is_the_bus_gone_not_a_silent_unit() -> None:
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readexactly(12)

@@ -46,6 +46,9 @@ def _same(recipe: Recipe, values: Sequence[Sequence[object]], params: dict[str, 
     got = _outcome(lambda: recipe.decode(values, params))  # type: ignore[arg-type]
     want = _outcome(lambda: recipe.decoder.decode(recipe.registers(values), params))  # type: ignore[arg-type]
     assert got == want
+    # Again: the compiled path keeps scaled values it has worked out, and must not differ
+    # once it does.
+    assert _outcome(lambda: recipe.decode(values, params)) == want  # type: ignore[arg-type]
     return got[0]
 
 
@@ -208,6 +211,37 @@ def test_random_profiles_decode_clean_reads_the_same(
         for b in recipe.blocks
     ]
     _same(recipe, words, {"h": data.draw(st.floats(-1e3, 1e3))})
+
+
+@settings(max_examples=200, deadline=None)
+@given(_profiles(), st.data())
+def test_many_polls_through_one_recipe_decode_the_same(
+    decoder: ModbusDecoder, data: st.DataObject
+) -> None:
+    # A device's polls share its recipe (and its kept scaled values): raw values that repeat,
+    # from a few to more than it keeps, in any order, each poll as the plain decoder has it.
+    recipe = Recipe(decoder, plan(decoder.spans()))
+    limit = {"coil": 1, "discrete": 1, "holding": 0xFFFF, "input": 0xFFFF}
+    pool = data.draw(st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=300))
+    for _ in range(data.draw(st.integers(1, 40))):
+        words = [
+            [data.draw(st.sampled_from(pool)) & limit[b.kind] for _ in range(b.count)]
+            for b in recipe.blocks
+        ]
+        _same(recipe, words, {"h": 2.0})
+
+
+def test_kept_scaled_values_are_bounded_and_still_right_past_the_bound() -> None:
+    from drivers.modbus.recipe import _MEMO
+
+    point = Point("t", "temperature", "holding", 0, "i16", scale=0.1, offset=-40.0)
+    recipe = Recipe(ModbusDecoder((point,)), plan(ModbusDecoder((point,)).spans()))
+    for raw in [*range(0, 3 * _MEMO, 3), *range(0, 3 * _MEMO, 7)]:  # past the bound, repeats
+        assert _same(recipe, [[raw]], {}) == "ok"
+    # The function's bound constants (recipe internals, read only): no dict beyond the bound.
+    memos = [v for v in recipe._compiled.__globals__.values() if type(v) is dict]  # type: ignore[union-attr]
+    memos = [m for m in memos if m and all(type(k) is int for k in m)]
+    assert memos and all(len(m) <= _MEMO for m in memos)
 
 
 @settings(max_examples=300, deadline=None)

@@ -185,7 +185,7 @@ class ModbusBus:
             if dev.due > now:
                 await self._idle(dev.due - now)
                 continue
-            await self._poll(link, dev)
+            await self._poll(link, dev, loop)  # get_running_loop() is a getpid() call on 3.11
             dev.due = next_due(
                 dev.due, dev.config.interval, self.options.jitter, self._rng, loop.time()
             )
@@ -210,9 +210,8 @@ class ModbusBus:
         self._last_end = asyncio.get_running_loop().time()
 
     # -- polling --------------------------------------------------------------------------
-    async def _poll(self, link: Link, dev: _Device) -> None:
+    async def _poll(self, link: Link, dev: _Device, loop: asyncio.AbstractEventLoop) -> None:
         self.counters["polls"] += 1
-        loop = asyncio.get_running_loop()
         ts = time.time()
         try:
             for t in dev.decoder.triggers:

@@ -33,6 +33,7 @@ from gateway.model import Observation, Value
 
 _COMPILED_TYPES = frozenset({"u16", "i16", "bool"})
 _LIMIT = {"coil": 1, "discrete": 1, "holding": 0xFFFF, "input": 0xFFFF}
+_MEMO = 256  # scaled values kept per point (raw -> value): ~23 KB at most each
 # Whatever the compiled path meets that it does not take as it is; the plain decoder decides.
 _NOT_TAKEN = (DecodeError, LookupError, TypeError, ValueError, ArithmeticError)
 
@@ -156,10 +157,18 @@ class _Source:
         identity = p.scale == 1 and p.offset == 0
         places = p.decimals if p.decimals is not None else inferred_decimals(p.scale, p.offset)
         scale, offset = self.const(p.scale), self.const(p.offset)
-        if source < 0:
+        if source < 0 and identity:
+            self.line(f"n{j} = r{j}")
+        elif source < 0:
             # `/ 1` as the plain decoder divides by 10**0: a float even when scale is an int.
             scaled = f"round(r{j} / 1 * {scale} + {offset}, {int(places)})"
-            self.line(f"n{j} = r{j}" if identity else f"n{j} = {scaled}")
+            # round() to decimal places is most of a point's cost; a sensor's raw values
+            # repeat (noise at its resolution), so the results are kept, up to _MEMO of them.
+            memo = self.const({})
+            self.line(f"n{j} = {memo}.get(r{j})")
+            self.line(f"if n{j} is None:")
+            self.line(f"    n{j} = {scaled}")
+            self.line(f"    if len({memo}) < {_MEMO}: {memo}[r{j}] = n{j}")
         else:
             self.line(f"shift = r{int(source)}")
             self.line("if not 0 <= shift <= 9: raise DecodeError")  # the plain decoder words it
