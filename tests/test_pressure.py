@@ -23,7 +23,7 @@ from gateway.errors import ConfigError
 from gateway.model import Lane, Observation, Reading
 from gateway.outbox.averaging import Averaging
 from gateway.outbox.pressure import Pressure
-from gateway.outbox.priority import Priority
+from gateway.outbox.priority import FREE, Priority
 from gateway.outbox.store import Outbox
 from gateway.pipeline import Pipeline
 from gateway.uplink.order import DrainOrder
@@ -62,6 +62,22 @@ async def test_intake_is_never_starved_by_an_uplink_that_never_releases():
     assert p.overruns == 1
     await p.give_way()  # then a free pass: no second wait right away
     assert (p.yields, p.overruns) == (1, 1)
+
+
+async def test_after_a_wait_that_ran_out_intake_passes_freely_for_its_share_then_waits():
+    """The uplink behind for good: intake's free pass after each overrun is max_hold * FREE,
+    so it keeps FREE / (1 + FREE) of the loop, no more and no less."""
+    now = [0.0]
+    p = Priority(max_hold=0.01, monotonic=lambda: now[0])
+    p.claim()
+    await p.give_way()  # waits max_hold and runs out (the fake clock stands still meanwhile)
+    assert (p.yields, p.overruns) == (1, 1)
+    now[0] = 0.01 * FREE * 0.9
+    await p.give_way()  # inside the free pass: no wait
+    assert p.yields == 1
+    now[0] = 0.01 * FREE * 1.1
+    await p.give_way()  # the pass is over: waits again
+    assert (p.yields, p.overruns) == (2, 2)
 
 
 # -- the imbalance watch --------------------------------------------------------------------
@@ -225,7 +241,8 @@ async def test_a_latency_bound_uplink_has_its_next_batches_ready_while_one_is_in
     tmp_path, broker, platform, log
 ):
     """One batch in flight and a backlog behind it: while its PUBACKs travel (held back here),
-    the next batches are leased in one query and encoded already (AHEAD_ROWS rows, no more),
+    the next batches are leased in one query and encoded already (bounded: AHEAD_ROWS and at
+    most half as many again),
     and wait for the window; when the PUBACKs come the next goes at once, with no outbox
     query or encoding between. Every row arrives, once. (Before, the next lease began only
     after the PUBACKs and the delete; then one batch was prepared per round trip, and its
@@ -243,7 +260,7 @@ async def test_a_latency_bound_uplink_has_its_next_batches_ready_while_one_is_in
             leased, published = ob.leased(), up.stats.published_readings
             for _ in range(10):
                 await asyncio.sleep(0.01)
-            assert 0 < up.ahead.rows <= AHEAD_ROWS  # read ahead, bounded: one query's worth
+            assert 0 < up.ahead.rows <= AHEAD_ROWS * 3 // 2  # read ahead, and bounded
             assert ob.leased() == leased  # and no further lease while the window is full
             assert up.stats.published_readings == published  # the batches wait for the window
             in_flight = published - up.stats.acked_readings

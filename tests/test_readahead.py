@@ -103,7 +103,7 @@ async def test_a_large_lease_is_one_batch() -> None:
     assert await ra.take() is None
 
 
-async def test_no_second_query_while_batches_wait_or_one_runs() -> None:
+async def test_a_second_query_only_when_half_a_read_ahead_or_less_is_left_and_none_runs() -> None:
     q = Queue(10_000)
     ra, _ = _ahead(q)
     q.gate.clear()
@@ -113,16 +113,28 @@ async def test_no_second_query_while_batches_wait_or_one_runs() -> None:
     assert q.calls == [AHEAD_ROWS]
     q.gate.set()
     await _settle(ra)
-    ra.refill(200)  # batches wait
+    ra.refill(200)  # all of it waits
     await asyncio.sleep(0)
     assert q.calls == [AHEAD_ROWS]
-    while await ra.take() is not None:
-        pass
-    ra.refill(200)  # all taken: the next query
+    taken: list[int] = []
+    while True:
+        batch = await ra.take()
+        assert batch is not None
+        taken += [r.seq for r in batch[0]]
+        left = ra.rows
+        ra.refill(200)
+        await asyncio.sleep(0)
+        if left > AHEAD_ROWS // 2:
+            assert len(q.calls) == 1  # more than half still waits: no query
+        else:
+            assert len(q.calls) == 2 and left > 0  # the next query, while the rest goes out
+            break
     await _settle(ra)
     assert q.calls == [AHEAD_ROWS, AHEAD_ROWS]
-    batch = await ra.take()
-    assert batch is not None and batch[0][0].seq == AHEAD_ROWS + 1
+    assert ra.rows <= AHEAD_ROWS * 3 // 2  # bounded: one and a half read-aheads
+    while (batch := await ra.take()) is not None:
+        taken += [r.seq for r in batch[0]]
+    assert taken == list(range(1, 2 * AHEAD_ROWS + 1))  # in order across the two queries
 
 
 async def test_take_waits_for_a_running_refill_and_a_cancelled_taker_does_not_stop_it() -> None:

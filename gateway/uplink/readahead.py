@@ -11,9 +11,10 @@ wait per several round trips, not one per round trip (measured with bench/pressu
 `latency` setting at 4x offered: the lease waited up to 37 ms beside an 8 ms round).
 
 Contract:
-- At most one refill runs; batches come out oldest first, each the rows of one part of the
-  lease (`size` rows, the last part shorter when the queue ran dry), already triaged (rows
-  that can never be published went to the dead letters through `encode`).
+- At most one refill runs, and one starts only when half a read-ahead or less is ready: at
+  most one and a half read-aheads are leased ahead. Batches come out oldest first, each the
+  rows of one part of a lease (`size` rows, the last part shorter when the queue ran dry),
+  already triaged (rows that can never be published went to the dead letters via `encode`).
 - `take()` waits for a running refill when nothing is ready and re-raises its failure (a
   store fault is the pump's to handle, as if it had leased itself).
 - `clear()` cancels a refill and forgets every batch: their rows stay leased until the
@@ -65,12 +66,14 @@ class ReadAhead:
         return self._task is not None and not self._task.done()
 
     def refill(self, size: int) -> None:
-        """Unless a batch is ready or a refill runs: lease ahead in the background, in
-        batches of `size` rows (at least one batch, whole batches up to AHEAD_ROWS)."""
+        """Unless a refill runs or more than half a read-ahead is ready: lease ahead in the
+        background, in batches of `size` rows (at least one batch, whole batches up to
+        AHEAD_ROWS). Starting at half, not at empty, gives the query the time the rest takes
+        to go out (a query waits its turn behind the appends)."""
         self.check()
-        if self._batches or self._task is not None:
-            return
         rows = size * max(1, AHEAD_ROWS // size)
+        if self._task is not None or self.rows > rows // 2:
+            return
         self._task = asyncio.create_task(self._fill(size, rows), name="uplink-read-ahead")
 
     async def _fill(self, size: int, limit: int) -> None:
