@@ -268,8 +268,8 @@ class Uplink:
             # The window is full and a backlog waits: while the PUBACKs travel, lease and
             # encode what goes next (gateway.uplink.readahead), so it goes the moment they
             # are in. Batches of one batch's size are leased before the delete of what was
-            # delivered (the next PUBACKs may be in soon); a larger lease after it, so that one
-            # delete never covers two of those (a full disk's reserve holds the WAL of one).
+            # delivered (the next PUBACKs may be in soon); a larger lease after it (and
+            # `receipts` deletes one lease at a time: a full disk's reserve holds the WAL of one).
             size = self.cadence.lease_size()
             ahead = len(self.window) >= self.cfg.inflight and self.cadence.behind()
             small = size <= self.cfg.batch_max_readings
