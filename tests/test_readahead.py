@@ -154,12 +154,18 @@ async def test_take_waits_for_a_running_refill_and_a_cancelled_taker_does_not_st
     assert batch is not None and [r.seq for r in batch[0]] == list(range(1, 201))
 
 
-async def test_a_failed_refill_is_raised_to_the_pump_once() -> None:
+async def _failed(error: Exception) -> tuple[Queue, ReadAhead, list[int]]:
+    """A read-ahead whose one query failed with `error`."""
     q = Queue(1_000)
-    q.error = RuntimeError("disk I/O error")
+    q.error = error
     ra, kicks = _ahead(q)
     ra.refill(200)
     await _settle(ra)
+    return q, ra, kicks
+
+
+async def test_a_failed_refill_is_raised_to_the_pump_once() -> None:
+    q, ra, kicks = await _failed(RuntimeError("disk I/O error"))
     assert kicks == [1]  # woken to see it
     with pytest.raises(RuntimeError, match="disk I/O error"):
         await ra.take()
@@ -171,11 +177,7 @@ async def test_a_failed_refill_is_raised_to_the_pump_once() -> None:
 
 
 async def test_check_raises_a_failure_before_anyone_takes() -> None:
-    q = Queue(1_000)
-    q.error = OSError("gone")
-    ra, _ = _ahead(q)
-    ra.refill(200)
-    await _settle(ra)
+    _, ra, _ = await _failed(OSError("gone"))
     with pytest.raises(OSError, match="gone"):
         ra.refill(200)  # the pump's next look sees it
 
