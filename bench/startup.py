@@ -9,7 +9,9 @@
   `python_bare_s` is the floor: the interpreter alone (`python -c pass`).
 - `idle_*`: 100 synthetic devices at one reading a minute each, defaults otherwise, a local
   broker, the daemon's environment as the unit gives it (its watchdog: WATCHDOG_USEC from
-  systemd/gateway.service's WatchdogSec); CPU share of one core, RSS and USS (its private
+  systemd/gateway.service's WatchdogSec); CPU share of one core (the scheduler's run time of
+  its threads in ns, /proc/PID/task/*/schedstat; `idle_cpu_ticks_pct` is the same from the
+  process's clock-tick CPU time, 10 ms a tick), RSS and USS (its private
   pages: RSS less pages it shares with other processes, such as libpython's and libcrypto's
   code while another Python process runs) of the daemon, and its wake-ups per second: the
   voluntary context switches of all its threads (/proc/PID/task/*/status), each one a thread
@@ -182,6 +184,17 @@ class Daemon:
         t = self.ps.cpu_times()
         return t.user + t.system
 
+    def run_ns(self) -> dict[str, int]:
+        """Each live thread's time on a CPU in nanoseconds (the scheduler's own sum,
+        /proc/PID/task/TID/schedstat), by thread id. `cpu()` comes in clock ticks (10 ms
+        here): over an idle minute 0.2 % of a core is 12 ticks, so one tick more or less
+        moved the figure by 0.017 points."""
+        out: dict[str, int] = {}
+        for task in Path(f"/proc/{self.p.pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                out[task.name] = int((task / "schedstat").read_text().split()[0])
+        return out
+
     def wakeups(self) -> tuple[int, int]:
         """(voluntary context switches of all threads, of the event loop's thread)."""
         total = loop = 0
@@ -270,16 +283,21 @@ def idle(seconds: float, cache: Path, devices: int = 100) -> dict[str, float]:
             daemon.ready()
             daemon.connected()
             time.sleep(5)  # imports done, first polls spread out, the link settled
-            cpu0, (all0, loop0), t0 = daemon.cpu(), daemon.wakeups(), time.monotonic()
+            cpu0, ns0, (all0, loop0) = daemon.cpu(), daemon.run_ns(), daemon.wakeups()
+            t0 = time.monotonic()
             time.sleep(seconds)
-            cpu, (all1, loop1) = daemon.cpu() - cpu0, daemon.wakeups()
+            ticks, ns1, (all1, loop1) = daemon.cpu() - cpu0, daemon.run_ns(), daemon.wakeups()
             elapsed = time.monotonic() - t0
+            cpu = ticks
+            if ns0.keys() <= ns1.keys():  # no thread ended meanwhile (its time would be lost)
+                cpu = sum(ns1[tid] - ns0.get(tid, 0) for tid in ns1) / 1e9
             rss = daemon.ps.memory_info().rss
             uss = daemon.ps.memory_full_info().uss
         finally:
             daemon.stop()
     return {
         "idle_cpu_pct": round(100 * cpu / elapsed, 3),
+        "idle_cpu_ticks_pct": round(100 * ticks / elapsed, 3),
         "idle_rss_mb": round(rss / 2**20, 1),
         "idle_uss_mb": round(uss / 2**20, 1),
         "idle_wakeups_per_s": round((all1 - all0) / elapsed, 2),
@@ -291,7 +309,10 @@ def idle(seconds: float, cache: Path, devices: int = 100) -> dict[str, float]:
 REPEATS = 5  # restarts per start-up figure; idle and outage are measured once per repeat
 DOCS = {
     "start_to_running_s_small": Doc("start to `gateway running`, one synthetic device", "<= 0.5"),
-    "idle_cpu_pct": Doc("idle: 100 devices, one reading a minute, % of a core", "<= 0.2"),
+    "idle_cpu_pct": Doc(
+        "idle: 100 devices, one reading a minute, % of a core (scheduler run time, ns)", "<= 0.2"
+    ),
+    "idle_cpu_ticks_pct": Doc("the same, from the process's CPU time in clock ticks (10 ms)"),
     "idle_rss_mb": Doc("idle RSS (MB)", "<= 30"),
     "idle_uss_mb": Doc("idle USS (MB): the daemon's private pages, not those it shares"),
     "idle_wakeups_per_s": Doc("idle: wake-ups per second, all threads (voluntary switches)"),
