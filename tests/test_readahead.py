@@ -197,3 +197,20 @@ async def test_clear_cancels_a_running_query_and_forgets_what_was_prepared() -> 
     assert q.cancelled and not ra.refilling
     q.gate.set()
     assert await ra.take() is None  # nothing comes back from a cancelled query
+
+
+async def test_clear_returns_a_failure_nobody_saw_and_nothing_otherwise() -> None:
+    """At a session's end the pump no longer looks: the session logs what clear returns."""
+    _, ra, _ = await _failed(OSError("disk I/O error"))
+    lost = await ra.clear()
+    assert isinstance(lost, OSError) and "disk I/O error" in str(lost)
+    assert await ra.clear() is None  # returned once
+    q = Queue(10_000)
+    ra, _ = _ahead(q)
+    ra.refill(200)
+    await _settle(ra)
+    assert await ra.clear() is None  # a refill that went well
+    q.gate.clear()
+    ra.refill(200)
+    await asyncio.sleep(0)
+    assert await ra.clear() is None and q.cancelled  # one we cancelled is no failure

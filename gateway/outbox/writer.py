@@ -160,7 +160,8 @@ class Writer:
         """Delete delivered rows in one transaction; rows dropped meanwhile are fine. On a
         full disk the space reserve is released for the delete, which goes in pieces when it
         is too large for it (`_delete_in_pieces`); without a reserve the rows stay (deleting
-        needs WAL space too) and are re-sent later."""
+        needs WAL space too): their leases have ended but the lease cursor is past them, so
+        they are sent again only after the session's `release_all` (a reconnect)."""
         seqs = sorted(map(SEQ_OF, readings))
         acked = set(seqs)
         async with self._lock:

@@ -18,7 +18,8 @@ Contract:
 - `take()` waits for a running refill when nothing is ready and re-raises its failure (a
   store fault is the pump's to handle, as if it had leased itself).
 - `clear()` cancels a refill and forgets every batch: their rows stay leased until the
-  session's `release_all` (call it first), so nothing is lost and nothing is sent twice.
+  session's `release_all` (call it first), so nothing is lost and nothing is sent twice. A
+  failure nobody saw yet is returned, not raised (the session is over; its caller logs it).
 Knows nothing of MQTT, the window or the outbox's file: two callables and a task.
 """
 
@@ -103,11 +104,18 @@ class ReadAhead:
         self.check()
         return self._batches.popleft() if self._batches else None
 
-    async def clear(self) -> None:
-        """Stop a refill and forget what was prepared (the caller releases the leases)."""
+    async def clear(self) -> Exception | None:
+        """Stop a refill and forget what was prepared (the caller releases the leases).
+        Returns the failure of a refill nobody saw (`check` not reached before the session
+        ended), for the caller to log: it is not raised, the session is over."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task  # a failure after the session ended has nobody to go to
         self._batches.clear()
+        if task is None:
+            return None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        if task.cancelled():
+            return None
+        error = task.exception()
+        return error if isinstance(error, Exception) else None

@@ -195,7 +195,8 @@ class Uplink:
             self._settled.set()
             await self.receipts.settle()
             self.window.clear()
-            await self.ahead.clear()  # its leases go back with release_all
+            if (lost := await self.ahead.clear()) is not None:  # leases go with release_all
+                self.log.warning("uplink read-ahead failed as the session ended", error=str(lost))
             self.order.clear()
             waiting = self.outbox.unleased(Lane.TELEMETRY)
             self.outbox.release_all()
