@@ -115,7 +115,7 @@ class ReadAhead:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-        if task.cancelled():
+        if not task.done() or task.cancelled():  # not done: we were cancelled while waiting
             return None
         error = task.exception()
         return error if isinstance(error, Exception) else None
