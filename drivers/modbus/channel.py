@@ -213,8 +213,7 @@ class Channel(asyncio.BufferedProtocol):
 
     # -- the deadline -----------------------------------------------------------------------
     def _arm(self, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self._disarm()
         self._timer = self._loop.call_at(when, self._due)
         self._timer_at = when
 
@@ -231,15 +230,17 @@ class Channel(asyncio.BufferedProtocol):
 
     def _rest(self) -> None:
         """Cancel the deadline timer when no request is in flight (see data_received)."""
-        if self._timer is not None and self._waiting is None:
+        if self._waiting is None:
+            self._disarm()
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def _gone(self, why: BaseException) -> None:
         transport, self._transport = self._transport, None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._disarm()
         if self.lost is None:
             self.lost = why
         if not self._made.done():
