@@ -113,6 +113,21 @@ def registers(answer: ModbusPDU | None) -> list[int]:
     return list(answer.registers)
 
 
+async def only_own_wakeup(loop: DeadlineLoop) -> None:
+    """A minute's rest wakes the loop once, at its end: no deadline timer was left armed."""
+    loop.selector.waits.clear()
+    await asyncio.sleep(60.0)
+    assert loop.selector.waits == [pytest.approx(60.0)]
+
+
+async def unanswered_until_its_deadline(loop: DeadlineLoop, channel: Channel, peer: Peer) -> None:
+    """The peer goes silent: the next request ends unanswered exactly WITHIN after it."""
+    peer.silent = True
+    asked = loop.time()
+    assert await ask(channel) is None
+    assert loop.time() - asked == pytest.approx(WITHIN)
+
+
 def test_requests_in_a_row_share_one_timer_and_leave_none_behind_for_an_idle_loop() -> None:
     async def scenario(loop: DeadlineLoop) -> None:
         channel, _ = connected(delay=0.0)
@@ -121,9 +136,7 @@ def test_requests_in_a_row_share_one_timer_and_leave_none_behind_for_an_idle_loo
             assert registers(await ask(channel)) == [n, n]
         assert loop.timers - before == 1  # one deadline timer for the whole run
         # Then the poller rests: the only wake-up is its own, none at the last deadline.
-        loop.selector.waits.clear()
-        await asyncio.sleep(60.0)
-        assert loop.selector.waits == [pytest.approx(60.0)]
+        await only_own_wakeup(loop)
 
     run(scenario)
 
@@ -135,17 +148,11 @@ def test_a_silent_request_after_a_long_run_ends_at_its_own_deadline_not_an_earli
         channel, peer = connected(delay=0.1)
         for n in range(1, 13):
             assert registers(await ask(channel)) == [n, n]
-        peer.silent = True
-        asked = loop.time()
-        assert await ask(channel) is None
-        assert loop.time() - asked == pytest.approx(WITHIN)
+        await unanswered_until_its_deadline(loop, channel, peer)
         # It still answers afterwards, and a second silence also takes exactly its time.
         peer.silent = False
         assert registers(await ask(channel)) == [14, 14]
-        peer.silent = True
-        asked = loop.time()
-        assert await ask(channel) is None
-        assert loop.time() - asked == pytest.approx(WITHIN)
+        await unanswered_until_its_deadline(loop, channel, peer)
 
     run(scenario)
 
@@ -160,9 +167,7 @@ def test_a_request_given_up_by_its_asker_leaves_no_timer_to_wake_the_loop() -> N
         asking.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asking
-        loop.selector.waits.clear()
-        await asyncio.sleep(60.0)
-        assert loop.selector.waits == [pytest.approx(60.0)]
+        await only_own_wakeup(loop)
 
     run(scenario)
 
@@ -176,9 +181,6 @@ def test_a_timer_armed_for_a_later_deadline_gives_way_to_a_shorter_request() -> 
             1,
             1,
         ]
-        peer.silent = True
-        asked = loop.time()
-        assert await ask(channel) is None
-        assert loop.time() - asked == pytest.approx(WITHIN)
+        await unanswered_until_its_deadline(loop, channel, peer)
 
     run(scenario)
