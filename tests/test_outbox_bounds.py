@@ -9,10 +9,10 @@ import pytest
 
 from gateway.model import Lane, Reading
 from gateway.outbox import meta
-from gateway.outbox.bounds import NEWEST_TELEMETRY, Bounds
+from gateway.outbox.bounds import NEWEST_TELEMETRY, Bounds, Dropped
 from gateway.outbox.database import connect, fetch
 from gateway.outbox.rows import INSERT, row_size, to_row
-from gateway.outbox.transaction import transaction
+from gateway.outbox.transaction import atomic, transaction
 
 T, M, A = Lane.TELEMETRY, Lane.MAIL, Lane.ALERT
 
@@ -29,6 +29,11 @@ async def fill(db, readings: list[Reading]) -> tuple[int, int]:
     return n, int(size)
 
 
+async def enforce(db, bounds: Bounds, **sizes: int) -> Dropped:
+    """`bounds.enforce` in a transaction of its own, as the writer runs it (SQLite thread)."""
+    return await atomic(db, lambda conn: bounds.enforce(conn, **sizes))
+
+
 async def remaining(db) -> list[int]:
     return [seq for (seq,) in await fetch(db, "SELECT seq FROM outbox ORDER BY seq")]
 
@@ -37,10 +42,9 @@ async def test_within_bounds_nothing_is_dropped(tmp_path):
     db = await connect(tmp_path / "o.db", "full")
     try:
         n, size = await fill(db, rows(T, 1, 2, 3))
-        async with transaction(db):
-            dropped = await Bounds(5, 1 << 20).enforce(
-                db, rows=n, nbytes=size, adding=2, adding_bytes=100
-            )
+        dropped = await enforce(
+            db, Bounds(5, 1 << 20), rows=n, nbytes=size, adding=2, adding_bytes=100
+        )
         assert dropped == {} and await remaining(db) == [1, 2, 3]
         assert await meta.read(db) == {}
     finally:
@@ -52,11 +56,10 @@ async def test_telemetry_gives_way_first_then_mail_then_alerts_and_each_drop_is_
     try:
         batch = rows(A, 1, 2) + rows(T, 3, 4) + rows(M, 5, 6)
         n, size = await fill(db, batch)
-        async with transaction(db):
-            # Room for 6 rows, 5 more coming: 5 must go.
-            dropped = await Bounds(6, 1 << 20).enforce(
-                db, rows=n, nbytes=size, adding=5, adding_bytes=500
-            )
+        # Room for 6 rows, 5 more coming: 5 must go.
+        dropped = await enforce(
+            db, Bounds(6, 1 << 20), rows=n, nbytes=size, adding=5, adding_bytes=500
+        )
         sizes = {r.seq: row_size(r) for r in batch}
         assert {lane: sorted(gone) for lane, gone in dropped.items()} == {
             T: [(3, sizes[3]), (4, sizes[4])],
@@ -77,10 +80,14 @@ async def test_newest_telemetry_policy_drops_the_latest_arrivals(tmp_path):
     db = await connect(tmp_path / "o.db", "full")
     try:
         n, size = await fill(db, rows(T, 1, 2, 3, 4) + rows(A, 5))
-        async with transaction(db):
-            dropped = await Bounds(5, 1 << 20, NEWEST_TELEMETRY).enforce(
-                db, rows=n, nbytes=size, adding=2, adding_bytes=100
-            )
+        dropped = await enforce(
+            db,
+            Bounds(5, 1 << 20, NEWEST_TELEMETRY),
+            rows=n,
+            nbytes=size,
+            adding=2,
+            adding_bytes=100,
+        )
         assert sorted(seq for seq, _ in dropped[T]) == [3, 4] and A not in dropped
         assert await remaining(db) == [1, 2, 5]
     finally:
@@ -92,11 +99,10 @@ async def test_the_byte_bound_drops_enough_rows_to_free_the_excess(tmp_path):
     try:
         n, size = await fill(db, rows(T, *range(1, 101)))
         mean = size // n
-        async with transaction(db):
-            # 10 rows' worth of bytes over: about 10 rows go (from the mean row size).
-            dropped = await Bounds(10_000, size).enforce(
-                db, rows=n, nbytes=size, adding=10, adding_bytes=10 * mean
-            )
+        # 10 rows' worth of bytes over: about 10 rows go (from the mean row size).
+        dropped = await enforce(
+            db, Bounds(10_000, size), rows=n, nbytes=size, adding=10, adding_bytes=10 * mean
+        )
         assert len(dropped[T]) == 10 and await remaining(db) == list(range(11, 101))
     finally:
         await db.close()
@@ -106,10 +112,13 @@ async def test_drops_and_their_counters_roll_back_with_the_transaction(tmp_path)
     db = await connect(tmp_path / "o.db", "full")
     try:
         n, size = await fill(db, rows(T, 1, 2, 3))
+
+        def drop_then_fail(conn: sqlite3.Connection) -> None:
+            Bounds(2, 1 << 20).enforce(conn, rows=n, nbytes=size, adding=1, adding_bytes=50)
+            conn.execute(INSERT, to_row(rows(T, 3)[0]))  # the batch's insert fails
+
         with pytest.raises(sqlite3.IntegrityError):
-            async with transaction(db):
-                await Bounds(2, 1 << 20).enforce(db, rows=n, nbytes=size, adding=1, adding_bytes=50)
-                await db.execute(INSERT, to_row(rows(T, 3)[0]))  # the batch's insert fails
+            await atomic(db, drop_then_fail)
         assert await remaining(db) == [1, 2, 3] and await meta.read(db) == {}
     finally:
         await db.close()

@@ -14,6 +14,7 @@ from gateway.outbox.database import connect, fetch
 from gateway.outbox.leases import Leases
 from gateway.outbox.rows import INSERT, SELECT, to_row
 from gateway.outbox.store import Outbox
+from gateway.outbox.transaction import atomic
 
 T, A = Lane.TELEMETRY, Lane.ALERT
 
@@ -204,7 +205,7 @@ async def test_insert_in_groups_stores_every_row_once_as_given(tmp_path, n: int)
     ]
     db = await connect(tmp_path / "o.db", "full")
     try:
-        await outbox_rows.insert(db, [to_row(r) for r in given])
+        await atomic(db, outbox_rows.insert, [to_row(r) for r in given])
         back = [outbox_rows.from_row(tuple(r)) for r in await fetch(db, f"{SELECT} ORDER BY seq")]
         assert back == given
     finally:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 
 import pytest
 
 from gateway.model import Lane, Reading
 from gateway.outbox.database import connect
 from gateway.outbox.store import Outbox
-from gateway.outbox.transaction import transaction
+from gateway.outbox.transaction import atomic, transaction
 
 
 def _meta_rows(path) -> list[tuple[str, int]]:
@@ -98,6 +99,92 @@ async def test_begin_immediate_takes_the_write_lock_at_the_start(tmp_path):
                 other.execute("BEGIN IMMEDIATE")
         other.execute("BEGIN IMMEDIATE")  # free again once committed
         other.execute("ROLLBACK")
+    finally:
+        other.close()
+        await db.close()
+
+
+def _put(conn: sqlite3.Connection, *pairs: tuple[str, int]) -> int:
+    conn.executemany("INSERT INTO meta VALUES (?, ?)", pairs)
+    return len(pairs)
+
+
+async def test_atomic_commits_the_work_and_returns_its_result(tmp_path):
+    path = tmp_path / "o.db"
+    db = await connect(path, "full")
+    try:
+        assert await atomic(db, _put, ("a", 1), ("b", 2)) == 2
+        assert not db.in_transaction
+        assert _meta_rows(path) == [("a", 1), ("b", 2)]
+    finally:
+        await db.close()
+
+
+async def test_atomic_rolls_the_whole_work_back_on_an_error_and_raises_it(tmp_path):
+    path = tmp_path / "o.db"
+    db = await connect(path, "full")
+
+    def put_then_fail(conn: sqlite3.Connection) -> None:
+        _put(conn, ("a", 1))
+        raise KeyError("boom")
+
+    try:
+        with pytest.raises(KeyError, match="boom"):
+            await atomic(db, put_then_fail)
+        # A failing statement after a good one: both gone.
+        with pytest.raises(sqlite3.IntegrityError):
+            await atomic(db, _put, ("b", 1), ("b", 2))
+        assert not db.in_transaction and _meta_rows(path) == []
+        await atomic(db, _put, ("c", 3))  # the connection is usable again
+        assert _meta_rows(path) == [("c", 3)]
+    finally:
+        await db.close()
+
+
+async def test_atomic_work_whose_caller_is_cancelled_still_ends_its_transaction(tmp_path):
+    """The work runs on in the SQLite thread: committed whole, never left open."""
+    path = tmp_path / "o.db"
+    db = await connect(path, "full")
+    started, release = threading.Event(), threading.Event()
+
+    def slow_put(conn: sqlite3.Connection) -> None:
+        _put(conn, ("a", 1))
+        started.set()
+        release.wait(5)
+        _put(conn, ("b", 2))
+
+    try:
+        task = asyncio.create_task(atomic(db, slow_put))
+        assert await asyncio.to_thread(started.wait, 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        await atomic(db, _put, ("c", 3))  # queued behind the cancelled caller's work
+        assert not db.in_transaction
+        assert _meta_rows(path) == [("a", 1), ("b", 2), ("c", 3)]
+    finally:
+        release.set()
+        await db.close()
+
+
+async def test_atomic_takes_the_write_lock_at_the_start(tmp_path):
+    path = tmp_path / "o.db"
+    db = await connect(path, "full")
+    # Used from the SQLite thread, inside the work.
+    other = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+
+    def try_other(conn: sqlite3.Connection) -> str:
+        try:
+            other.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            return str(exc)
+        other.execute("ROLLBACK")
+        return "not locked"
+
+    try:
+        # Before the work wrote anything (a deferred BEGIN would not lock yet).
+        assert "locked" in await atomic(db, try_other)
     finally:
         other.close()
         await db.close()

@@ -3,19 +3,18 @@
 Over the bound (rows or bytes), telemetry goes first (its oldest rows, or its newest with
 `drop_policy="newest-telemetry"`), then mail, then alerts: an alert is never dropped while
 telemetry remains. Each drop is counted in `meta` in the same transaction as the DELETE.
-Runs inside the caller's transaction and never commits; it keeps no state and does not touch
+Runs in the SQLite thread inside the caller's transaction (`transaction.atomic`) and never
+commits; it keeps no state and does not touch
 leases or counts: the store applies the returned drops once the transaction has committed.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
-
-import aiosqlite
 
 from gateway.model import Lane
 from gateway.outbox import meta
-from gateway.outbox.database import fetch
 
 OLDEST_TELEMETRY = "oldest-telemetry"
 NEWEST_TELEMETRY = "newest-telemetry"
@@ -34,8 +33,8 @@ class Bounds:
     max_bytes: int
     drop_policy: str = OLDEST_TELEMETRY
 
-    async def enforce(
-        self, db: aiosqlite.Connection, *, rows: int, nbytes: int, adding: int, adding_bytes: int
+    def enforce(
+        self, conn: sqlite3.Connection, *, rows: int, nbytes: int, adding: int, adding_bytes: int
     ) -> Dropped:
         """Delete rows until `rows + adding` and `nbytes + adding_bytes` are within bounds.
 
@@ -50,7 +49,7 @@ class Bounds:
             # Estimate how many rows free enough bytes from the mean row size.
             mean = max(1, nbytes // max(1, rows)) if rows else _MEAN_ROW_GUESS
             want = max(over_rows, -(-over_bytes // mean), 1)
-            gone = await self._delete(db, lane, want)
+            gone = self._delete(conn, lane, want)
             if not gone:
                 continue
             freed = sum(size for _, size in gone)
@@ -59,16 +58,15 @@ class Bounds:
             over_rows -= len(gone)
             over_bytes -= freed
             dropped[lane] = gone
-            await meta.add(db, meta.dropped_key(lane), len(gone))
+            meta.add(conn, meta.dropped_key(lane), len(gone))
         return dropped
 
-    async def _delete(self, db: aiosqlite.Connection, lane: Lane, n: int) -> list[tuple[int, int]]:
+    def _delete(self, conn: sqlite3.Connection, lane: Lane, n: int) -> list[tuple[int, int]]:
         newest = self.drop_policy == NEWEST_TELEMETRY and lane == Lane.TELEMETRY
         order = "DESC" if newest else "ASC"
-        gone = await fetch(
-            db,
+        gone = conn.execute(
             f"DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE lane = ? "
             f"ORDER BY seq {order} LIMIT ?) RETURNING seq, size",
             (int(lane), n),
-        )
+        ).fetchall()
         return [(seq, size) for seq, size in gone]

@@ -15,6 +15,7 @@ leased rows their origin back, for the formats that carry seq. No file reading h
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from gateway.model import Lane, Reading
 from gateway.outbox import meta
 from gateway.outbox.database import fetch
 from gateway.outbox.rows import insert, to_row
-from gateway.outbox.transaction import transaction
+from gateway.outbox.transaction import atomic
 
 CHUNK = 5000  # rows per transaction
 IMPORTED = """
@@ -143,15 +144,27 @@ async def _take_chunk(
     if not todo:
         return 0, range(0)
     seqs = allocate(len(todo))
-    async with transaction(db) as tx:
-        pairs = list(zip(todo, seqs, strict=True))
-        await insert(tx, [to_row(o.reading._replace(seq=s)) for o, s in pairs])
-        await tx.executemany(
-            "INSERT INTO imported VALUES (?, ?, ?)",
-            [(o.gateway, o.seq, s) for o, s in pairs],
-        )
-        await meta.raise_to(tx, meta.SEQ_HWM, seqs[-1])
+    pairs = list(zip(todo, seqs, strict=True))
+    await atomic(
+        db,
+        _queue,
+        [to_row(o.reading._replace(seq=s)) for o, s in pairs],
+        [(o.gateway, o.seq, s) for o, s in pairs],
+        seqs[-1],
+    )
     return len(todo), seqs
+
+
+def _queue(
+    conn: sqlite3.Connection,
+    rows: list[tuple[Any, ...]],
+    origins: list[tuple[str, int, int]],
+    top_seq: int,
+) -> None:
+    """The rows and where each came from, in the caller's transaction (SQLite thread)."""
+    insert(conn, rows)
+    conn.executemany("INSERT INTO imported VALUES (?, ?, ?)", origins)
+    meta.raise_to(conn, meta.SEQ_HWM, top_seq)
 
 
 async def take(

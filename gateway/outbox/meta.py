@@ -1,11 +1,14 @@
 """The `meta` table: the sequence high-water mark and the persisted drop counters.
 
-One key per counter (`seq_hwm`, `dropped_<lane>`). Writers run inside the caller's
-transaction and never commit; the readers take a connection of either kind (aiosqlite for
-the store, sqlite3 read-only for `gateway status`). No queue logic here.
+One key per counter (`seq_hwm`, `dropped_<lane>`). Writers take the `sqlite3` connection in
+the SQLite thread, run inside the caller's transaction (`transaction.atomic`) and never
+commit; the readers take a connection of either kind (aiosqlite for the store, sqlite3
+read-only for `gateway status`). No queue logic here.
 """
 
 from __future__ import annotations
+
+import sqlite3
 
 import aiosqlite
 
@@ -30,18 +33,18 @@ async def read(db: aiosqlite.Connection) -> dict[str, int]:
     return {k: v for k, v in await fetch(db, SELECT_ALL)}
 
 
-async def add(db: aiosqlite.Connection, key: str, n: int) -> None:
+def add(conn: sqlite3.Connection, key: str, n: int) -> None:
     """Add `n` to a counter (inside the caller's transaction)."""
-    await db.execute(
+    conn.execute(
         "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
         "SET value = value + excluded.value",
         (key, n),
     )
 
 
-async def raise_to(db: aiosqlite.Connection, key: str, value: int) -> None:
+def raise_to(conn: sqlite3.Connection, key: str, value: int) -> None:
     """Set a mark to `value` unless it is already higher (inside the caller's transaction)."""
-    await db.execute(
+    conn.execute(
         "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
         "SET value = max(value, excluded.value)",
         (key, value),

@@ -9,12 +9,14 @@ No logging here: the caller logs the line.
 
 from __future__ import annotations
 
+import sqlite3
+
 import aiosqlite
 
 from gateway.model import Lane
 from gateway.outbox import meta
 from gateway.outbox.database import fetch
-from gateway.outbox.transaction import transaction
+from gateway.outbox.transaction import atomic
 
 _WHERE = "FROM outbox WHERE lane = ? AND ts < ?"
 
@@ -27,10 +29,11 @@ async def count(db: aiosqlite.Connection, lane: Lane, before: float) -> int:
 
 async def purge(db: aiosqlite.Connection, lane: Lane, before: float) -> int:
     """Delete the rows of `lane` stamped before `before`; how many were deleted."""
-    async with transaction(db) as tx:
-        cur = await tx.execute(f"DELETE {_WHERE}", (int(lane), before))
-        n = cur.rowcount
-        await cur.close()
-        if n:
-            await meta.add(tx, meta.dropped_key(lane), n)
+    return await atomic(db, _purge, lane, before)
+
+
+def _purge(conn: sqlite3.Connection, lane: Lane, before: float) -> int:
+    n: int = conn.execute(f"DELETE {_WHERE}", (int(lane), before)).rowcount
+    if n:
+        meta.add(conn, meta.dropped_key(lane), n)
     return n

@@ -24,7 +24,7 @@ from gateway.model import Reading
 from gateway.outbox import meta
 from gateway.outbox.database import fetch
 from gateway.outbox.rows import SELECT, from_row, insert, to_row
-from gateway.outbox.transaction import transaction
+from gateway.outbox.transaction import atomic
 
 _WINDOW = 1000  # seqs per read; a failing window is halved until single rows
 _NO_PARENT = SELECT.replace(", parent FROM", ", NULL FROM")  # files from before sub-devices
@@ -132,8 +132,14 @@ async def requeue(
         return Salvaged(0, len(readings), bad, 0, 0)
     seqs = allocate(len(todo))
     renumbered = [r._replace(seq=s) for r, s in zip(todo, seqs, strict=True)]
-    async with transaction(db) as tx:
-        await insert(tx, [to_row(r) for r in renumbered])
-        await meta.raise_to(tx, meta.SEQ_HWM, seqs[-1])
-        await meta.raise_to(tx, key, todo[-1].seq)
+    await atomic(db, _queue, [to_row(r) for r in renumbered], seqs[-1], (key, todo[-1].seq))
     return Salvaged(len(todo), len(readings) - len(todo), bad, seqs[0], seqs[-1])
+
+
+def _queue(
+    conn: sqlite3.Connection, rows: list[tuple[Any, ...]], top_seq: int, done: tuple[str, int]
+) -> None:
+    """The salvaged rows and how far the salvage got, in the caller's transaction."""
+    insert(conn, rows)
+    meta.raise_to(conn, meta.SEQ_HWM, top_seq)
+    meta.raise_to(conn, *done)

@@ -1,7 +1,8 @@
 """The outbox's one writer: every change to the file, one transaction each, one at a time.
 
 Appends (with the bounds enforced in the same transaction), acknowledgements and stamp
-corrections run under one lock, each in `transaction(db)`. Only after a commit are the
+corrections run under one lock, each one transaction (appends and acknowledgements each in
+one hand-off to the SQLite thread, `atomic`). Only after a commit are the
 in-memory views brought up to date (counts, leases, the tail), so a failed write leaves
 them as the file is. A full disk sends appends to the spill and is never raised to the
 caller; the spill is written back before the next batch, once the space `reserve` is held
@@ -33,7 +34,7 @@ from gateway.outbox.losses import Losses
 from gateway.outbox.reserve import Reserve
 from gateway.outbox.rows import insert, runs, to_row
 from gateway.outbox.spill import Spill
-from gateway.outbox.transaction import transaction
+from gateway.outbox.transaction import atomic, transaction
 
 _SIZE = operator.itemgetter(-1)  # a to_row row's size
 PIECE_MIN = 100  # rows: the smallest delete tried on a full disk (a few pages of WAL)
@@ -105,16 +106,14 @@ class Writer:
         rows = [to_row(r) for r in readings]
         added = sum(map(_SIZE, rows))  # to_row puts the row's size last
         try:
-            async with transaction(self.db) as db:
-                await insert(db, rows)
-                dropped = await self.bounds.enforce(
-                    db,
-                    rows=self.counts.total,
-                    nbytes=self.counts.bytes,
-                    adding=len(rows),
-                    adding_bytes=added,
-                )
-                await meta.raise_to(db, meta.SEQ_HWM, max(map(SEQ_OF, readings)))
+            dropped = await atomic(
+                self.db,
+                _append,
+                rows,
+                self.bounds,
+                (self.counts.total, self.counts.bytes, added),
+                max(map(SEQ_OF, readings)),
+            )
         except sqlite3.Error as exc:
             if is_full(exc):
                 if not self.spill.full:
@@ -190,11 +189,8 @@ class Writer:
                 await self._shrink()
 
     async def _delete(self, seqs: list[int]) -> int:
-        async with transaction(self.db) as db:
-            before = db.total_changes
-            # Leases are mostly contiguous: delete by runs, not one IN list per row.
-            await db.executemany("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", runs(seqs))
-            return db.total_changes - before
+        # Leases are mostly contiguous: delete by runs, not one IN list per row.
+        return await atomic(self.db, _delete_runs, runs(seqs))
 
     async def _delete_in_pieces(self, seqs: list[int]) -> int:
         """On a full disk: delete `seqs` whole, or in ever smaller pieces down to PIECE_MIN
@@ -282,3 +278,30 @@ class Writer:
                 self.leases.forget(lane, gone)
             await self.counts.recount(self.db)  # dead letters are rare: recount, exactly
             return len(readings)
+
+
+# The two writes that run per batch, each the body of one `atomic` transaction (in the
+# SQLite thread: they see only their arguments and the connection).
+
+
+def _append(
+    conn: sqlite3.Connection,
+    rows: list[tuple[Any, ...]],
+    bounds: Bounds,
+    held: tuple[int, int, int],
+    top_seq: int,
+) -> Dropped:
+    """Insert `rows`, dropping over the bounds first (`held`: the file's rows and bytes
+    before the batch, and the batch's bytes), and raise the seq mark to `top_seq`."""
+    nrows, nbytes, added = held
+    insert(conn, rows)
+    dropped = bounds.enforce(conn, rows=nrows, nbytes=nbytes, adding=len(rows), adding_bytes=added)
+    meta.raise_to(conn, meta.SEQ_HWM, top_seq)
+    return dropped
+
+
+def _delete_runs(conn: sqlite3.Connection, spans: list[tuple[int, int]]) -> int:
+    """Delete the rows in each (first, last) span; how many there were."""
+    before = conn.total_changes
+    conn.executemany("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", spans)
+    return conn.total_changes - before
