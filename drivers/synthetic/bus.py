@@ -6,6 +6,7 @@ No I/O besides the sink; never raises on its own.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import random
 import time
 from collections.abc import Iterator
@@ -55,31 +56,32 @@ class SyntheticBus:
         if not devices:
             await asyncio.Event().wait()
         # Each device keeps its own schedule; spread first polls so 100 devices at one
-        # reading a minute do not wake together.
+        # reading a minute do not wake together. The schedule is a heap of (due, index): a
+        # wake-up costs the devices that are due, not a look at every device (at 100 devices
+        # and one reading a minute each, that look was about a tenth of the CPU per reading).
         loop = asyncio.get_running_loop()
         start = loop.time()
-        due = [
-            start + (d.interval * i / len(devices) if d.interval > 0 else 0.0)
+        schedule = [
+            (start + (d.interval * i / len(devices) if d.interval > 0 else 0.0), i)
             for i, (_, d, _) in enumerate(devices)
         ]
+        heapq.heapify(schedule)
         polls = [0] * len(devices)
-        live = len(devices)
-        while live:
+        while schedule:
             now = loop.time()
-            next_due = min(due)
-            if next_due > now:
-                await asyncio.sleep(next_due - now)
+            if schedule[0][0] > now:
+                await asyncio.sleep(schedule[0][0] - now)
                 now = loop.time()
             wall = time.time()
-            for i, (key, device, opts) in enumerate(devices):
-                if due[i] > now:
-                    continue
+            due = []
+            while schedule and schedule[0][0] <= now:
+                due.append(heapq.heappop(schedule)[1])
+            for i in sorted(due):  # in the order the devices are configured
+                key, device, opts = devices[i]
                 if opts.count and polls[i] >= opts.count:
-                    due[i] = float("inf")
-                    live -= 1
-                    continue
+                    continue  # done: off the schedule
                 await self.ctx.sink.emit(key, self._observe(opts, polls[i], wall), wall)
                 polls[i] += 1
-                due[i] = now + device.interval if device.interval > 0 else now
+                heapq.heappush(schedule, (now + max(device.interval, 0.0), i))
         self.ctx.log.info("synthetic devices finished their counts", bus=self.name)
         await asyncio.Event().wait()
