@@ -190,12 +190,13 @@ def quarantine(path: Path) -> str:
 async def fetch(
     db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()
 ) -> list[tuple[Any, ...]]:
-    """Run one statement and return all its rows as plain tuples.
+    """Run one statement and return all its rows as plain tuples, in one hand-off to the
+    SQLite thread (a cursor's execute, fetchall and close are three: a lease's SELECT waited
+    in that thread's queue behind writes three times).
 
     The outbox's connection keeps sqlite3's default row factory, so rows are tuples;
     aiosqlite's annotations call them sqlite3.Row whatever the factory."""
-    async with db.execute(sql, params) as cur:
-        return cast(list[tuple[Any, ...]], await cur.fetchall())
+    return cast(list[tuple[Any, ...]], await db.execute_fetchall(sql, params))
 
 
 async def cap_size(db: aiosqlite.Connection, limit_bytes: int) -> None:
