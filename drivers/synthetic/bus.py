@@ -58,7 +58,7 @@ class SyntheticBus:
         # Each device keeps its own schedule; spread first polls so 100 devices at one
         # reading a minute do not wake together. The schedule is a heap of (due, index): a
         # wake-up costs the devices that are due, not a look at every device (at 100 devices
-        # and one reading a minute each, that look was about a tenth of the CPU per reading).
+        # and one reading a minute each, that look was ~0.03 % of a core under cProfile).
         loop = asyncio.get_running_loop()
         start = loop.time()
         schedule = [
