@@ -4,8 +4,8 @@ Over the bound (rows or bytes), telemetry goes first (its oldest rows, or its ne
 `drop_policy="newest-telemetry"`), then mail, then alerts: an alert is never dropped while
 telemetry remains. Each drop is counted in `meta` in the same transaction as the DELETE.
 Runs in the SQLite thread inside the caller's transaction (`transaction.atomic`) and never
-commits; it keeps no state and does not touch
-leases or counts: the store applies the returned drops once the transaction has committed.
+commits; it keeps no state and does not touch leases or counts: the store applies the
+returned drops once the transaction has committed.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 `to_row` gives a Reading's row (its byte size last, the outbox's accounting: `row_size` is the
 same figure without the row), `insert` writes rows (whole groups as one multi-row INSERT),
-`from_row` reads a `SELECT` row back; `runs` and `rising` turn sorted seqs into the ranges a
-delete takes. These run for every reading appended, leased and acknowledged, so they are
-written for speed (each says where). No I/O beyond `insert`'s statements; no queue logic.
+`from_row` reads a `SELECT` row back; `runs` and `rising` turn sorted seqs into the ranges
+`delete` takes. These run for every reading appended, leased and acknowledged, so they are
+written for speed (each says where). No I/O beyond `insert`'s and `delete`'s statements; no
+queue logic.
 """
 
 from __future__ import annotations
@@ -153,3 +154,11 @@ def runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
         prev = s
     runs.append((start, prev))
     return runs
+
+
+def delete(conn: sqlite3.Connection, spans: Sequence[tuple[int, int]]) -> int:
+    """Delete the rows in each (first, last) span of `runs`; how many there were. Runs in the
+    SQLite thread, inside the caller's transaction (`transaction.atomic`)."""
+    before = conn.total_changes
+    conn.executemany("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", spans)
+    return conn.total_changes - before

@@ -32,7 +32,7 @@ from gateway.outbox.database import checkpoint, is_full, shrink
 from gateway.outbox.leases import Leases
 from gateway.outbox.losses import Losses
 from gateway.outbox.reserve import Reserve
-from gateway.outbox.rows import insert, runs, to_row
+from gateway.outbox.rows import delete, insert, runs, to_row
 from gateway.outbox.spill import Spill
 from gateway.outbox.transaction import atomic, transaction
 
@@ -190,7 +190,7 @@ class Writer:
 
     async def _delete(self, seqs: list[int]) -> int:
         # Leases are mostly contiguous: delete by runs, not one IN list per row.
-        return await atomic(self.db, _delete_runs, runs(seqs))
+        return await atomic(self.db, delete, runs(seqs))
 
     async def _delete_in_pieces(self, seqs: list[int]) -> int:
         """On a full disk: delete `seqs` whole, or in ever smaller pieces down to PIECE_MIN
@@ -280,10 +280,6 @@ class Writer:
             return len(readings)
 
 
-# The two writes that run per batch, each the body of one `atomic` transaction (in the
-# SQLite thread: they see only their arguments and the connection).
-
-
 def _append(
     conn: sqlite3.Connection,
     rows: list[tuple[Any, ...]],
@@ -291,17 +287,12 @@ def _append(
     held: tuple[int, int, int],
     top_seq: int,
 ) -> Dropped:
-    """Insert `rows`, dropping over the bounds first (`held`: the file's rows and bytes
-    before the batch, and the batch's bytes), and raise the seq mark to `top_seq`."""
+    """An append's whole write, the body of its `atomic` transaction (in the SQLite thread:
+    it sees only its arguments and the connection; an ack's is `rows.delete`). Inserts
+    `rows`, drops what is then over the bounds (`held`: the file's rows and bytes before the
+    batch, and the batch's bytes) and raises the seq mark to `top_seq`."""
     nrows, nbytes, added = held
     insert(conn, rows)
     dropped = bounds.enforce(conn, rows=nrows, nbytes=nbytes, adding=len(rows), adding_bytes=added)
     meta.raise_to(conn, meta.SEQ_HWM, top_seq)
     return dropped
-
-
-def _delete_runs(conn: sqlite3.Connection, spans: list[tuple[int, int]]) -> int:
-    """Delete the rows in each (first, last) span; how many there were."""
-    before = conn.total_changes
-    conn.executemany("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", spans)
-    return conn.total_changes - before
