@@ -23,7 +23,7 @@ from gateway.errors import ConfigError
 from gateway.model import Lane, Observation, Reading
 from gateway.outbox.averaging import Averaging
 from gateway.outbox.pressure import Pressure
-from gateway.outbox.priority import FREE, Priority
+from gateway.outbox.priority import FREE, SLICE, Priority
 from gateway.outbox.store import Outbox
 from gateway.pipeline import Pipeline
 from gateway.uplink.order import DrainOrder
@@ -53,6 +53,41 @@ async def test_intake_waits_while_the_uplink_claims_and_goes_when_it_releases():
     await task
     assert order == ["uplink round", "intake"]
     assert (p.yields, p.overruns) == (1, 0)
+
+
+async def test_intake_that_runs_on_lets_the_loop_turn_once_a_slice_is_used():
+    # A fast source's emits come closer together than SLICE: the loop must still read its
+    # sockets (a PUBACK) every SLICE of intake, or a claimed round starts late.
+    now = [0.0]
+    p = Priority(monotonic=lambda: now[0])
+    turns: list[float] = []
+    await p.give_way()
+    asyncio.get_running_loop().call_soon(lambda: turns.append(now[0]))
+    now[0] = SLICE * 0.5
+    await p.give_way()
+    assert turns == []  # inside the slice: no pass of the loop
+    now[0] = SLICE * 1.2  # 0.7 slice after the last call, 1.2 into the slice
+    await p.give_way()
+    assert turns == [SLICE * 1.2]  # the loop ran what was ready before intake went on
+
+
+async def test_intake_back_from_a_pause_starts_a_new_slice_without_a_loop_turn():
+    # An idle site: one reading in a while. The loop read its sockets while the bus waited,
+    # so the reading goes on at once (two passes of the loop per reading cost idle CPU).
+    now = [0.0]
+    p = Priority(monotonic=lambda: now[0])
+    await p.give_way()
+    turns: list[float] = []
+    asyncio.get_running_loop().call_soon(lambda: turns.append(now[0]))
+    now[0] = 0.6
+    await p.give_way()
+    assert turns == []
+    now[0] = 0.6 + SLICE * 0.5
+    await p.give_way()
+    assert turns == []  # the new slice started at 0.6
+    now[0] = 0.6 + SLICE * 1.2
+    await p.give_way()
+    assert turns == [0.6 + SLICE * 1.2]
 
 
 async def test_intake_is_never_starved_by_an_uplink_that_never_releases():

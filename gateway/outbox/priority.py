@@ -61,6 +61,7 @@ class Priority:
         self._clear.set()
         self._free_until = 0.0
         self._slice_start = 0.0
+        self._last = -1.0  # when intake last asked (a slice: calls closer than SLICE apart)
         self.yields = 0  # times intake waited for the uplink
         self.overruns = 0  # waits that ran out: the uplink had work for max_hold or longer
 
@@ -80,7 +81,14 @@ class Priority:
         """Return at once unless the uplink claimed the right of way; then wait until it
         releases it, at most `max_hold` seconds (and not again for `max_hold * FREE` after)."""
         now = self.monotonic()
+        last, self._last = self._last, now
         if self._clear.is_set() or now < self._free_until:
+            if now - last > SLICE:
+                # No intake for longer than a slice (its buses waited: an idle site's one
+                # reading in a while), so intake did not hold the loop meanwhile: a new slice
+                # starts here, without the two turns (a pass of the loop each, per reading).
+                self._slice_start = now
+                return
             if now - self._slice_start < SLICE:
                 return
             # A bus that never waits (a fast source) would hold the loop for a whole pass
