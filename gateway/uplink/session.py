@@ -43,6 +43,7 @@ from gateway.config.loader import UplinkConfig
 from gateway.errors import LinkDown
 from gateway.logs import debugging
 from gateway.model import Lane, Reading
+from gateway.outbox.priority import PUBACK_HOLD
 from gateway.outbox.store import Outbox
 from gateway.supervise import Backoff, Health, supervise
 from gateway.uplink.cadence import Cadence
@@ -281,16 +282,32 @@ class Uplink:
                 self.ahead.refill(self.cadence.lease_size())
             if published:
                 continue
-            if not (self.window and self.cadence.behind()):
+            awaiting = bool(self.window) and self.cadence.behind()
+            if not awaiting:
                 self.outbox.priority.release()  # no PUBACK of a backlog awaited: intake goes
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._until_due(loop.time())):
+                    if awaiting and not await self._kicked_within(PUBACK_HOLD):
+                        # A distant broker: intake uses the loop while the PUBACKs travel
+                        # (one read claims the right of way again, `_on_puback`).
+                        self.outbox.priority.release()
                     await self.kick.wait()
 
+    async def _kicked_within(self, seconds: float) -> bool:
+        try:
+            async with asyncio.timeout(seconds):
+                await self.kick.wait()
+        except TimeoutError:
+            return False
+        return True
+
     def _until_due(self, now: float) -> float | None:
-        """How long the pump may sleep: until the telemetry window closes or a held message
-        is due, or until kicked."""
-        due = [d for d in (self.order.next_due(), self.cadence.closes()) if d is not None]
+        """How long the pump may sleep: until a held message is due or, while the window
+        has room, the telemetry window closes; else until kicked (a PUBACK, an append)."""
+        # A full window waits for its PUBACKs, whatever is due: while a backlog drained
+        # (its window closed long ago) the pump woke every millisecond for nothing.
+        closes = self.cadence.closes() if len(self.window) < self.cfg.inflight else None
+        due = [d for d in (self.order.next_due(), closes) if d is not None]
         return max(0.001, min(due) - now) if due else None
 
     async def _prepare(self, lane: Lane, limit: int) -> Prepared | None:
