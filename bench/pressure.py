@@ -13,11 +13,12 @@ share (gateway.outbox.priority) and every batch needs its rows leased between ro
 Nothing here asserts; it measures.
 
     python -m bench --only pressure          # the figures
-    python -m bench.pressure DEVICES [SECONDS] [latency]   # one run by hand
+    python -m bench.pressure DEVICES [SECONDS] [latency|distant]   # one run by hand
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench.delay import DelayLine
 from bench.figures import Doc, Figure, Mode, collect, repeat
 from gateway.demo.broker import LocalBroker
 from gateway.monitor import ask, socket_path
@@ -45,17 +47,25 @@ BASE: dict[Mode, int] = {"smoke": 2, "quick": 20, "full": 20}  # devices at 1x
 FACTORS = (1, 2, 4)
 WARMUP: dict[Mode, float] = {"smoke": 1.0, "quick": 3.0, "full": 5.0}
 SPAN: dict[Mode, float] = {"smoke": 1.0, "quick": 4.0, "full": 10.0}
-# (figure label, extra [uplink] keys, what they stand for)
+LATENCY_BOUND = "inflight = 1\nbatch_max_readings = 200\n"
+DISTANT_DELAY = 0.01  # seconds each way through bench.delay: a 20 ms round trip
+# (figure label, extra [uplink] keys, what they stand for, delay each way to the broker)
 SETTINGS = (
-    ("defaults", "", "uplink defaults"),
-    ("latency", "inflight = 1\nbatch_max_readings = 200\n", "1 message in flight, batches of 200"),
+    ("defaults", "", "uplink defaults", 0.0),
+    ("latency", LATENCY_BOUND, "1 message in flight, batches of 200", 0.0),
+    (
+        "distant",
+        LATENCY_BOUND,
+        f"1 message in flight, batches of 200, {2000 * DISTANT_DELAY:g} ms round trip",
+        DISTANT_DELAY,
+    ),
 )
 DOCS = {
     f"pressure_{label}_{what}_{k}x_per_s": Doc(
         f"{'delivered (PUBACKed)' if what == 'delivered' else 'read'} readings/s, "
         f"{k}x the base offered load; {about}"
     )
-    for label, _, about in SETTINGS
+    for label, _, about, _ in SETTINGS
     for k in FACTORS
     for what in ("ingest", "delivered")
 }
@@ -86,12 +96,19 @@ def _counters(work: Path) -> tuple[float, int, int, int]:
     )
 
 
-def offered(devices: int, warmup: float, span: float, extra: str = "") -> dict[str, float]:
+def offered(
+    devices: int, warmup: float, span: float, extra: str = "", delay: float = 0.0
+) -> dict[str, float]:
     """One run with `devices` x POINTS readings offered every INTERVAL s: ingest/s,
-    delivered/s and outbox growth/s over `span` seconds after `warmup`."""
-    with tempfile.TemporaryDirectory() as tmp, LocalBroker(Path(tmp) / "b") as broker:
+    delivered/s and outbox growth/s over `span` seconds after `warmup`; with `delay`, the
+    broker is that many seconds away each way (bench.delay)."""
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LocalBroker(Path(tmp) / "b") as broker,
+        DelayLine(broker.port, delay) if delay else contextlib.nullcontext() as line,
+    ):
         work = Path(tmp)
-        cfg = _config(work, broker.port, devices, extra)
+        cfg = _config(work, line.port if line else broker.port, devices, extra)
         logfile = work / "daemon.log"
         with open(logfile, "wb") as log:
             p = subprocess.Popen(
@@ -119,10 +136,11 @@ def offered(devices: int, warmup: float, span: float, extra: str = "") -> dict[s
 
 def run(mode: Mode, repeats: int) -> dict[str, Figure]:
     figures: dict[str, Figure] = {}
-    for label, extra, about in SETTINGS:
+    for label, extra, about, delay in SETTINGS:
         for k in FACTORS:
             devices = BASE[mode] * k
-            runs = repeat(repeats, partial(offered, devices, WARMUP[mode], SPAN[mode], extra))
+            run_once = partial(offered, devices, WARMUP[mode], SPAN[mode], extra, delay)
+            runs = repeat(repeats, run_once)
             named = [
                 {
                     f"pressure_{label}_ingest_{k}x_per_s": round(r["ingest"]),
@@ -144,5 +162,5 @@ def run(mode: Mode, repeats: int) -> dict[str, Figure]:
 if __name__ == "__main__":
     n = int(sys.argv[1])
     secs = float(sys.argv[2]) if len(sys.argv) > 2 else 10.0
-    extra = SETTINGS[1][1] if "latency" in sys.argv[3:] else ""
-    print({k: round(v) for k, v in offered(n, 5.0, secs, extra).items()})
+    _, extra, _, delay = next((s for s in SETTINGS if s[0] in sys.argv[3:]), SETTINGS[0])
+    print({k: round(v) for k, v in offered(n, 5.0, secs, extra, delay).items()})
