@@ -5,12 +5,14 @@ points every INTERVAL s), publishes to a local mosquitto, and is asked over its 
 socket (gateway.monitor) for its counters after a warm-up and again after a measured span:
 readings taken in (ingest) and readings the broker acknowledged (delivered). More offered
 must never mean less delivered: `pressure_<setting>_delivered_<k>x_per_s` should not fall
-as k rises. Two uplink settings: the defaults, and a latency-bound uplink (`inflight = 1`:
-one QoS 1 message awaiting its PUBACK at a time, batches of 200 readings; standing in for a
-distant broker), where every message is a round trip through the event loop the buses
-share (gateway.outbox.priority) and every batch needs its rows leased between round trips
-(gateway.uplink.readahead). Daemon, mosquitto and this process are separate processes.
-Nothing here asserts; it measures.
+as k rises. Three uplink settings: the defaults; a latency-bound uplink (`inflight = 1`:
+one QoS 1 message awaiting its PUBACK at a time, batches of 200 readings), where every
+message is a round trip through the event loop the buses share (gateway.outbox.priority)
+and every batch needs its rows leased between round trips (gateway.uplink.readahead); and
+the same uplink with the broker 20 ms away (`distant`: through bench.delay), where the
+round trip is the network's and the loop is free meanwhile. Daemon, mosquitto and this
+process are separate processes (the delay line is a thread of this one). Nothing here
+asserts; it measures.
 
     python -m bench --only pressure          # the figures
     python -m bench.pressure DEVICES [SECONDS] [latency|distant]   # one run by hand
