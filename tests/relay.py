@@ -4,10 +4,13 @@
 connections it accepted and the bytes each way on the gateway's side of the socket (TCP
 payload: what the gateway wrote and read). With `tls=` a server context it terminates TLS
 (a connection counts once its handshake succeeded; a context with CERT_REQUIRED asks for a
-client certificate) and the counts are of the plaintext. `hold` cleared holds the peer's
-bytes back until it is set again; `stall` cleared stops reading the gateway's (its socket
-buffers fill and its writes would block). Also `AnswerStub`: an HTTP/1.1 server answering each
-request with the next status of a list (None: never answer), recording what it got.
+client certificate) and the counts are of the plaintext. With `delay=` seconds every chunk
+goes on that long after it was read, each way, in order (a distant peer's round trip of
+2 x delay at loopback bandwidth; bench/delay.py runs one in a thread). `hold` cleared holds
+the peer's bytes back until it is set again; `stall` cleared stops reading the gateway's
+(its socket buffers fill and its writes would block). Also `AnswerStub`: an HTTP/1.1 server
+answering each request with the next status of a list (None: never answer), recording what
+it got.
 """
 
 from __future__ import annotations
@@ -19,10 +22,18 @@ from dataclasses import dataclass, field
 
 
 class Relay:
-    def __init__(self, peer_port: int, *, tls: ssl.SSLContext | None = None, port: int = 0):
+    def __init__(
+        self,
+        peer_port: int,
+        *,
+        tls: ssl.SSLContext | None = None,
+        port: int = 0,
+        delay: float = 0.0,
+    ):
         self.peer_port = peer_port
         self.tls = tls
         self.port = port
+        self.delay = delay
         self.connections = 0
         self.sent = 0  # bytes the gateway wrote
         self.received = 0  # bytes the gateway read
@@ -85,16 +96,74 @@ class Relay:
     async def _pipe(
         self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, upstream: bool
     ) -> None:
-        with contextlib.suppress(OSError, ssl.SSLError):
-            while data := await src.read(65536):
-                if upstream:
-                    await self.stall.wait()
-                    self.sent += len(data)
-                else:
-                    await self.hold.wait()
-                    self.received += len(data)
-                dst.write(data)
-                await dst.drain()
+        late = _Late(dst, self.delay) if self.delay else None
+        try:
+            with contextlib.suppress(OSError, ssl.SSLError):
+                while data := await src.read(65536):
+                    if upstream:
+                        await self.stall.wait()
+                        self.sent += len(data)
+                    else:
+                        await self.hold.wait()
+                        self.received += len(data)
+                    if late is None:
+                        dst.write(data)
+                        await dst.drain()
+                    else:
+                        await late.put(data)
+                if late is not None:
+                    await late.flush()  # the other end closed: what it sent still arrives
+        finally:
+            if late is not None:
+                await late.close()
+
+
+class _Late:
+    """One direction of a delaying relay: `put` queues a chunk for `delay` s after now and
+    returns at once unless MAX_LATE bytes wait already (then the relay stops reading, and
+    TCP's own back-pressure reaches the sender); a task writes each when it is due."""
+
+    MAX_LATE = 4 << 20
+
+    def __init__(self, dst: asyncio.StreamWriter, delay: float) -> None:
+        self.dst = dst
+        self.delay = delay
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+        self.held = 0
+        self.room = asyncio.Event()
+        self.room.set()
+        self.task = asyncio.create_task(self._send())
+
+    async def put(self, data: bytes) -> None:
+        self.queue.put_nowait((self.loop.time() + self.delay, data))
+        self.held += len(data)
+        if self.held > self.MAX_LATE:
+            self.room.clear()
+            await self.room.wait()
+
+    async def flush(self) -> None:
+        """Until every queued chunk is written (or the writing failed)."""
+        joined = asyncio.ensure_future(self.queue.join())
+        await asyncio.wait([joined, self.task], return_when=asyncio.FIRST_COMPLETED)
+        joined.cancel()
+
+    async def close(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, OSError):
+            await self.task
+
+    async def _send(self) -> None:
+        while True:
+            due, data = await self.queue.get()
+            if (wait := due - self.loop.time()) > 0:
+                await asyncio.sleep(wait)
+            self.dst.write(data)
+            await self.dst.drain()
+            self.held -= len(data)
+            if self.held <= self.MAX_LATE:
+                self.room.set()
+            self.queue.task_done()
 
 
 @dataclass
