@@ -127,6 +127,8 @@ def _getter(fields: tuple[str, ...], name: str) -> operator.itemgetter[object]:
 SEQ_OF, LANE_OF = _getter(Reading._fields, "seq"), _getter(Reading._fields, "lane")
 QUANTITY_OF, TS_OF = _getter(Reading._fields, "quantity"), _getter(Reading._fields, "ts")
 PLAUSIBLE_OF = _getter(Reading._fields, "plausible")
+DEVICE_OF, UNIT_OF = _getter(Reading._fields, "device"), _getter(Reading._fields, "unit")
+VALUE_OF, PARENT_OF = _getter(Reading._fields, "value"), _getter(Reading._fields, "parent")
 OBSERVED_VALUE_OF, OBSERVED_PLAUSIBLE_OF = (
     _getter(Observation._fields, "value"),
     _getter(Observation._fields, "plausible"),

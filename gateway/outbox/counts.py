@@ -10,14 +10,14 @@ file). No decisions here, and no writes: only the two reading queries.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Sequence
 
 import aiosqlite
 
 from gateway.model import LANE_OF, Lane, Reading
 from gateway.outbox import meta
 from gateway.outbox.database import fetch
-from gateway.outbox.rows import LANES, row_size
+from gateway.outbox.rows import LANES, rows_size
 
 
 class Counts:
@@ -31,19 +31,25 @@ class Counts:
         """Rows in the file, all lanes."""
         return sum(self.rows.values())
 
-    def added(self, readings: Iterable[Reading], nbytes: int) -> None:
-        """`readings` (of `nbytes` in all, as `row_size` counts them) were committed."""
-        rows = self.rows
-        for lane, n in Counter(map(LANE_OF, readings)).items():  # counted in C
-            rows[lane] += n
+    def added(self, readings: Sequence[Reading], lanes: Collection[Lane], nbytes: int) -> None:
+        """`readings`, of the `lanes` given (`nbytes` in all, as `to_row` sizes them), were
+        committed."""
+        self._count(readings, lanes, 1)
         self.bytes += nbytes
 
-    def removed(self, readings: Iterable[Reading]) -> None:
-        """`readings` left the file (acknowledged)."""
+    def removed(self, readings: Sequence[Reading], lanes: Collection[Lane]) -> None:
+        """`readings`, of the `lanes` given, left the file (acknowledged)."""
+        self._count(readings, lanes, -1)
+        self.bytes -= rows_size(readings)
+
+    def _count(self, readings: Sequence[Reading], lanes: Collection[Lane], sign: int) -> None:
         rows = self.rows
-        for lane, n in Counter(map(LANE_OF, readings)).items():
-            rows[lane] -= n
-        self.bytes -= sum(map(row_size, readings))
+        if len(lanes) == 1:  # nearly every batch is one lane's: no per-row pass
+            (lane,) = lanes
+            rows[lane] += sign * len(readings)
+            return
+        for lane, n in Counter(map(LANE_OF, readings)).items():  # counted in C
+            rows[lane] += sign * n
 
     def lost(self, lane: Lane, gone: Sequence[tuple[int, int]]) -> None:
         """Rows of `lane`, as (seq, size), were dropped from the file over its bounds."""

@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.model import Lane, Reading
+from gateway.model import DEVICE_OF, PARENT_OF, QUANTITY_OF, UNIT_OF, VALUE_OF, Lane, Reading
 
 # Columns named: `parent` is last in a migrated file's table. A row of a configured device
 # (nearly all) leaves `parent` out: binding a NULL for it costs about as much again as the
@@ -49,13 +49,23 @@ LANES = tuple(Lane)  # index -> Lane without the Enum call per row
 _new_tuple = tuple.__new__
 
 
+def rows_size(readings: Sequence[Reading]) -> int:
+    """The `size` columns `to_row` gives these rows, summed (the outbox's byte accounting of
+    an acknowledged batch)."""
+    # Field by field over the whole batch, each pass in C (a Python call per row was ~0.44 us
+    # of the ack's; this is ~0.3): only the rare text values and parents take a Python step.
+    size = sum(map(len, map(DEVICE_OF, readings)))
+    size += sum(map(len, map(QUANTITY_OF, readings)))
+    size += sum(map(len, map(UNIT_OF, readings)))
+    texts = [v for v in map(VALUE_OF, readings) if isinstance(v, str)]
+    size += (_ROW_OVERHEAD + 8) * len(readings) - 8 * len(texts)
+    size += sum(len(v.encode()) for v in texts)
+    return size + sum(len(p) for p in map(PARENT_OF, readings) if p is not None)
+
+
 def row_size(r: Reading) -> int:
-    """The `size` column `to_row` gives the row (the outbox's byte accounting)."""
-    # Inline, not shared with to_row: this runs for every row appended and acknowledged.
-    _, device, quantity, v, unit, _, _, _, parent, _, _ = r
-    size = _ROW_OVERHEAD + len(device) + len(quantity) + len(unit)
-    size += len(v.encode()) if isinstance(v, str) else 8
-    return size if parent is None else size + len(parent)
+    """The `size` column `to_row` gives the row."""
+    return rows_size((r,))
 
 
 _LANE_NUMBER = {lane: int(lane) for lane in Lane}

@@ -74,14 +74,14 @@ class Writer:
                 await self.flush()
             if not readings:
                 return
+            lanes = set(map(LANE_OF, readings))
             if self.spill.full:
                 self._buffer(readings)
             else:
                 try:
-                    await self._write(readings)
+                    await self._write(readings, lanes)
                 except StoreFull:
                     self._buffer(readings)
-            lanes = {r.lane for r in readings}
             for listener in self.listeners:
                 listener(lanes)
 
@@ -95,14 +95,16 @@ class Writer:
             return
         # Rows already acked while in memory were removed from the spill by ack().
         try:
-            await self._write(list(self.spill))
+            rows = list(self.spill)
+            await self._write(rows, set(map(LANE_OF, rows)))
         except StoreFull:
             return
         self.spill.clear()
 
-    async def _write(self, readings: Sequence[Reading]) -> None:
-        """Insert a batch, dropping over the bounds, in one transaction; StoreFull when the
-        disk is full (the spill then holds until a write succeeds)."""
+    async def _write(self, readings: Sequence[Reading], lanes: set[Lane]) -> None:
+        """Insert a batch (of the `lanes` given), dropping over the bounds, in one
+        transaction; StoreFull when the disk is full (the spill then holds until a write
+        succeeds)."""
         rows = [to_row(r) for r in readings]
         added = sum(map(_SIZE, rows))  # to_row puts the row's size last
         try:
@@ -124,7 +126,7 @@ class Writer:
         gone = self._apply_drops(dropped) if dropped else set()
         if not dropped:
             self.drops.clear()
-        self.counts.added(readings, added)
+        self.counts.added(readings, lanes, added)
         self.leases.remember([r for r in readings if r.seq not in gone] if gone else readings)
         self.spill.leave()
 
@@ -177,10 +179,11 @@ class Writer:
                 deleted = await self._delete_in_pieces(seqs)
                 if not deleted:
                     return
-            for lane in set(map(LANE_OF, readings)):
+            lanes = set(map(LANE_OF, readings))
+            for lane in lanes:
                 self.leases.forget(lane, acked)
             if deleted == len(readings):
-                self.counts.removed(readings)
+                self.counts.removed(readings, lanes)
             else:
                 # Some were dropped or still in memory only: recount from the file.
                 await self.counts.recount(self.db)
