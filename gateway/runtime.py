@@ -268,8 +268,8 @@ def retire_uplink(rt: Runtime) -> None:
 
 def retarget(uplink: Uplink, cfg: Config) -> None:
     """Payload names follow the new devices without restarting the session."""
-    old = uplink.target
-    uplink.target = Target(old.apikey, old.gateway_id, old.topic_prefix, attribute_map(cfg))
+    old = uplink.pump.target
+    uplink.pump.target = Target(old.apikey, old.gateway_id, old.topic_prefix, attribute_map(cfg))
 
 
 def forget_devices(rt: Runtime, devices: Iterable[str]) -> None:

@@ -180,7 +180,7 @@ async def big_drain(
     async with running_uplink(cfg, outbox, log) as uplink:
         started = loop.time()
         if pause is not None:
-            uplink.order.pause = pause
+            uplink.pump.order.pause = pause
         await until(lambda: outbox.rows == 0, 120)
         drained = loop.time() - started
         await until(

@@ -153,10 +153,10 @@ async def test_a_drain_sends_each_devices_newest_message_last_and_acks_it_after(
         ]
         await ob.append(rows)
         uplink = Uplink(cfg, "gw1", ob, CommandRouter(cfg.commands, log=log), log=log)
-        uplink.order.rate = 2000.0  # ~0.3 s of modelled backlog + 0.5 s
+        uplink.pump.order.rate = 2000.0  # ~0.3 s of modelled backlog + 0.5 s
         async with running(uplink) as up:
-            await wait_until(lambda: up.order.held)  # the drain's end: the newest are held
-            held = {h.message.topic: h.message.seqs for h in up.order.held}
+            await wait_until(lambda: up.pump.order.held)  # the drain's end: the newest are held
+            held = {h.message.topic: h.message.seqs for h in up.pump.order.held}
             assert set(held) == {"gateway/gw1/d1", "gateway/gw1/d2"}
             assert ob.rows >= len(held["gateway/gw1/d1"]) + len(held["gateway/gw1/d2"])
             await wait_until(lambda: ob.rows == 0)
@@ -181,10 +181,10 @@ async def test_a_newer_message_of_a_held_device_sends_the_held_one_first(
         ]
         await ob.append(first)
         uplink = Uplink(cfg, "gw1", ob, CommandRouter(cfg.commands, log=log), log=log)
-        uplink.order.pause = 3600.0  # held until something newer of d1 comes
+        uplink.pump.order.pause = 3600.0  # held until something newer of d1 comes
         async with running(uplink) as up:
-            await wait_until(lambda: up.order.held)
-            (old,) = up.order.held
+            await wait_until(lambda: up.pump.order.held)
+            (old,) = up.pump.order.held
             assert sum(map(len, seqs_on(platform, "d1"))) <= 100
             (s,) = ob.allocate(1)
             later = Reading(s, "d1", "water_level", 9.0, "cm", 1.9e9, True, Lane.TELEMETRY)
@@ -192,7 +192,7 @@ async def test_a_newer_message_of_a_held_device_sends_the_held_one_first(
             # The held message goes at once, before the newer one (a lone reading after the
             # drain: steady traffic, not held).
             await platform.wait(lambda ms: sum(map(len, seqs_on(platform, "d1"))) >= 151)
-            assert old not in up.order.held and up.order.held == []
+            assert old not in up.pump.order.held and up.pump.order.held == []
             await wait_until(lambda: ob.rows == 0)
     platform.close()
     got = [s for m in seqs_on(platform, "d1") for s in m]

@@ -285,7 +285,7 @@ async def test_a_latency_bound_uplink_has_its_next_batches_ready_while_one_is_in
         await ob.append(readings(ob, 5000))
         cfg = replace(LATENCY_BOUND, port=relay.port)
         up = make_uplink(cfg, ob, log)
-        up.order = DrainOrder(pause=0)  # no pause at the drain's end: not what this is about
+        up.pump.order = DrainOrder(pause=0)  # no pause at the drain's end: not what this is about
         batch = cfg.batch_max_readings
         async with running(up):
             await wait_until(lambda: up.stats.acked_readings >= batch)
@@ -296,18 +296,18 @@ async def test_a_latency_bound_uplink_has_its_next_batches_ready_while_one_is_in
                 before = up.stats.published_readings
                 await asyncio.sleep(0.1)
                 stuck = up.stats.published_readings == before and len(up.window) > 0
-                if stuck and up.ahead and not up.ahead.refilling:
+                if stuck and up.pump.ahead and not up.pump.ahead.refilling:
                     break
             else:
                 raise AssertionError(f"never waiting on held PUBACKs: {up.stats}")
             leased, published = ob.leased(), up.stats.published_readings
             for _ in range(10):
                 await asyncio.sleep(0.01)
-            assert 0 < up.ahead.rows <= AHEAD_ROWS * 3 // 2  # read ahead, and bounded
+            assert 0 < up.pump.ahead.rows <= AHEAD_ROWS * 3 // 2  # read ahead, and bounded
             assert ob.leased() == leased  # and no further lease while the window is full
             assert up.stats.published_readings == published  # the batches wait for the window
             in_flight = published - up.stats.acked_readings
-            assert in_flight == batch and leased == in_flight + up.ahead.rows
+            assert in_flight == batch and leased == in_flight + up.pump.ahead.rows
             relay.hold.set()
             await wait_until(lambda: ob.rows == 0 and up.stats.acked_readings == 5000)
         await platform.wait(lambda ms: len(seqs_from_json(platform)) >= 5000)
@@ -327,7 +327,7 @@ async def test_a_distant_broker_does_not_hold_intake_while_the_pubacks_travel(
         await ob.append(readings(ob, 3000))
         cfg = replace(LATENCY_BOUND, port=relay.port)
         up = make_uplink(cfg, ob, log)
-        up.order = DrainOrder(pause=0)
+        up.pump.order = DrainOrder(pause=0)
         async with running(up):
             await wait_until(lambda: up.stats.acked_readings >= cfg.batch_max_readings)
             relay.hold.clear()

@@ -42,6 +42,7 @@ transport = "synthetic"
 [[buses.devices]]
 id = "counter"
 interval = 0.01
+attributes = {{ n = "{n_attr}" }}
 points = [ {{ quantity = "n", pattern = "counter" }} ]
 [[buses]]
 name = "mb"
@@ -82,7 +83,7 @@ async def _until(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-u
 class Field:
     def __init__(self, tmp: Path, port: int, sim_port: int) -> None:
         self.path = tmp / "gw.toml"
-        self.values = {"port": port, "window": 0.2, "tmp": tmp, "sim_port": sim_port}
+        self.values = {"port": port, "window": 0.2, "tmp": tmp, "sim_port": sim_port, "n_attr": "n"}
         self.write(mb_interval=0.5)
 
     def write(self, **changes: object) -> None:
@@ -165,6 +166,18 @@ async def test_reload_restarts_only_what_changed_and_a_refused_file_changes_noth
                 await platform.wait(lambda ms: len(ms) > sent + 3)  # still publishing
                 assert _payloads(platform) == [b"online"]  # no offline/online for a bus change
 
+                # A device's payload names changed: the running uplink's publishing takes
+                # them (the FIWARE formats name attributes by them), without a reconnect.
+                field.write(n_attr="count")
+                await _reload(daemon, control)
+                rt = await daemon.running()
+                assert rt.uplink is uplink
+                assert uplink.pump.target.attributes[("counter", "n")] == "count"
+                assert _payloads(platform) == [b"online"]
+                renamed = daemon.bus_tasks()
+                assert renamed["syn"] is not after["syn"] and renamed["mb"] is after["mb"]
+                after = renamed
+
                 # [uplink] changed: the uplink alone restarts (offline, then online again).
                 field.write(window=0.3)
                 await _reload(daemon, control)
@@ -175,7 +188,7 @@ async def test_reload_restarts_only_what_changed_and_a_refused_file_changes_noth
                     lambda ms: _payloads(platform) == [b"online", b"offline", b"online"]
                 )
                 assert rt.outbox is outbox
-                assert settled == [0, 2, 3]
+                assert settled == [0, 2, 3, 4]
     finally:
         platform.close()
 

@@ -3,12 +3,10 @@
 Contract:
 - Publishes what the outbox leases, QoS 1 by default, and acknowledges rows to the outbox only
   after the broker's PUBACK for every message of a leased batch (ack and delete in one
-  transaction). While the window is full and a backlog waits, what goes next is leased and
-  encoded in the background (`readahead`), so it goes the moment the PUBACKs are in (a
-  latency-bound link's round is the round trip, not the round trip plus a query and the
-  encoding). On any disconnect all leases are released and the unacknowledged rows are sent
-  again on the next session: at most the batches in flight are duplicated (those read ahead
-  were never sent).
+  transaction: `receipts`). The publishing itself is the `pump`'s (leases, encoding, the
+  read-ahead, the right of way); this module runs one pump per connection. On any
+  disconnect all leases are released and the unacknowledged rows are sent again on the next
+  session: at most the batches in flight are duplicated (those read ahead were never sent).
 - Alerts are leased first and at once; telemetry waits for the batch window (or a full batch).
   The window counts from the oldest waiting row, across outages: rows that waited a window
   while the link was down, or were in flight when it went, go as soon as a session (and its
@@ -28,40 +26,33 @@ Contract:
 The paho client, TLS and credentials live in `client` (the only module importing paho).
 With `transport = "http"` the same loop drives `http.HttpConnection` instead (chosen in
 `_connect`): a row leaves on the agent's 2xx, a request whose content the platform refuses
-moves exactly its rows to the dead letters; no status topic, no commands.
-"""
+moves exactly its rows to the dead letters; no status topic, no commands."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from gateway.config.loader import UplinkConfig
 from gateway.errors import LinkDown
-from gateway.logs import debugging
-from gateway.model import Lane, Reading
-from gateway.outbox.priority import PUBACK_HOLD
+from gateway.model import Lane
 from gateway.outbox.store import Outbox
 from gateway.supervise import Backoff, Health, supervise
 from gateway.uplink.cadence import Cadence
 from gateway.uplink.client import Connection
 from gateway.uplink.commands import CommandRouter
-from gateway.uplink.http import HttpConnection, HttpLink
-from gateway.uplink.order import DrainOrder, Held, Lease
-from gateway.uplink.payload import ENCODERS, Message, Target
+from gateway.uplink.http import HttpLink
+from gateway.uplink.payload import ENCODERS, Target
+from gateway.uplink.pump import Link, Pump
 from gateway.uplink.ratelimit import TokenBucket
-from gateway.uplink.readahead import Prepared, ReadAhead
 from gateway.uplink.receipts import Receipts
 from gateway.uplink.responder import Responder
 from gateway.uplink.resume import ResumeHold
 from gateway.uplink.stats import LinkHealth, UplinkStats
-from gateway.uplink.triage import Triage, triage
-from gateway.uplink.window import Batch, InflightWindow
-
-Link = Connection | HttpConnection  # what `_connect` builds: MQTT or the IoT Agent's HTTP port
+from gateway.uplink.window import InflightWindow
 
 
 class Uplink:
@@ -83,14 +74,10 @@ class Uplink:
         self.outbox = outbox
         self.commands = commands
         self.log = log
-        self.encode = ENCODERS[cfg.format]
-        self.target = Target(cfg.apikey, gateway_id, cfg.topic_prefix, attributes or {})
         self.backoff = Backoff(cfg.reconnect_min, cfg.reconnect_max, rng=rng or random.Random())
         self.stats = UplinkStats()
-        self._debug = debugging(log)  # `run --log-level debug`: leases and acks, each one
         self.health: Health = LinkHealth(log, self.stats)
         self.resume = ResumeHold(cfg.resume_delay, self.stats, log)
-        self.order = DrainOrder()  # replaceable: measurements compare pauses
         self.wake = asyncio.Event()  # cuts a reconnect wait short (an alert is waiting)
         self.kick = asyncio.Event()  # something to publish or room in the window
         self.bucket = TokenBucket(cfg.rate_limit, max(cfg.rate_limit, cfg.max_payload_bytes + 64))
@@ -99,17 +86,25 @@ class Uplink:
             cfg, gateway_id, commands, stats=self.stats, bucket=self.bucket, log=log
         )
         self.window = InflightWindow()
-        # Telemetry batches leased and encoded while the window is full (`_pump`).
-        self.ahead = ReadAhead(
-            lambda n: outbox.lease(Lane.TELEMETRY, n), self._encode, on_ready=self.kick.set
-        )
-        self._stopping = False
         self._settled = asyncio.Event()  # set on every PUBACK and when a session ends
         self._conn: Link | None = None  # the current session's, while there is one
         self.http = HttpLink(cfg, log) if cfg.transport == "http" else None
         limit = cfg.batch_max_readings * cfg.inflight  # rows per delete: one lease at most
         self.receipts = Receipts(outbox, self.window, self.stats, limit=limit, log=log)
         self.cadence = Cadence(cfg, lambda: outbox.unleased(Lane.TELEMETRY))
+        self.pump = Pump(
+            cfg,
+            outbox,
+            encode=ENCODERS[cfg.format],
+            target=Target(cfg.apikey, gateway_id, cfg.topic_prefix, attributes or {}),
+            stats=self.stats,
+            window=self.window,
+            receipts=self.receipts,
+            cadence=self.cadence,
+            bucket=self.bucket,
+            kick=self.kick,
+            log=log,
+        )
         outbox.listeners.append(self._on_append)
 
     def detach(self) -> None:
@@ -147,7 +142,7 @@ class Uplink:
     async def stop(self, deadline: float = 10.0) -> None:
         """Stop leasing, wait up to `deadline` s for PUBACKs of what is in flight, ack it,
         publish `offline` and disconnect cleanly (so the broker does not fire the will)."""
-        self._stopping = True
+        self.pump.stopping = True
         self.kick.set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(deadline):
@@ -170,7 +165,7 @@ class Uplink:
 
     # -- one session -----------------------------------------------------------------------
     async def _session(self, health: Health) -> None:
-        if self._stopping:
+        if self.pump.stopping:
             await asyncio.Event().wait()  # shutting down: never reconnect, wait to be cancelled
         conn = self._connect()
         self._conn = conn
@@ -196,9 +191,8 @@ class Uplink:
             self._settled.set()
             await self.receipts.settle()
             self.window.clear()
-            if (lost := await self.ahead.clear()) is not None:  # leases go with release_all
+            if (lost := await self.pump.end_session()) is not None:
                 self.log.warning("uplink read-ahead failed as the session ended", error=str(lost))
-            self.order.clear()
             waiting = self.outbox.unleased(Lane.TELEMETRY)
             self.outbox.release_all()
             self.cadence.after_session(waiting)
@@ -221,7 +215,7 @@ class Uplink:
 
     async def _serve(self, conn: Link) -> None:
         """Publish and answer commands until the session is lost (LinkDown) or a bug."""
-        pump = asyncio.create_task(self._pump(conn), name="uplink-pump")
+        pump = asyncio.create_task(self._publish(conn), name="uplink-pump")
         misc = asyncio.create_task(self._misc(conn), name="uplink-misc")
         try:
             waiting: list[asyncio.Future[Any]] = [pump, misc, conn.lost]
@@ -237,152 +231,16 @@ class Uplink:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    async def _publish(self, conn: Link) -> None:
+        await self.resume.wait()  # the broker lost our session: let the platform resubscribe
+        await self.pump.run(conn)
+
     async def _misc(self, conn: Link) -> None:
         """MQTT: the platform's commands and paho's pings (`responder`). HTTP has neither:
         wait until the session ends."""
         if isinstance(conn, Connection):
             await self.responder.serve(conn)
         await asyncio.Event().wait()
-
-    # -- publishing ------------------------------------------------------------------------
-    async def _pump(self, conn: Link) -> None:
-        loop = asyncio.get_running_loop()
-        await self.resume.wait()  # the broker lost our session: let the platform resubscribe
-        while True:
-            # Cleared before looking, not before sleeping: a PUBACK or an append that lands
-            # while we lease and publish must still wake the next wait.
-            self.kick.clear()
-            if self.cadence.behind():  # intake gives way until we wait (gateway.outbox.priority)
-                self.outbox.priority.claim()
-            self.ahead.check()  # a read-ahead's store fault ends the session like ours would
-            if self._stopping:
-                await self.receipts.settle()
-                self.outbox.priority.release()
-                await asyncio.sleep(3600)
-            await self._send_held(conn, self.order.release(loop.time()))
-            published = False
-            if len(self.window) < self.cfg.inflight:
-                published = await self._publish_lane(conn, Lane.ALERT, self.cfg.inflight)
-                if not published and (self.ahead or self.cadence.due(loop.time())):
-                    size = self.cadence.lease_size()
-                    published = await self._publish_lane(conn, Lane.TELEMETRY, size)
-                    self.cadence.drained()
-            # The window is full and a backlog waits: while the PUBACKs travel, lease and
-            # encode what goes next (gateway.uplink.readahead), so it goes the moment they
-            # are in. Batches of one batch's size are leased before the delete of what was
-            # delivered (the next PUBACKs may be in soon); a larger lease after it (and
-            # `receipts` deletes one lease at a time: a full disk's reserve holds the WAL of one).
-            size = self.cadence.lease_size()
-            ahead = len(self.window) >= self.cfg.inflight and self.cadence.behind()
-            small = size <= self.cfg.batch_max_readings
-            if ahead and small:
-                self.ahead.refill(size)
-            await self.receipts.settle()  # after publishing: never between a PUBACK and the publish
-            if ahead and not small:
-                self.ahead.refill(self.cadence.lease_size())
-            if published:
-                continue
-            awaiting = bool(self.window) and self.cadence.behind()
-            if not awaiting:
-                self.outbox.priority.release()  # no PUBACK of a backlog awaited: intake goes
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._until_due(loop.time())):
-                    if awaiting and not await self._kicked_within(PUBACK_HOLD):
-                        # A distant broker: intake uses the loop while the PUBACKs travel
-                        # (one read claims the right of way again, `_on_puback`).
-                        self.outbox.priority.release()
-                    await self.kick.wait()
-
-    async def _kicked_within(self, seconds: float) -> bool:
-        try:
-            async with asyncio.timeout(seconds):
-                await self.kick.wait()
-        except TimeoutError:
-            return False
-        return True
-
-    def _until_due(self, now: float) -> float | None:
-        """How long the pump may sleep: until a held message is due or, while the window
-        has room, the telemetry window closes; else until kicked (a PUBACK, an append)."""
-        # A full window waits for its PUBACKs, whatever is due: while a backlog drained
-        # (its window closed long ago) the pump woke every millisecond for nothing.
-        closes = self.cadence.closes() if len(self.window) < self.cfg.inflight else None
-        due = [d for d in (self.order.next_due(), closes) if d is not None]
-        return max(0.001, min(due) - now) if due else None
-
-    async def _prepare(self, lane: Lane, limit: int) -> Prepared | None:
-        """Lease up to `limit` rows of `lane` and encode them. None when nothing waits."""
-        rows = await self.outbox.lease(lane, limit)
-        return (rows, await self._encode(rows), limit) if rows else None
-
-    async def _encode(self, rows: list[Reading]) -> Triage:
-        """The messages for leased `rows`; unsendable rows go to the dead letters at once."""
-        sorted_ = triage(rows, self.encode, self.target, self.cfg.max_payload_bytes)
-        for bad, reason in sorted_.dead:
-            await self.receipts.dead_letter(bad, reason)
-        return sorted_
-
-    async def _publish_lane(self, conn: Link, lane: Lane, limit: int) -> bool:
-        # Telemetry leased ahead goes first (or what a running read-ahead is leasing).
-        ready = await self.ahead.take() if lane is Lane.TELEMETRY else None
-        ready = ready or await self._prepare(lane, limit)
-        if ready is None:
-            return False
-        rows, sorted_, size = ready
-        # What is left counts the rows still leased ahead: they are not the drain's end.
-        left = self.outbox.unleased(lane) + (self.ahead.rows if lane is Lane.TELEMETRY else 0)
-        lease = Lease(len(rows), size, left)
-        if sorted_.rows:
-            if self._debug:
-                self.log.debug(
-                    "leased",
-                    lane=lane.name.lower(),
-                    rows=len(sorted_.rows),
-                    seqs=f"{rows[0].seq}-{rows[-1].seq}",
-                    messages=len(sorted_.messages),
-                    left=lease.left,
-                )
-            await self._publish(conn, sorted_.messages, sorted_.rows, lease)
-        return True
-
-    async def _publish(
-        self, conn: Link, messages: Sequence[Message], rows: list[Reading], lease: Lease
-    ) -> None:
-        """Publish a leased batch in the order `order` plans (its newest messages may wait)."""
-        if self.http is not None:  # one request at a time, in order: the agent cannot reorder
-            await self._send(conn, Batch(rows), messages)
-            return
-        now = asyncio.get_running_loop().time()
-        # A held message of a device this batch sends to is not its newest any more: first.
-        await self._send_held(conn, self.order.release(now, {m.topic for m in messages}))
-        plan = self.order.plan(messages, rows, lease, now)
-        await self._send(conn, plan.batch, plan.first)
-        if plan.held:  # the drain ends: each device's newest message waits (uplink.order)
-            self.stats.final_pauses += 1
-            self.order.hold(plan.held, asyncio.get_running_loop().time())
-
-    async def _send_held(self, conn: Link, held: list[Held]) -> None:
-        for h in held:
-            await self._send(conn, h.batch, [h.message])
-
-    async def _send(self, conn: Link, batch: Batch, messages: Sequence[Message]) -> None:
-        qos = self.cfg.qos
-        for message in messages:
-            size = conn.wire_size(message, qos)
-            await self.bucket.take(size)
-            if not self.stats.connected:
-                raise LinkDown("connection lost while publishing")
-            delivery = conn.send(message, qos)
-            if not delivery.ok:
-                raise LinkDown(f"publish failed: {delivery.error}")
-            self.order.sent(message, asyncio.get_running_loop().time())
-            self.stats.published_messages += 1
-            self.stats.wire_bytes += size
-            if qos:
-                self.window.add(batch, delivery.mid)
-        self.stats.published_readings += len(batch.rows)
-        # QoS 0 has no PUBACK: handing the bytes to the socket is all there is.
-        self.window.seal(batch)
 
 
 __all__ = ["Uplink", "UplinkStats"]
