@@ -3,7 +3,10 @@
 The daemon reads a synthetic source offering 1x, 2x and 4x a base rate (devices x POINTS
 points every INTERVAL s), publishes to a local mosquitto, and is asked over its monitor
 socket (gateway.monitor) for its counters after a warm-up and again after a measured span:
-readings taken in (ingest) and readings the broker acknowledged (delivered). More offered
+readings taken in (ingest) and readings the broker acknowledged (delivered). Both ends of
+the span are the moments the acknowledged count moves (`_at_ack`): the span holds whole
+batches, so a slow uplink's figure is not a whole batch more or less by where the span
+fell (with the broker 20 ms away, one 200-reading batch in a 10 s span was 20/s). More offered
 must never mean less delivered: `pressure_<setting>_delivered_<k>x_per_s` should not fall
 as k rises. Three uplink settings: the defaults; a latency-bound uplink (`inflight = 1`:
 one QoS 1 message awaiting its PUBACK at a time, batches of 200 readings), where every
@@ -49,6 +52,8 @@ BASE: dict[Mode, int] = {"smoke": 2, "quick": 20, "full": 20}  # devices at 1x
 FACTORS = (1, 2, 4)
 WARMUP: dict[Mode, float] = {"smoke": 1.0, "quick": 3.0, "full": 5.0}
 SPAN: dict[Mode, float] = {"smoke": 1.0, "quick": 4.0, "full": 10.0}
+POLL = 0.02  # seconds between asks while waiting for an acknowledgement (`_at_ack`)
+ACK_WAIT = 3.0  # at most this long: an uplink that acknowledges nothing is measured as is
 LATENCY_BOUND = "inflight = 1\nbatch_max_readings = 200\n"
 DISTANT_DELAY = 0.01  # seconds each way through bench.delay: a 20 ms round trip
 # (figure label, extra [uplink] keys, what they stand for, delay each way to the broker)
@@ -70,6 +75,14 @@ DOCS = {
     for label, _, about, _ in SETTINGS
     for k in FACTORS
     for what in ("ingest", "delivered")
+} | {
+    f"pressure_{label}_late_ms_{k}x": Doc(
+        f"ms the delay line sent each chunk after its due time, on average, at {k}x "
+        f"(the round trip is {2000 * delay:g} ms plus twice this); {about}"
+    )
+    for label, _, about, delay in SETTINGS
+    if delay
+    for k in FACTORS
 }
 
 
@@ -96,6 +109,18 @@ def _counters(work: Path) -> tuple[float, int, int, int]:
         int(s["uplink"]["acked_readings"]),
         int(s["outbox"]["rows"]),
     )
+
+
+def _at_ack(work: Path) -> tuple[float, int, int, int]:
+    """The counters as soon as the acknowledged count next moves (asked every POLL s, at
+    most ACK_WAIT s: then the last answer). The moment is known to within POLL."""
+    first = _counters(work)
+    deadline = first[0] + ACK_WAIT
+    now = first
+    while now[2] == first[2] and now[0] < deadline:
+        time.sleep(POLL)
+        now = _counters(work)
+    return now
 
 
 def offered(
@@ -126,14 +151,22 @@ def offered(
                         raise RuntimeError(logfile.read_text()[-2000:])
                     time.sleep(0.05)
                 time.sleep(warmup)
-                t0, e0, a0, r0 = _counters(work)
+                t0, e0, a0, r0 = _at_ack(work)
+                late0 = (line.late.chunks, line.late.seconds) if line else (0, 0.0)
                 time.sleep(span)
-                t1, e1, a1, r1 = _counters(work)
+                t1, e1, a1, r1 = _at_ack(work)
+                late1 = (line.late.chunks, line.late.seconds) if line else (0, 0.0)
             finally:
                 p.terminate()
                 p.wait(60)
     dt = t1 - t0
-    return {"ingest": (e1 - e0) / dt, "delivered": (a1 - a0) / dt, "growth": (r1 - r0) / dt}
+    chunks = late1[0] - late0[0]
+    return {
+        "ingest": (e1 - e0) / dt,
+        "delivered": (a1 - a0) / dt,
+        "growth": (r1 - r0) / dt,
+        "late_ms": (late1[1] - late0[1]) / chunks * 1000 if chunks else 0.0,
+    }
 
 
 def run(mode: Mode, repeats: int) -> dict[str, Figure]:
@@ -148,6 +181,7 @@ def run(mode: Mode, repeats: int) -> dict[str, Figure]:
                     f"pressure_{label}_ingest_{k}x_per_s": round(r["ingest"]),
                     f"pressure_{label}_delivered_{k}x_per_s": round(r["delivered"]),
                 }
+                | ({f"pressure_{label}_late_ms_{k}x": round(r["late_ms"], 2)} if delay else {})
                 for r in runs
             ]
             settings = {
@@ -156,6 +190,7 @@ def run(mode: Mode, repeats: int) -> dict[str, Figure]:
                 "source": f"{devices} synthetic devices x {POINTS} points every {INTERVAL} s",
                 "warmup_s": WARMUP[mode],
                 "span_s": SPAN[mode],
+                "span_ends": f"at an acknowledgement (asked every {POLL} s)",
             }
             figures |= collect(named, settings, DOCS)
     return figures
@@ -165,4 +200,4 @@ if __name__ == "__main__":
     n = int(sys.argv[1])
     secs = float(sys.argv[2]) if len(sys.argv) > 2 else 10.0
     _, extra, _, delay = next((s for s in SETTINGS if s[0] in sys.argv[3:]), SETTINGS[0])
-    print({k: round(v) for k, v in offered(n, 5.0, secs, extra, delay).items()})
+    print({k: round(v, 2) for k, v in offered(n, 5.0, secs, extra, delay).items()})

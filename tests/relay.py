@@ -6,7 +6,8 @@ payload: what the gateway wrote and read). With `tls=` a server context it termi
 (a connection counts once its handshake succeeded; a context with CERT_REQUIRED asks for a
 client certificate) and the counts are of the plaintext. With `delay=` seconds every chunk
 goes on that long after it was read, each way, in order (a distant peer's round trip of
-2 x delay at loopback bandwidth; bench/delay.py runs one in a thread). `hold` cleared holds
+2 x delay at loopback bandwidth; bench/delay.py runs one in a thread); `late` says how much
+later than that the chunks went (a busy machine wakes the relay late). `hold` cleared holds
 the peer's bytes back until it is set again; `stall` cleared stops reading the gateway's
 (its socket buffers fill and its writes would block). Also `AnswerStub`: an HTTP/1.1 server
 answering each request with the next status of a list (None: never answer), recording what
@@ -19,6 +20,22 @@ import asyncio
 import contextlib
 import ssl
 from dataclasses import dataclass, field
+
+
+@dataclass
+class Lateness:
+    """How late a delaying relay's chunks went on, each way together."""
+
+    chunks: int = 0  # chunks sent on
+    seconds: float = 0.0  # their lateness past `delay`, summed
+    worst: float = 0.0
+    least: float = float("inf")  # below 0: a chunk went early (a bug of the relay)
+
+    def add(self, late: float) -> None:
+        self.chunks += 1
+        self.seconds += late
+        self.worst = max(self.worst, late)
+        self.least = min(self.least, late)
 
 
 class Relay:
@@ -37,6 +54,7 @@ class Relay:
         self.connections = 0
         self.sent = 0  # bytes the gateway wrote
         self.received = 0  # bytes the gateway read
+        self.late = Lateness()
         self.hold = asyncio.Event()
         self.hold.set()
         self.stall = asyncio.Event()
@@ -96,7 +114,7 @@ class Relay:
     async def _pipe(
         self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, upstream: bool
     ) -> None:
-        late = _Late(dst, self.delay) if self.delay else None
+        late = _Late(dst, self.delay, self.late) if self.delay else None
         try:
             with contextlib.suppress(OSError, ssl.SSLError):
                 while data := await src.read(65536):
@@ -125,9 +143,10 @@ class _Late:
 
     MAX_LATE = 4 << 20
 
-    def __init__(self, dst: asyncio.StreamWriter, delay: float) -> None:
+    def __init__(self, dst: asyncio.StreamWriter, delay: float, lateness: Lateness) -> None:
         self.dst = dst
         self.delay = delay
+        self.lateness = lateness
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
         self.held = 0
@@ -158,6 +177,7 @@ class _Late:
             due, data = await self.queue.get()
             if (wait := due - self.loop.time()) > 0:
                 await asyncio.sleep(wait)
+            self.lateness.add(self.loop.time() - due)
             self.dst.write(data)
             await self.dst.drain()
             self.held -= len(data)

@@ -35,5 +35,9 @@ async def test_a_delaying_relay_keeps_order_and_holds_each_way():
             assert first + rest == b"".join(sent)  # every byte, in order
             assert back >= 2 * delay  # there and back, each way held
             assert relay.sent == relay.received == sum(map(len, sent))
+            # Each way at least one chunk, none early; the lateness it reports is real time.
+            late = relay.late
+            assert late.chunks >= 2 and 0 <= late.least <= late.worst
+            assert late.seconds <= late.chunks * late.worst
     finally:
         server.close()
