@@ -142,9 +142,9 @@ class Leases:
             self._recount(lane)
 
     # -- the tail -----------------------------------------------------------------------------
-    def remember(self, readings: Sequence[Reading]) -> None:
-        """Rows just committed, in seq order within each lane."""
-        lanes = set(map(LANE_OF, readings))
+    def remember(self, readings: Sequence[Reading], lanes: set[Lane] | None = None) -> None:
+        """Rows just committed, in seq order within each lane (`lanes`: theirs, if known)."""
+        lanes = set(map(LANE_OF, readings)) if lanes is None else set(lanes)
         # A batch of one lane in seq order (nearly all): joins the tail in one extend.
         if len(lanes) == 1 and rising(list(map(SEQ_OF, readings))):
             tail = self._tail[lanes.pop()]
@@ -169,8 +169,14 @@ class Leases:
         # The tail is in seq order, so every row of it an ack names lies in its prefix up to
         # the highest seq acknowledged: only that prefix is walked, however long the tail and
         # whatever it still holds before them (rows a drain's order holds back).
-        end = bisect.bisect_right(tail, max(seqs), key=SEQ_OF)
+        low, top = min(seqs), max(seqs)
+        end = bisect.bisect_right(tail, top, key=SEQ_OF)
         popleft = tail.popleft
+        if top - low + 1 == len(seqs) and tail[0].seq >= low:
+            # An in-order ack (nearly all): `seqs` is one run, and the prefix lies inside it,
+            # so all of it goes, popped in C without a look at each row.
+            deque(itertools.starmap(popleft, itertools.repeat((), end)), maxlen=0)
+            return
         prefix = [popleft() for _ in range(end)]
         kept = [r for r in prefix if r.seq not in seqs]
         if kept:

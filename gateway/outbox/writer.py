@@ -127,7 +127,10 @@ class Writer:
         if not dropped:
             self.drops.clear()
         self.counts.added(readings, lanes, added)
-        self.leases.remember([r for r in readings if r.seq not in gone] if gone else readings)
+        if gone:
+            self.leases.remember([r for r in readings if r.seq not in gone])
+        else:
+            self.leases.remember(readings, lanes)
         self.spill.leave()
 
     def _apply_drops(self, dropped: Dropped) -> set[int]:
