@@ -23,6 +23,7 @@ from pathlib import Path
 import structlog
 
 from bench.figures import Doc, Figure, Mode, collect, repeat
+from drivers.modbus.decode import ModbusDecoder
 from drivers.modbus.sim import Simulator, SimUnit
 from drivers.modbus.slave import Write
 from drivers.serial.ptyline import pty_line
@@ -50,7 +51,8 @@ DOCS = {
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _config(work: Path, sim: Simulator, tty: str) -> str:
@@ -78,6 +80,7 @@ async def _measure(samples: int, via_pty: bool) -> list[float]:
             else:
                 off.set()
 
+    assert isinstance(profile.decoder, ModbusDecoder)  # relay-4ch is a Modbus profile
     unit = SimUnit(profile.decoder, registers={"coil": {0: 0, 1: 0, 2: 0, 3: 0}}, on_write=seen)
     latencies: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-alerts-") as tmp:

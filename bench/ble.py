@@ -13,6 +13,7 @@ import asyncio
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.figures import Doc, Figure, Mode, collect, repeat
 from drivers.ble import create_bus
@@ -36,13 +37,15 @@ DOCS = {
 
 
 class _Quiet:
-    """The bench prints figures only."""
+    """The bench prints figures only (a gateway.contract.Log that says nothing)."""
 
-    def info(self, *args: object, **kw: object) -> None:
+    def bind(self, **context: Any) -> _Quiet:
+        return self
+
+    def debug(self, event: str, *args: Any, **context: Any) -> None:
         pass
 
-    def warning(self, *args: object, **kw: object) -> None:
-        pass
+    info = warning = error = exception = debug
 
 
 def _bus(path: Path):  # type: ignore[no-untyped-def]

@@ -149,7 +149,7 @@ class Daemon:
 
     def cpu(self) -> float:
         t = self.ps.cpu_times()
-        return t.user + t.system
+        return float(t.user + t.system)
 
     def stop(self) -> None:
         self.ps.terminate()  # the daemon (under py-spy: py-spy then writes its profile)
@@ -268,7 +268,8 @@ def drain(
 def run(mode: Mode, repeats: int) -> dict[str, Figure]:
     size = SIZES[mode]
     figures: dict[str, Figure] = {}
-    variants = (("", ""), (TUNED, "tuned_"))  # (extra [uplink] keys, figure label)
+    # (extra [uplink] keys, figure label)
+    variants: tuple[tuple[str, str], ...] = (("", ""), (TUNED, "tuned_"))
     if mode == "smoke":
         variants = variants[:1]
     for extra, label in variants:

@@ -8,7 +8,7 @@ dict of numbers; `repeat` runs it n times and `collect` turns the repeats into f
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -67,7 +67,7 @@ def repeat(n: int, once: Callable[[], Mapping[str, float]]) -> list[Mapping[str,
 
 
 def collect(
-    samples: list[Mapping[str, float]],
+    samples: Sequence[Mapping[str, float]],
     settings: Mapping[str, Any],
     docs: Mapping[str, Doc] | None = None,
     prefix: str = "",

@@ -143,7 +143,7 @@ class Daemon:
             for level, kind, cdata in ancillary:
                 if level == socket.SOL_SOCKET and kind == SO_TIMESTAMP:
                     sec, usec = struct.unpack("qq", cdata[:16])
-                    return sec + usec / 1e6
+                    return float(sec + usec / 1e6)
             return time.time()
 
     def _drain(self) -> None:
@@ -182,7 +182,7 @@ class Daemon:
 
     def cpu(self) -> float:
         t = self.ps.cpu_times()
-        return t.user + t.system
+        return float(t.user + t.system)
 
     def run_ns(self) -> dict[str, int]:
         """Each live thread's time on a CPU in nanoseconds (the scheduler's own sum,

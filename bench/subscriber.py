@@ -25,7 +25,7 @@ from gateway.uplink.order import FINAL_PAUSE
 HOLD_GAP = FINAL_PAUSE / 2
 
 
-def count(payload: bytes) -> int:
+def count(payload: bytes | bytearray) -> int:
     body = json.loads(payload)
     if isinstance(body, list):
         return sum(len(obj) - 1 for obj in body)  # every attribute but TimeInstant

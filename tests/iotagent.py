@@ -115,7 +115,8 @@ class ContextBroker:
 
     def entity(self, entity: str) -> dict[str, Any]:
         with self.lock:
-            return json.loads(json.dumps(self.state.entities.get(entity, {})))
+            copy: dict[str, Any] = json.loads(json.dumps(self.state.entities.get(entity, {})))
+            return copy
 
     def attr(self, entity: str, name: str) -> Any:
         a = self.entity(entity).get(name)
