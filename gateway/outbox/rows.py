@@ -1,11 +1,11 @@
 """Rows of the outbox table <-> Readings: the columns a Reading is stored in, and back.
 
-`to_row` gives a Reading's row (its byte size last, the outbox's accounting: `row_size` is the
-same figure without the row), `insert` writes rows (whole groups as one multi-row INSERT),
-`from_row` reads a `SELECT` row back; `runs` and `rising` turn sorted seqs into the ranges
-`delete` takes. These run for every reading appended, leased and acknowledged, so they are
-written for speed (each says where). No I/O beyond `insert`'s and `delete`'s statements; no
-queue logic.
+`to_row` gives a Reading's row (its byte size last, the outbox's accounting: `rows_size` sums
+the same figure over a batch without building the rows, `row_size` is one row's), `insert`
+writes rows (whole groups as one multi-row INSERT), `from_row` reads a `SELECT` row back;
+`runs` and `rising` turn sorted seqs into the ranges `delete` takes. These run for every
+reading appended, leased and acknowledged, so they are written for speed (each says where).
+No I/O beyond `insert`'s and `delete`'s statements; no queue logic.
 """
 
 from __future__ import annotations
