@@ -93,15 +93,7 @@ def test_forget_leaves_exactly_the_rows_not_acknowledged_in_order(
     # Acks come in any order (a drain's order holds some rows back), may name rows the tail
     # never had (from the file or the spill) or names twice: the tail must keep every other
     # row, in seq order, or a lease would send a row twice or skip one.
-    leases = Leases()
-    leases.remember(rows(*sorted(stored)))
-    leases.grant(T, rows(*sorted(stored)))
-    for acked in acks:
-        leases.end(acked)
-        leases.forget(T, acked)
-    left = [s for s in sorted(stored) if not any(s in a for a in acks)]
-    leases.release(left)
-    assert seqs(leases.from_tail(T, 1000) or []) == left
+    _acknowledge_and_check(stored, acks)
 
 
 @given(
@@ -114,7 +106,12 @@ def test_forget_of_runs_leaves_exactly_the_rows_not_acknowledged(
     # Nearly every ack is one run of seqs (a lease's, in order): the tail drops its prefix
     # without a look at each row, which is right only when that prefix lies inside the run
     # (a run may start below the tail, inside it, or past rows it still holds).
-    acks = [set(range(low, low + n)) for low, n in runs]
+    _acknowledge_and_check(stored, [set(range(low, low + n)) for low, n in runs])
+
+
+def _acknowledge_and_check(stored: list[int], acks: list[set[int]]) -> None:
+    """The tail holds `stored`, all leased; `acks` end and forget in turn: the tail keeps
+    exactly the rows no ack named, in seq order."""
     leases = Leases()
     leases.remember(rows(*sorted(stored)))
     leases.grant(T, rows(*sorted(stored)))
