@@ -123,6 +123,11 @@ def _at_ack(work: Path) -> tuple[float, int, int, int]:
     return now
 
 
+def _lateness(line: DelayLine | None) -> tuple[int, float]:
+    """(chunks sent on, seconds late in all) so far: none without a delay line."""
+    return (line.late.chunks, line.late.seconds) if line else (0, 0.0)
+
+
 def offered(
     devices: int, warmup: float, span: float, extra: str = "", delay: float = 0.0
 ) -> dict[str, float]:
@@ -152,10 +157,10 @@ def offered(
                     time.sleep(0.05)
                 time.sleep(warmup)
                 t0, e0, a0, r0 = _at_ack(work)
-                late0 = (line.late.chunks, line.late.seconds) if line else (0, 0.0)
+                late0 = _lateness(line)
                 time.sleep(span)
                 t1, e1, a1, r1 = _at_ack(work)
-                late1 = (line.late.chunks, line.late.seconds) if line else (0, 0.0)
+                late1 = _lateness(line)
             finally:
                 p.terminate()
                 p.wait(60)

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from gateway.outbox.store import Outbox
 from gateway.pipeline import Pipeline
 from gateway.uplink.order import DrainOrder
 from gateway.uplink.readahead import AHEAD_ROWS
+from gateway.uplink.session import Uplink
 from tests.relay import Relay
 from tests.test_uplink import BASE, make_uplink, readings, running, seqs_from_json, wait_until
 
@@ -272,6 +274,18 @@ async def _flood(pipe: Pipeline, device: str) -> None:
 LATENCY_BOUND = replace(BASE, **SLOW_UPLINKS["latency-bound"])
 
 
+async def _until_pubacks_held(up: Uplink, also: Callable[[], object] = lambda: True) -> None:
+    """Until the uplink waits on PUBACKs its relay holds: a batch in flight, nothing
+    published for 0.1 s (PUBACKs already past the relay still come and release a batch or
+    two first), and `also()`."""
+    for _ in range(100):
+        before = up.stats.published_readings
+        await asyncio.sleep(0.1)
+        if up.stats.published_readings == before and len(up.window) > 0 and also():
+            return
+    raise AssertionError(f"never waiting on held PUBACKs: {up.stats}")
+
+
 async def test_a_latency_bound_uplink_has_its_next_batches_ready_while_one_is_in_flight(
     tmp_path, broker, platform, log
 ):
@@ -290,16 +304,7 @@ async def test_a_latency_bound_uplink_has_its_next_batches_ready_while_one_is_in
         async with running(up):
             await wait_until(lambda: up.stats.acked_readings >= batch)
             relay.hold.clear()  # the broker's PUBACKs stay in the relay
-            # PUBACKs already past the relay still come (and release a batch or two): wait
-            # until a batch's PUBACKs are held and nothing has been published for a while.
-            for _ in range(100):
-                before = up.stats.published_readings
-                await asyncio.sleep(0.1)
-                stuck = up.stats.published_readings == before and len(up.window) > 0
-                if stuck and up.pump.ahead and not up.pump.ahead.refilling:
-                    break
-            else:
-                raise AssertionError(f"never waiting on held PUBACKs: {up.stats}")
+            await _until_pubacks_held(up, lambda: up.pump.ahead and not up.pump.ahead.refilling)
             leased, published = ob.leased(), up.stats.published_readings
             for _ in range(10):
                 await asyncio.sleep(0.01)
@@ -331,13 +336,7 @@ async def test_a_distant_broker_does_not_hold_intake_while_the_pubacks_travel(
         async with running(up):
             await wait_until(lambda: up.stats.acked_readings >= cfg.batch_max_readings)
             relay.hold.clear()
-            for _ in range(100):
-                before = up.stats.published_readings
-                await asyncio.sleep(0.1)
-                if up.stats.published_readings == before and len(up.window) > 0:
-                    break
-            else:
-                raise AssertionError(f"never waiting on held PUBACKs: {up.stats}")
+            await _until_pubacks_held(up)
             assert up.cadence.behind()  # a backlog: the uplink would claim the right of way
             assert not ob.priority.claimed  # but it only waits for the network
             yields = ob.priority.yields

@@ -26,7 +26,8 @@ Contract:
 The paho client, TLS and credentials live in `client` (the only module importing paho).
 With `transport = "http"` the same loop drives `http.HttpConnection` instead (chosen in
 `_connect`): a row leaves on the agent's 2xx, a request whose content the platform refuses
-moves exactly its rows to the dead letters; no status topic, no commands."""
+moves exactly its rows to the dead letters; no status topic, no commands.
+"""
 
 from __future__ import annotations
 
